@@ -1,0 +1,5 @@
+"""``python -m compressor`` (also what ``torchrun -m compressor`` runs)."""
+
+from compressor.cli import main
+
+main()

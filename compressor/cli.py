@@ -1,0 +1,254 @@
+"""The ``compressor`` command line: parse, call the library, print, choose the exit code.
+
+Exit codes: 0 every gate passed, 1 a gate failed (the report says which and by how much),
+2 bad input or usage (one line on stderr; ``--debug`` shows the traceback).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+
+from compressor.errors import CompressorError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    help="Distil a PyTorch teacher into an ONNX student that fits a CPU latency budget.\n\n"
+    "Exit codes: 0 all gates pass, 1 a gate failed, 2 bad input or usage.",
+)
+
+EXAMPLE_RUN = (
+    "compressor run --teacher teacher.pt --data data/ --profile cpu-1thread --out runs/exp1"
+)
+
+
+def _fail(message: str) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(2)
+
+
+@contextmanager
+def user_errors(debug: bool) -> Iterator[None]:
+    """Turn CompressorError (and Ctrl-C) into one line on stderr and exit code 2."""
+    try:
+        yield
+    except CompressorError as exc:
+        if debug:
+            traceback.print_exc()
+        _fail(str(exc))
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        raise typer.Exit(130) from None
+
+
+def _logger(quiet: bool) -> Callable[[str], None]:
+    start = time.perf_counter()
+
+    def log(message: str) -> None:
+        if not quiet:
+            typer.echo(f"[{time.perf_counter() - start:7.1f}s] {message}", err=True)
+
+    return log
+
+
+def _floats(text: str | None, name: str) -> tuple[float, ...] | None:
+    if text is None:
+        return None
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        _fail(f"--{name} must be comma-separated numbers, e.g. 0.5,0.5,0.5; got {text!r}")
+
+
+def print_summary(report: dict[str, Any], out: Path, seconds: float | None = None) -> None:
+    """A short human summary on stdout."""
+    acc, lat, size, prof = report["accuracy"], report["latency"], report["size"], report["profile"]
+    verdict = "PASS" if report["passed"] else "FAIL"
+    lines = [
+        f"result: {verdict}" + (f" in {seconds:.0f} s" if seconds is not None else ""),
+        f"  teacher {report['teacher']['arch']}: top-1 {100 * acc['teacher_top1']:.2f}%  "
+        f"({size['teacher_params']:,} params, {size['teacher_mflops']:.1f} MFLOPs)",
+        f"  student {report['selection']['chosen']}: top-1 {100 * acc['student_top1']:.2f}%  "
+        f"({size['student_params']:,} params, {size['student_mflops']:.1f} MFLOPs, "
+        f"{size['param_ratio']:.1f}x smaller)",
+        f"  latency p{prof['percentile']:g}: {lat['at_percentile_ms']:.3f} ms "
+        f"(budget {prof['latency_ms']:g} ms, batch {lat['batch_size']}, "
+        f"{lat['intra_op_threads']} thread(s))",
+    ]
+    for gate in report["gates"]:
+        lines.append(f"  [{'pass' if gate['passed'] else 'FAIL'}] {gate['name']}: {gate['detail']}")
+    lines.append(f"  report: {out / 'report.md'} (and report.json, student.onnx, student.pt)")
+    typer.echo("\n".join(lines))
+
+
+DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Only print the summary.")]
+
+
+@app.command(
+    help=f"Run every stage: select, distill, export, verify, report.\n\nExample:\n\n  {EXAMPLE_RUN}"
+)
+def run(
+    teacher: Annotated[Path, typer.Option(help="Teacher checkpoint (bundle or state dict).")],
+    data: Annotated[
+        Path, typer.Option(help="ImageFolder root: train/ + test/ (or val/), or class folders.")
+    ],
+    profile: Annotated[str, typer.Option(help="Bundled profile name or path to a .toml file.")],
+    out: Annotated[Path, typer.Option(help="Run folder to write.")],
+    arch: Annotated[
+        str | None, typer.Option(help="Architecture of a plain state dict, e.g. resnet18.")
+    ] = None,
+    family: Annotated[
+        str | None, typer.Option(help="Student family (default: chosen from the input size).")
+    ] = None,
+    epochs: Annotated[int, typer.Option(min=1, help="Training epochs.")] = 30,
+    batch_size: Annotated[int, typer.Option(min=1, help="Training batch size.")] = 128,
+    lr: Annotated[float, typer.Option(min=0.0, help="Peak learning rate (SGD, cosine).")] = 0.05,
+    method: Annotated[
+        str, typer.Option(help="Base distillation loss: kd, dkd or ce (no teacher term).")
+    ] = "kd",
+    bias_aware: Annotated[
+        bool, typer.Option("--bias-aware/--no-bias-aware", help="Teacher-bias removal (AAAI 2025).")
+    ] = True,
+    ce_weight: Annotated[
+        float, typer.Option(help="lambda: weight of cross-entropy vs distillation.")
+    ] = 0.5,
+    temperature: Annotated[float, typer.Option(help="Distillation temperature T.")] = 4.0,
+    alpha: Annotated[float, typer.Option(help="DKD target-class weight.")] = 1.0,
+    beta: Annotated[float, typer.Option(help="DKD non-target-class weight.")] = 8.0,
+    warmup_epochs: Annotated[int, typer.Option(help="DKD warm-up epochs.")] = 20,
+    schedule: Annotated[
+        str, typer.Option(help="Bias weight b(e): cos2, linear or constant.")
+    ] = "cos2",
+    rectification: Annotated[
+        str, typer.Option(help="Wrong-sample rectification: swap, soft or drop.")
+    ] = "swap",
+    hflip: Annotated[
+        bool, typer.Option("--hflip/--no-hflip", help="Random horizontal flips.")
+    ] = True,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    seed: Annotated[int, typer.Option(help="Seed for splits, init and augmentation.")] = 0,
+    val_fraction: Annotated[
+        float, typer.Option(min=0.01, max=0.5, help="Validation split carved from train.")
+    ] = 0.1,
+    mean: Annotated[
+        str | None, typer.Option(help="Normalisation mean for a state dict, e.g. 0.49,0.48,0.45.")
+    ] = None,
+    std: Annotated[str | None, typer.Option(help="Normalisation std for a state dict.")] = None,
+    trust_checkpoint: Annotated[
+        bool, typer.Option(help="Allow unpickling arbitrary objects (runs code!).")
+    ] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing run folder.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print report.json on stdout.")] = False,
+    quiet: QuietOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    from compressor.distill import TrainConfig
+    from compressor.losses import LossConfig
+    from compressor.pipeline import RunConfig, run_pipeline
+
+    started = time.perf_counter()
+    with user_errors(debug):
+        try:
+            loss = LossConfig(
+                method=method,
+                bias_aware=bias_aware,
+                ce_weight=ce_weight,
+                temperature=temperature,
+                alpha=alpha,
+                beta=beta,
+                warmup_epochs=warmup_epochs,
+                schedule=schedule,
+                rectification=rectification,
+            )
+        except ValueError as exc:
+            raise CompressorError(str(exc)) from exc
+        train = TrainConfig(
+            epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device, hflip=hflip
+        )
+        cfg = RunConfig(
+            teacher=teacher,
+            data=data,
+            profile=profile,
+            out=out,
+            arch=arch,
+            family=family,
+            loss=loss,
+            train=train,
+            val_fraction=val_fraction,
+            trust_checkpoint=trust_checkpoint,
+            overwrite=overwrite,
+            mean=_floats(mean, "mean"),
+            std=_floats(std, "std"),
+        )
+        outcome = run_pipeline(cfg, _logger(quiet or json_out))
+    if json_out:
+        typer.echo(json.dumps(outcome.report, indent=2))
+    else:
+        print_summary(outcome.report, outcome.out, time.perf_counter() - started)
+    raise typer.Exit(outcome.exit_code)
+
+
+@app.command(
+    help="Run the whole pipeline on embedded handwritten digits (no arguments, no network).\n\nExample:\n\n  compressor demo"
+)
+def demo(
+    out: Annotated[Path, typer.Option(help="Folder for the demo's data, teacher and run.")] = Path(
+        "runs/demo"
+    ),
+    epochs: Annotated[int, typer.Option(min=1, help="Student training epochs.")] = 15,
+    teacher_epochs: Annotated[int, typer.Option(min=1, help="Teacher training epochs.")] = 12,
+    seed: Annotated[int, typer.Option(help="Seed.")] = 0,
+    json_out: Annotated[bool, typer.Option("--json", help="Print report.json on stdout.")] = False,
+    quiet: QuietOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    from compressor.demo import build_digits_imagefolder, train_demo_teacher
+    from compressor.distill import TrainConfig
+    from compressor.pipeline import RunConfig, run_pipeline
+
+    started = time.perf_counter()
+    log = _logger(quiet or json_out)
+    with user_errors(debug):
+        data = build_digits_imagefolder(out / "data", seed=seed)
+        teacher = out / "teacher.pt"
+        if not teacher.exists():
+            log(f"training the demo teacher ({teacher_epochs} epochs) -> {teacher}")
+            train_demo_teacher(data, teacher, epochs=teacher_epochs, seed=seed)
+        else:
+            log(f"reusing the demo teacher {teacher}")
+        cfg = RunConfig(
+            teacher=teacher,
+            data=data,
+            profile="demo",
+            out=out / "run",
+            train=TrainConfig(epochs=epochs, batch_size=64, lr=0.1, seed=seed, hflip=False),
+            overwrite=True,
+        )
+        outcome = run_pipeline(cfg, log)
+    if json_out:
+        typer.echo(json.dumps(outcome.report, indent=2))
+    else:
+        print_summary(outcome.report, outcome.out, time.perf_counter() - started)
+    raise typer.Exit(outcome.exit_code)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except SystemExit:
+        raise
+    except Exception:  # a bug, not bad input: keep the traceback, exit 3
+        traceback.print_exc()
+        sys.exit(3)

@@ -1,0 +1,267 @@
+"""The distillation loop: devices, optimiser, schedule, validation-based model selection.
+
+The loop never names a loss method: it calls a :class:`~compressor.losses.DistillationLoss`
+and logs whatever terms the returned dict holds. The best epoch is chosen on the validation
+split carved from the training data, never on the test split the report quotes.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from compressor.data import DatasetSplits, Split, augment, batches, normalize
+from compressor.errors import CompressorError
+from compressor.losses import DistillationLoss, LossConfig, bias_weight
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings (SGD with Nesterov momentum, cosine learning rate per step)."""
+
+    epochs: int = 30
+    batch_size: int = 128
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    seed: int = 0
+    device: str = "auto"
+    hflip: bool = True
+    eval_batch_size: int = 512
+
+    def __post_init__(self) -> None:
+        checks = {
+            "epochs": self.epochs >= 1,
+            "batch_size": self.batch_size >= 1,
+            "lr": self.lr > 0,
+            "momentum": 0 <= self.momentum < 1,
+            "weight_decay": self.weight_decay >= 0,
+            "eval_batch_size": self.eval_batch_size >= 1,
+        }
+        for name, ok in checks.items():
+            if not ok:
+                raise CompressorError(f"invalid training setting {name}={getattr(self, name)!r}")
+
+
+@dataclass
+class DistillResult:
+    """The trained student (best validation epoch) and what happened on the way."""
+
+    student: nn.Module
+    device: str
+    best_epoch: int
+    best_val_top1: float
+    teacher_val_top1: float
+    teacher_train_error: float
+    teacher_train_error_per_class: list[float]
+    history: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out.pop("student")
+        return out
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when present, CPU otherwise; an explicit CUDA request must be met."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise CompressorError(f"unknown device '{name}' (use auto, cpu, cuda or cuda:N)") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise CompressorError(f"device '{name}' requested but CUDA is not available")
+    return device
+
+
+@torch.no_grad()
+def predict_logits(
+    model: nn.Module,
+    images: torch.Tensor,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    device: torch.device | None = None,
+    batch_size: int = 512,
+) -> torch.Tensor:
+    """Logits (N, classes) on CPU for uint8 images (N, C, H, W), in eval mode."""
+    device = device or next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    outs = [
+        model(normalize(images[idx].to(device), mean, std)).float().cpu()
+        for idx in batches(images.shape[0], batch_size)
+    ]
+    model.train(was_training)
+    if not outs:
+        return torch.zeros(0, 0)
+    return torch.cat(outs)
+
+
+def top1(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """Fraction of rows whose argmax equals the label."""
+    if labels.numel() == 0:
+        return 0.0
+    return float((logits.argmax(1) == labels).float().mean())
+
+
+def per_class_error(predictions: torch.Tensor, labels: torch.Tensor, classes: int) -> list[float]:
+    """Error rate of each class (0 for classes absent from ``labels``)."""
+    wrong = torch.zeros(classes).index_add_(0, labels, (predictions != labels).float())
+    count = torch.bincount(labels, minlength=classes).clamp_min(1).float()
+    return (wrong / count).tolist()
+
+
+def distill(
+    teacher: nn.Module | None,
+    student: nn.Module,
+    data: DatasetSplits,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    loss_config: LossConfig,
+    train_config: TrainConfig,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+) -> DistillResult:
+    """Train ``student`` against ``teacher`` on ``data.train``; keep the best validation epoch.
+
+    With ``teacher=None`` (only for ``method="ce"``) this is plain supervised training, used to
+    build the demo's teacher and the CE-only benchmark baseline without a wasted forward pass.
+    """
+    if teacher is None and loss_config.method != "ce":
+        raise ValueError("a teacher is required unless loss_config.method == 'ce'")
+    cfg = train_config
+    device = resolve_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    started = time.perf_counter()
+    classes = len(data.class_names)
+    if teacher is not None:
+        teacher = teacher.to(device).eval()
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+    student = student.to(device)
+    train: Split = data.train
+    train_images = train.images.to(device)
+    train_labels = train.labels.to(device)
+
+    if teacher is not None:
+        teacher_train_pred = predict_logits(teacher, train.images, mean, std, device).argmax(1)
+        teacher_val_logits = predict_logits(teacher, data.val.images, mean, std, device)
+    else:  # supervised training: no teacher, so no bias to measure
+        teacher_train_pred = train.labels.clone()
+        teacher_val_logits = torch.nn.functional.one_hot(data.val.labels, classes).float()
+    teacher_train_error = 1.0 - float((teacher_train_pred == train.labels).float().mean())
+    teacher_val_top1 = top1(teacher_val_logits, data.val.labels)
+
+    loss_fn = DistillationLoss(loss_config, cfg.epochs)
+    optimizer = torch.optim.SGD(
+        student.parameters(),
+        lr=cfg.lr,
+        momentum=cfg.momentum,
+        weight_decay=cfg.weight_decay,
+        nesterov=cfg.momentum > 0,
+    )
+    steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
+    total_steps = cfg.epochs * steps_per_epoch
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps))
+    )
+    shuffle = torch.Generator().manual_seed(cfg.seed)
+    aug_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+    best_state = copy.deepcopy(student.state_dict())
+    best_val, best_epoch = -1.0, -1
+    history: list[dict[str, Any]] = []
+    for epoch in range(cfg.epochs):
+        epoch_start = time.perf_counter()
+        student.train()
+        sums: dict[str, torch.Tensor] = {}
+        wrong_per_class = torch.zeros(classes, device=device)
+        seen_per_class = torch.zeros(classes, device=device)
+        correct = torch.zeros((), device=device)
+        for idx in batches(len(train), cfg.batch_size, shuffle):
+            idx = idx.to(device)
+            x = normalize(augment(train_images[idx], aug_gen, cfg.hflip), mean, std)
+            y = train_labels[idx]
+            with autocast:
+                s_logits = student(x)
+                if teacher is None:
+                    t_logits = s_logits.detach()
+                else:
+                    with torch.no_grad():
+                        t_logits = teacher(x)
+                terms = loss_fn(s_logits.float(), t_logits.float(), y, epoch)
+            loss = terms["loss"]
+            if not torch.isfinite(loss):
+                raise CompressorError(
+                    f"training diverged: loss is {loss.item()} at epoch {epoch + 1}; "
+                    "lower --lr or check the data"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            n = float(y.shape[0])
+            for key, value in terms.items():
+                if key in ("n_wrong", "b"):
+                    continue
+                sums[key] = sums.get(key, torch.zeros((), device=device)) + value.detach() * n
+            wrong = (
+                (t_logits.argmax(1) != y).float()
+                if teacher is not None
+                else torch.zeros_like(y, dtype=torch.float)
+            )
+            wrong_per_class.index_add_(0, y, wrong)
+            seen_per_class.index_add_(0, y, torch.ones_like(wrong))
+            correct += (s_logits.argmax(1) == y).sum()
+        val_top1 = top1(
+            predict_logits(student, data.val.images, mean, std, device), data.val.labels
+        )
+        seen = float(seen_per_class.sum())
+        row: dict[str, Any] = {"epoch": epoch + 1}
+        if loss_config.bias_aware and loss_config.method != "ce":
+            row["b"] = bias_weight(epoch, cfg.epochs, loss_config.schedule)
+        row.update({k: float(v) / seen for k, v in sums.items()})
+        row.update(
+            {
+                "b": loss_fn.bias_weight(epoch)
+                if hasattr(loss_fn, "bias_weight")
+                else float("nan"),
+                "lr": optimizer.param_groups[0]["lr"],
+                "train_top1": float(correct) / seen,
+                "val_top1": val_top1,
+                "teacher_wrong_fraction": float(wrong_per_class.sum()) / seen,
+                "rectified": float(wrong_per_class.sum())
+                if loss_config.bias_aware and loss_config.rectification != "drop"
+                else 0.0,
+                "seconds": time.perf_counter() - epoch_start,
+            }
+        )
+        row["teacher_wrong_per_class"] = (wrong_per_class / seen_per_class.clamp_min(1)).tolist()
+        history.append(row)
+        if val_top1 > best_val:
+            best_val, best_epoch = val_top1, epoch + 1
+            best_state = copy.deepcopy(student.state_dict())
+        if on_epoch:
+            on_epoch(row)
+    student.load_state_dict(best_state)
+    student.eval()
+    return DistillResult(
+        student=student.cpu(),
+        device=str(device),
+        best_epoch=best_epoch,
+        best_val_top1=best_val,
+        teacher_val_top1=teacher_val_top1,
+        teacher_train_error=teacher_train_error,
+        teacher_train_error_per_class=per_class_error(teacher_train_pred, train.labels, classes),
+        history=history,
+        seconds=time.perf_counter() - started,
+    )

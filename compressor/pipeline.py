@@ -1,0 +1,312 @@
+"""Runs the stages in order: validate inputs, select, distill, export, verify, report.
+
+Every input is validated (profile, teacher, data, output folder) and the student is selected
+*before* the run folder is created, so bad input leaves nothing behind. Each stage then writes
+its artifact atomically into the run folder.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from compressor import __version__
+from compressor.data import DatasetSplits, load_image_folder
+from compressor.distill import DistillResult, TrainConfig, distill
+from compressor.errors import CompressorError
+from compressor.export import export_onnx
+from compressor.io import write_json_atomic
+from compressor.losses import LossConfig
+from compressor.profile import LatencyProfile, load_profile
+from compressor.report import provenance, write_report
+from compressor.select import Candidate, Selection, select_student
+from compressor.students import build_model, count_flops, count_params, default_family
+from compressor.teacher import TeacherBundle, load_teacher, save_bundle
+from compressor.verify import VerifyReport, verify_onnx
+
+Log = Callable[[str], None]
+RUN_MARKER = "run.json"
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything ``compressor run`` needs."""
+
+    teacher: Path
+    data: Path
+    profile: str
+    out: Path
+    arch: str | None = None
+    family: str | None = None
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    val_fraction: float = 0.1
+    trust_checkpoint: bool = False
+    overwrite: bool = False
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+
+
+@dataclass
+class RunOutcome:
+    """What the CLI needs to print and which exit code to use."""
+
+    report: dict[str, Any]
+    verify: VerifyReport
+    out: Path
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.verify.passed else 1
+
+
+def check_output_folder(out: Path, overwrite: bool) -> None:
+    """Refuse to mix two runs in one folder unless the user asked to overwrite."""
+    if out.exists() and not out.is_dir():
+        raise CompressorError(f"output path exists and is not a folder: {out}")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise CompressorError(
+            f"output folder {out} is not empty; pass --overwrite to replace its contents"
+        )
+
+
+def prepare_output_folder(out: Path, overwrite: bool) -> None:
+    if out.is_dir() and overwrite:
+        if any(out.iterdir()) and not (out / RUN_MARKER).exists():
+            raise CompressorError(
+                f"refusing to overwrite {out}: it is not a compressor run folder (no {RUN_MARKER})"
+            )
+        shutil.rmtree(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CompressorError(f"cannot create output folder {out}: {exc.strerror}") from exc
+
+
+def check_compatibility(
+    teacher: TeacherBundle, profile: LatencyProfile, data: DatasetSplits
+) -> list[str]:
+    """Errors for teacher/profile/data combinations that cannot work; warnings for odd ones."""
+    channels = profile.input_shape[0]
+    if teacher.in_channels != channels:
+        raise CompressorError(
+            f"teacher expects {teacher.in_channels}-channel input but profile '{profile.name}' "
+            f"has {channels} channel(s) (input.shape = {list(profile.input_shape)})"
+        )
+    classes = len(data.class_names)
+    if teacher.num_classes != classes:
+        raise CompressorError(
+            f"class count mismatch: teacher has {teacher.num_classes} classes, "
+            f"data {data.root} has {classes}"
+        )
+    if teacher.class_names and teacher.class_names != data.class_names:
+        raise CompressorError(
+            f"class names differ: teacher {teacher.class_names[:4]}..., "
+            f"data {data.class_names[:4]}..."
+        )
+    warnings = []
+    if teacher.input_size and tuple(teacher.input_size) != tuple(profile.input_shape[1:]):
+        warnings.append(
+            f"teacher was saved for input {list(teacher.input_size)} but the profile feeds "
+            f"{list(profile.input_shape[1:])}"
+        )
+    if data.skipped:
+        warnings.append(f"{len(data.skipped)} unreadable file(s) skipped, e.g. {data.skipped[0]}")
+    return warnings
+
+
+def run_pipeline(cfg: RunConfig, log: Log = lambda _msg: None) -> RunOutcome:
+    """Run every stage and write the run folder. Raises CompressorError for bad input."""
+    check_output_folder(cfg.out, cfg.overwrite)
+    profile = load_profile(cfg.profile)
+    teacher = load_teacher(
+        cfg.teacher,
+        arch=cfg.arch,
+        trust_checkpoint=cfg.trust_checkpoint,
+        mean=cfg.mean,
+        std=cfg.std,
+    )
+    log(f"teacher: {teacher.arch} ({teacher.format}), {teacher.num_classes} classes")
+    data = load_image_folder(
+        cfg.data, profile.input_shape, seed=cfg.train.seed, val_fraction=cfg.val_fraction
+    )
+    log(
+        f"data: {len(data.train)} train / {len(data.val)} val / {len(data.test)} test images, "
+        f"{len(data.class_names)} classes (test = {data.test_source})"
+    )
+    warnings = check_compatibility(teacher, profile, data)
+    for w in warnings:
+        log(f"warning: {w}")
+
+    family = cfg.family or default_family(profile.input_shape[1:])  # type: ignore[arg-type]
+
+    def on_candidate(c: Candidate) -> None:
+        log(f"  {c.name:<22} p{profile.percentile:g} {c.at_percentile_ms:8.3f} ms  fits={c.fits}")
+
+    log(f"selecting a {family} student for {profile.latency_ms:g} ms at p{profile.percentile:g}")
+    selection = select_student(profile, teacher.num_classes, family, on_candidate=on_candidate)
+    log(f"chosen: {selection.chosen}")
+
+    prepare_output_folder(cfg.out, cfg.overwrite)
+    out = cfg.out
+    write_json_atomic(out / RUN_MARKER, {"compressor": __version__, "config": _config_dict(cfg)})
+    write_json_atomic(out / "selection.json", selection.to_dict())
+
+    student = build_model(selection.chosen, teacher.num_classes, teacher.in_channels)
+    log(f"distilling {selection.chosen} for {cfg.train.epochs} epochs")
+    result = distill(
+        teacher.model,
+        student,
+        data,
+        teacher.mean,
+        teacher.std,
+        cfg.loss,
+        cfg.train,
+        on_epoch=lambda row: log(
+            f"  epoch {row['epoch']:>3}: loss {row['loss']:.4f}  val top-1 {row['val_top1']:.4f}"
+        ),
+    )
+    save_bundle(
+        out / "student.pt",
+        result.student,
+        selection.chosen,
+        num_classes=teacher.num_classes,
+        in_channels=teacher.in_channels,
+        input_size=profile.input_shape[1:],  # type: ignore[arg-type]
+        mean=teacher.mean,
+        std=teacher.std,
+        class_names=data.class_names,
+        extra={"teacher_sha256": teacher.sha256, "profile": profile.name},
+    )
+    write_json_atomic(out / "distill.json", result.to_dict())
+
+    log("exporting student.onnx")
+    exported = export_onnx(
+        result.student,
+        profile.input_shape,
+        out / "student.onnx",
+        opset=profile.opset,
+        metadata={
+            "class_names": data.class_names,
+            "mean": list(teacher.mean),
+            "std": list(teacher.std),
+            "input_layout": "NCHW",
+            "input_shape": list(profile.input_shape),
+            "arch": selection.chosen,
+            "profile": profile.name,
+            "teacher_sha256": teacher.sha256,
+            "compressor_version": __version__,
+        },
+    )
+    log("verifying with onnxruntime on CPU")
+    verified = verify_onnx(
+        out / "student.onnx",
+        data.test,
+        teacher.mean,
+        teacher.std,
+        profile,
+        reference=result.student,
+        teacher=teacher.model.cpu(),
+    )
+    write_json_atomic(out / "verify.json", verified.to_dict())
+    report = build_report(
+        cfg, profile, teacher, data, selection, result, exported.to_dict(), verified, warnings
+    )
+    write_report(out, report)
+    return RunOutcome(report=report, verify=verified, out=out)
+
+
+def _config_dict(cfg: RunConfig) -> dict[str, Any]:
+    out = asdict(cfg)
+    for key in ("teacher", "data", "out"):
+        out[key] = str(out[key])
+    return out
+
+
+def build_report(
+    cfg: RunConfig,
+    profile: LatencyProfile,
+    teacher: TeacherBundle,
+    data: DatasetSplits,
+    selection: Selection,
+    result: DistillResult,
+    exported: dict[str, Any],
+    verified: VerifyReport,
+    warnings: list[str],
+) -> dict[str, Any]:
+    """Assemble the report.json payload (keys documented in docs/report.md)."""
+    shape = profile.input_shape
+    student_params = count_params(result.student)
+    teacher_params = count_params(teacher.model)
+    distilled = result.to_dict()
+    return {
+        "passed": verified.passed,
+        "exit_code": 0 if verified.passed else 1,
+        "failed_gates": [g.name for g in verified.failed()],
+        "teacher": teacher.describe(),
+        "profile": profile.to_dict(),
+        "data": data.describe(),
+        "selection": selection.to_dict(),
+        "distillation": {
+            "loss": asdict(cfg.loss),
+            "train": asdict(cfg.train),
+            "device": distilled["device"],
+            "best_epoch": distilled["best_epoch"],
+            "best_val_top1": distilled["best_val_top1"],
+            "teacher_val_top1": distilled["teacher_val_top1"],
+            "seconds": distilled["seconds"],
+            "history": distilled["history"],
+        },
+        "bias": {
+            "teacher_train_error": result.teacher_train_error,
+            "teacher_train_error_per_class": dict(
+                zip(data.class_names, result.teacher_train_error_per_class, strict=True)
+            ),
+            "per_epoch": [
+                {
+                    "epoch": row["epoch"],
+                    "teacher_wrong_fraction": row["teacher_wrong_fraction"],
+                    "teacher_wrong_per_class": dict(
+                        zip(data.class_names, row["teacher_wrong_per_class"], strict=True)
+                    ),
+                    "rectified": row["rectified"],
+                    "b": row.get("b"),
+                }
+                for row in result.history
+            ],
+        },
+        "accuracy": {
+            "images": verified.images,
+            "teacher_top1": verified.teacher_top1,
+            "student_top1": verified.student_top1,
+            "student_top5": verified.student_top5,
+            "top1_drop": verified.top1_drop,
+        },
+        "parity": verified.parity,
+        "latency": verified.latency.to_dict(),
+        "gates": [asdict(g) for g in verified.gates],
+        "size": {
+            "teacher_params": teacher_params,
+            "student_params": student_params,
+            "param_ratio": teacher_params / max(student_params, 1),
+            "teacher_mflops": count_flops(teacher.model, shape) / 1e6,
+            "student_mflops": count_flops(result.student, shape) / 1e6,
+            "onnx_bytes": exported["size_bytes"],
+        },
+        "export": exported,
+        "artifacts": {
+            name: str(cfg.out / name)
+            for name in (
+                "student.onnx",
+                "student.pt",
+                "selection.json",
+                "distill.json",
+                "verify.json",
+            )
+        },
+        "provenance": provenance(cfg.train.seed),
+        "warnings": warnings,
+    }

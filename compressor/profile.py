@@ -1,0 +1,232 @@
+"""Latency profiles: TOML files that say what the student must meet on which CPU target.
+
+A profile is validated against :data:`SCHEMA`, a table of every allowed key with its type,
+range and default. Unknown keys, wrong types and out-of-range values raise
+:class:`~compressor.errors.CompressorError` naming the file, the key and what is allowed, because
+a silently ignored typo in a budget is exactly what a CI job must not accept.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tomllib
+
+from compressor.errors import CompressorError
+
+PROFILES_DIR = Path(__file__).resolve().parent / "profiles"
+
+
+@dataclass(frozen=True)
+class Key:
+    """One allowed key of the schema: its type, bounds or choices, default and meaning."""
+
+    kind: type
+    default: Any = None  # None means required
+    low: float | None = None
+    high: float | None = None
+    choices: tuple[str, ...] = ()
+    help: str = ""
+    optional: bool = False  # may be absent with no default (None)
+
+    def describe(self) -> str:
+        if self.choices:
+            return "one of " + ", ".join(repr(c) for c in self.choices)
+        if self.kind is list:
+            return "a list of 3 positive integers [channels, height, width]"
+        lo = "-inf" if self.low is None else f"{self.low:g}"
+        hi = "inf" if self.high is None else f"{self.high:g}"
+        name = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+        return f"{name.get(self.kind, self.kind.__name__)} in [{lo}, {hi}]"
+
+
+SCHEMA: dict[str, dict[str, Key]] = {
+    "": {
+        "name": Key(str, help="short identifier shown in reports"),
+        "description": Key(str, default="", help="what deployment this profile models"),
+    },
+    "input": {
+        "shape": Key(list, help="[channels, height, width] of one input image"),
+        "batch_size": Key(int, default=1, low=1, high=4096, help="images per inference call"),
+    },
+    "runtime": {
+        "intra_op_threads": Key(int, default=1, low=1, high=256, help="onnxruntime intra-op"),
+        "inter_op_threads": Key(int, default=1, low=1, high=256, help="onnxruntime inter-op"),
+        "execution_mode": Key(str, default="sequential", choices=("sequential", "parallel")),
+        "graph_optimization": Key(
+            str, default="all", choices=("disable", "basic", "extended", "all")
+        ),
+    },
+    "budget": {
+        "latency_ms": Key(float, low=1e-6, high=1e7, help="budget for one batch, milliseconds"),
+        "percentile": Key(float, default=90.0, low=1.0, high=99.9, help="percentile judged"),
+        "safety_margin": Key(
+            float, default=0.10, low=0.0, high=0.9, help="selection aims at budget*(1-margin)"
+        ),
+        "warmup_runs": Key(int, default=10, low=0, high=100000),
+        "min_iterations": Key(int, default=100, low=10, high=10_000_000),
+        "min_seconds": Key(float, default=1.0, low=0.0, high=3600.0),
+    },
+    "gates": {
+        "max_top1_drop": Key(
+            float, low=0.0, high=1.0, help="max (teacher - student) top-1, as a fraction"
+        ),
+        "min_top1": Key(float, default=0.0, low=0.0, high=1.0, help="absolute floor on top-1"),
+        "min_agreement": Key(
+            float, default=0.995, low=0.0, high=1.0, help="ONNX vs PyTorch top-1 agreement"
+        ),
+        "max_abs_logit_diff": Key(
+            float, default=1e-3, low=0.0, high=1e6, help="ONNX vs PyTorch max |logit diff|"
+        ),
+    },
+    "export": {
+        "opset": Key(int, default=18, low=13, high=23, help="ONNX opset version"),
+        "quantization": Key(str, default="none", choices=("none", "int8")),
+    },
+}
+
+
+@dataclass(frozen=True)
+class LatencyProfile:
+    """A validated profile. Field groups mirror the TOML tables."""
+
+    name: str
+    description: str
+    input_shape: tuple[int, int, int]
+    batch_size: int
+    intra_op_threads: int
+    inter_op_threads: int
+    execution_mode: str
+    graph_optimization: str
+    latency_ms: float
+    percentile: float
+    safety_margin: float
+    warmup_runs: int
+    min_iterations: int
+    min_seconds: float
+    max_top1_drop: float
+    min_top1: float
+    min_agreement: float
+    max_abs_logit_diff: float
+    opset: int
+    quantization: str
+    source: str = field(default="", compare=False)
+
+    @property
+    def target_ms(self) -> float:
+        """The latency selection aims for: the budget less the safety margin."""
+        return self.latency_ms * (1.0 - self.safety_margin)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict for reports (JSON-serialisable)."""
+        from dataclasses import asdict
+
+        out = asdict(self)
+        out["input_shape"] = list(self.input_shape)
+        return out
+
+
+def _check_value(where: str, key: str, spec: Key, value: Any) -> Any:
+    def bad(msg: str) -> CompressorError:
+        return CompressorError(f"{where}: key '{key}' {msg}; allowed: {spec.describe()}")
+
+    if spec.kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if spec.kind is list:
+        if (
+            not isinstance(value, list)
+            or len(value) != 3
+            or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)
+        ):
+            raise bad(f"is {value!r}")
+        if value[0] not in (1, 3):
+            raise bad(f"has {value[0]} channels (only 1 or 3 are supported)")
+        return tuple(value)
+    if not isinstance(value, spec.kind) or (spec.kind is int and isinstance(value, bool)):
+        raise bad(f"has type {type(value).__name__}")
+    if spec.choices and value not in spec.choices:
+        raise bad(f"is {value!r}")
+    if (spec.low is not None and value < spec.low) or (spec.high is not None and value > spec.high):
+        raise bad(f"is {value!r}, out of range")
+    return value
+
+
+def profile_from_dict(data: dict[str, Any], source: str) -> LatencyProfile:
+    """Validate a parsed TOML document against :data:`SCHEMA` and build the profile."""
+    tables = {k: v for k, v in data.items() if isinstance(v, dict)}
+    tables[""] = {k: v for k, v in data.items() if not isinstance(v, dict)}
+    values: dict[str, Any] = {}
+    for section, table in tables.items():
+        if section not in SCHEMA:
+            allowed = ", ".join(f"[{s}]" for s in SCHEMA if s)
+            raise CompressorError(f"{source}: unknown table [{section}]; allowed: {allowed}")
+        for key in table:
+            if key not in SCHEMA[section]:
+                near = difflib.get_close_matches(key, list(SCHEMA[section]), n=1)
+                hint = f" (did you mean '{near[0]}'?)" if near else ""
+                label = f"{section}.{key}" if section else key
+                allowed = ", ".join(SCHEMA[section])
+                raise CompressorError(f"{source}: unknown key '{label}'{hint}; allowed: {allowed}")
+    for section, keys in SCHEMA.items():
+        table = tables.get(section, {})
+        for key, spec in keys.items():
+            label = f"{section}.{key}" if section else key
+            if key in table:
+                values[key] = _check_value(source, label, spec, table[key])
+            elif spec.default is None and not spec.optional:
+                raise CompressorError(f"{source}: missing required key '{label}' ({spec.help})")
+            else:
+                values[key] = spec.default
+    shape = values.pop("shape")
+    return LatencyProfile(input_shape=shape, source=source, **values)
+
+
+def available_profiles() -> list[str]:
+    """Names of the profiles shipped with the package."""
+    return sorted(p.stem for p in PROFILES_DIR.glob("*.toml"))
+
+
+def resolve_profile_path(name_or_path: str) -> Path:
+    """A path to a TOML file, or the name of a bundled profile."""
+    candidate = Path(name_or_path)
+    if candidate.suffix == ".toml" or candidate.exists() or "/" in name_or_path:
+        if not candidate.is_file():
+            raise CompressorError(f"profile file not found: {candidate}")
+        return candidate
+    bundled = PROFILES_DIR / f"{name_or_path}.toml"
+    if bundled.is_file():
+        return bundled
+    names = available_profiles()
+    near = difflib.get_close_matches(name_or_path, names, n=1)
+    hint = f"; did you mean '{near[0]}'?" if near else ""
+    raise CompressorError(
+        f"unknown profile '{name_or_path}'{hint} (bundled: {', '.join(names)}; or pass a .toml path)"
+    )
+
+
+def load_profile(name_or_path: str) -> LatencyProfile:
+    """Load and validate a profile by bundled name or by path."""
+    path = resolve_profile_path(name_or_path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CompressorError(f"cannot read profile {path}: {exc}") from exc
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise CompressorError(f"{path}: not valid TOML: {exc}") from exc
+    return profile_from_dict(data, str(path))
+
+
+def schema_markdown() -> str:
+    """The schema as a Markdown table (used by docs and ``compressor profiles show --schema``)."""
+    lines = ["| key | allowed | default | meaning |", "| --- | --- | --- | --- |"]
+    for section, keys in SCHEMA.items():
+        for key, spec in keys.items():
+            label = f"{section}.{key}" if section else key
+            default = "required" if spec.default is None else repr(spec.default)
+            lines.append(f"| `{label}` | {spec.describe()} | {default} | {spec.help} |")
+    return "\n".join(lines)

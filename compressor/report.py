@@ -1,0 +1,195 @@
+"""Run reports: ``report.json`` (versioned schema, documented in docs/report.md) and ``report.md``.
+
+This module only arranges numbers other stages measured; it computes nothing.
+"""
+
+from __future__ import annotations
+
+import platform
+import sys
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from compressor import __version__
+from compressor.io import write_json_atomic, write_text_atomic
+
+SCHEMA_VERSION = 1
+
+
+def versions() -> dict[str, str]:
+    """Versions of Python, the package and the libraries whose behaviour the numbers depend on."""
+    out = {"python": sys.version.split()[0], "compressor": __version__}
+    for pkg in ("torch", "torchvision", "onnx", "onnxruntime", "numpy"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+def hardware() -> dict[str, Any]:
+    import os
+
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "platform": platform.platform(),
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+
+
+def provenance(seed: int, command: list[str] | None = None) -> dict[str, Any]:
+    return {
+        "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": command if command is not None else sys.argv,
+        "seed": seed,
+        "versions": versions(),
+        "hardware": hardware(),
+    }
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.2f}%"
+
+
+def _ms(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f} ms"
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    """A human-readable summary of a run report (suitable for a pull-request comment)."""
+    acc, lat, size = report["accuracy"], report["latency"], report["size"]
+    sel, dist, bias = report["selection"], report["distillation"], report["bias"]
+    profile = report["profile"]
+    verdict = "PASS" if report["passed"] else "FAIL"
+    lines = [
+        f"# compressor report: {verdict}",
+        "",
+        f"Teacher `{report['teacher']['arch']}` -> student `{sel['chosen']}` "
+        f"for profile `{profile['name']}` ({profile['description']}).",
+        "",
+        "## Gates",
+        "",
+        "| gate | result | detail |",
+        "| --- | --- | --- |",
+    ]
+    for gate in report["gates"]:
+        lines.append(
+            f"| {gate['name']} | {'pass' if gate['passed'] else 'FAIL'} | {gate['detail']} |"
+        )
+    lines += [
+        "",
+        "## Accuracy (same test images for both models)",
+        "",
+        f"- test images: {acc['images']} ({report['data']['test_source']})",
+        f"- teacher top-1: {_pct(acc['teacher_top1'])}",
+        f"- student top-1 (onnxruntime): {_pct(acc['student_top1'])}",
+        f"- student top-5: {_pct(acc['student_top5'])}",
+        f"- drop: {_pct(acc['top1_drop'])} (gate: at most {_pct(profile['max_top1_drop'])})",
+        "",
+        "## Parity (ONNX vs PyTorch student, on the test images)",
+        "",
+    ]
+    parity = report["parity"]
+    if parity:
+        lines += [
+            f"- top-1 agreement: {_pct(parity['top1_agreement'])}",
+            f"- max |logit diff|: {parity['max_abs_logit_diff']:.3g}, "
+            f"mean: {parity['mean_abs_logit_diff']:.3g}",
+        ]
+    lines += [
+        "",
+        f"## Latency (onnxruntime CPU, batch {lat['batch_size']}, {lat['intra_op_threads']} "
+        "intra-op thread(s))",
+        "",
+        f"- p50 {_ms(lat['p50_ms'])}, p90 {_ms(lat['p90_ms'])}, p99 {_ms(lat['p99_ms'])} "
+        f"over {lat['iterations']} runs; cold start {_ms(lat['cold_start_ms'])}",
+        f"- budget: {profile['latency_ms']:g} ms at p{profile['percentile']:g} "
+        f"(measured {_ms(lat['at_percentile_ms'])})",
+        "",
+        "## Size",
+        "",
+        f"- teacher: {size['teacher_params']:,} params, {size['teacher_mflops']:.1f} MFLOPs",
+        f"- student: {size['student_params']:,} params, {size['student_mflops']:.1f} MFLOPs "
+        f"({size['param_ratio']:.1f}x fewer params), ONNX {size['onnx_bytes'] / 1024:.0f} KiB",
+        "",
+        "## Student selection",
+        "",
+        f"Family `{sel['family']}`, target {sel['target_ms']:.3f} ms at p{sel['percentile']:g} "
+        f"(budget {sel['budget_ms']:g} ms less the safety margin).",
+        "",
+        "| candidate | params | MFLOPs | p50 ms | p90 ms | fits |",
+        "| --- | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for c in sel["candidates"]:
+        fits = "not timed" if c["fits"] is None else ("yes" if c["fits"] else "no")
+        name = f"**{c['name']}**" if c["name"] == sel["chosen"] else c["name"]
+        p50 = "-" if c["p50_ms"] is None else f"{c['p50_ms']:.3f}"
+        p90 = "-" if c["p90_ms"] is None else f"{c['p90_ms']:.3f}"
+        lines.append(f"| {name} | {c['params']:,} | {c['mflops']:.1f} | {p50} | {p90} | {fits} |")
+    loss = dist["loss"]
+    lines += [
+        "",
+        "## Distillation",
+        "",
+        f"- method `{loss['method']}`, bias-aware {loss['bias_aware']}, rectification "
+        f"`{loss['rectification']}`, schedule `{loss['schedule']}`, lambda {loss['ce_weight']}, "
+        f"T {loss['temperature']}",
+        f"- {dist['train']['epochs']} epochs on {dist['device']} in {dist['seconds']:.1f} s; "
+        f"best validation epoch {dist['best_epoch']} (val top-1 {_pct(dist['best_val_top1'])}, "
+        f"teacher {_pct(dist['teacher_val_top1'])})",
+        "",
+        "| epoch | loss | val top-1 | b(e) | teacher wrong |",
+        "| ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for row in dist["history"]:
+        b = row.get("b")
+        lines.append(
+            f"| {row['epoch']} | {row['loss']:.4f} | {_pct(row['val_top1'])} | "
+            f"{'-' if b is None else f'{b:.3f}'} | {_pct(row['teacher_wrong_fraction'])} |"
+        )
+    lines += [
+        "",
+        "## Teacher bias",
+        "",
+        f"Teacher error on the (un-augmented) training split: {_pct(bias['teacher_train_error'])}.",
+        "",
+        "| class | teacher train error |",
+        "| --- | ---: |",
+    ]
+    for name, err in bias["teacher_train_error_per_class"].items():
+        lines.append(f"| {name} | {_pct(err)} |")
+    prov = report["provenance"]
+    lines += [
+        "",
+        "## Provenance",
+        "",
+        f"- teacher sha256 `{report['teacher']['sha256']}`",
+        f"- seed {prov['seed']}, created {prov['created_utc']}",
+        f"- versions: " + ", ".join(f"{k} {v}" for k, v in prov["versions"].items()),
+        f"- hardware: {prov['hardware']['cpu']} ({prov['hardware']['cpu_count']} CPUs)",
+    ]
+    if report.get("warnings"):
+        lines += ["", "## Warnings", ""] + [f"- {w}" for w in report["warnings"]]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(out: Path, report: dict[str, Any]) -> tuple[Path, Path]:
+    """Write ``report.json`` and ``report.md`` atomically into the run folder."""
+    report = {"schema_version": SCHEMA_VERSION, **report}
+    return (
+        write_json_atomic(out / "report.json", report),
+        write_text_atomic(out / "report.md", render_markdown(report)),
+    )

@@ -1,0 +1,143 @@
+"""Student-size selection: time each candidate's real ONNX graph and pick the largest that fits.
+
+Candidates are built (random weights: latency does not depend on weight values for these
+dense CNNs), exported through the same exporter as the final student, and timed through
+:mod:`compressor.latency` with the profile's settings. The ladder is walked cheapest first and
+the walk stops after ``patience`` consecutive candidates miss the target, so huge models are not
+exported just to learn that they are too slow.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from compressor.errors import CompressorError
+from compressor.export import onnx_bytes
+from compressor.latency import LatencyStats, TimingSettings, measure_onnx
+from compressor.profile import LatencyProfile
+from compressor.students import build_model, count_flops, count_params, get_family
+
+Timer = Callable[[bytes, tuple[int, int, int]], LatencyStats]
+
+
+@dataclass
+class Candidate:
+    """One row of the selection table."""
+
+    name: str
+    params: int
+    mflops: float
+    p50_ms: float | None = None
+    p90_ms: float | None = None
+    at_percentile_ms: float | None = None
+    fits: bool | None = None  # None: not timed (the walk stopped before it)
+
+
+@dataclass
+class Selection:
+    """The outcome of selection: the chosen arch and every candidate considered."""
+
+    family: str
+    chosen: str
+    budget_ms: float
+    target_ms: float
+    percentile: float
+    candidates: list[Candidate] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "family": self.family,
+            "chosen": self.chosen,
+            "budget_ms": self.budget_ms,
+            "target_ms": self.target_ms,
+            "percentile": self.percentile,
+            "candidates": [asdict(c) for c in self.candidates],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Selection:
+        rows = [Candidate(**row) for row in data["candidates"]]
+        return cls(**{**data, "candidates": rows})
+
+
+def profile_timer(profile: LatencyProfile) -> Timer:
+    """The real timer: onnxruntime on CPU under the profile's settings."""
+    settings = TimingSettings.from_profile(profile)
+    return lambda model, shape: measure_onnx(model, shape, settings, profile.percentile)
+
+
+def select_student(
+    profile: LatencyProfile,
+    num_classes: int,
+    family: str,
+    *,
+    timer: Timer | None = None,
+    patience: int = 2,
+    on_candidate: Callable[[Candidate], None] | None = None,
+) -> Selection:
+    """Choose the largest candidate (by FLOPs) whose latency at the percentile is <= target.
+
+    Raises:
+        CompressorError: no candidate fits (the message names the fastest one's latency).
+    """
+    timer = timer or profile_timer(profile)
+    fam = get_family(family)
+    shape = profile.input_shape
+    rows = []
+    for name in fam.ladder:
+        model = build_model(name, num_classes, shape[0])
+        rows.append((name, model, count_params(model), count_flops(model, shape) / 1e6))
+    rows.sort(key=lambda r: r[3])
+    table = [Candidate(name=n, params=p, mflops=round(f, 3)) for n, _, p, f in rows]
+    misses = 0
+    for (_, model, _, _), cand in zip(rows, table, strict=True):
+        if misses >= patience:
+            break
+        stats = timer(onnx_bytes(model, shape, profile.opset), shape)
+        cand.p50_ms, cand.p90_ms = round(stats.p50_ms, 4), round(stats.p90_ms, 4)
+        cand.at_percentile_ms = round(stats.at_percentile_ms, 4)
+        cand.fits = stats.at_percentile_ms <= profile.target_ms
+        misses = 0 if cand.fits else misses + 1
+        if on_candidate:
+            on_candidate(cand)
+    fitting = [c for c in table if c.fits]
+    if not fitting:
+        fastest = min(
+            (c for c in table if c.at_percentile_ms is not None),
+            key=lambda c: c.at_percentile_ms or 0.0,
+        )
+        raise CompressorError(
+            f"no student fits the budget: the fastest candidate {fastest.name} takes "
+            f"{fastest.at_percentile_ms:.3f} ms at p{profile.percentile:g}, the budget is "
+            f"{profile.latency_ms:g} ms ({profile.target_ms:.3f} ms after the "
+            f"{profile.safety_margin:.0%} safety margin)"
+        )
+    chosen = max(fitting, key=lambda c: c.mflops)
+    return Selection(
+        family=family,
+        chosen=chosen.name,
+        budget_ms=profile.latency_ms,
+        target_ms=profile.target_ms,
+        percentile=profile.percentile,
+        candidates=table,
+    )
+
+
+def format_table(selection: Selection) -> str:
+    """The candidate table as aligned text (for the terminal)."""
+    head = f"{'candidate':<24}{'params':>10}{'MFLOPs':>10}{'p50 ms':>10}{'p90 ms':>10}  fits"
+    lines = [head]
+    for c in selection.candidates:
+
+        def ms(v: float | None) -> str:
+            return f"{v:10.3f}" if v is not None else f"{'-':>10}"
+
+        fits = "-" if c.fits is None else ("yes" if c.fits else "no")
+        mark = "  <- chosen" if c.name == selection.chosen else ""
+        lines.append(
+            f"{c.name:<24}{c.params:>10,}{c.mflops:>10.1f}{ms(c.p50_ms)}{ms(c.p90_ms)}  {fits}{mark}"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,157 @@
+"""Verification of an exported model with onnxruntime on CPU: accuracy, parity, latency, gates.
+
+Parity is measured on the same real test images as accuracy (not on dummy inputs), and a parity
+miss is a failed gate, never a warning.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from compressor.data import Split, batches, normalize
+from compressor.distill import predict_logits
+from compressor.latency import LatencyStats, TimingSettings, create_session, measure_onnx
+from compressor.profile import LatencyProfile
+
+
+@dataclass(frozen=True)
+class Gate:
+    """One pass/fail check: ``value`` compared with ``threshold``."""
+
+    name: str
+    passed: bool
+    value: float
+    threshold: float
+    comparison: str  # "<=" or ">="
+    detail: str
+
+
+@dataclass
+class VerifyReport:
+    """Everything measured on the exported model, plus the gate outcomes."""
+
+    images: int
+    student_top1: float
+    student_top5: float | None
+    teacher_top1: float | None
+    top1_drop: float | None
+    parity: dict[str, float] | None
+    latency: LatencyStats
+    gates: list[Gate] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return all(g.passed for g in self.gates)
+
+    def failed(self) -> list[Gate]:
+        return [g for g in self.gates if not g.passed]
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["latency"] = self.latency.to_dict()
+        out["passed"] = self.passed
+        return out
+
+
+def onnx_logits(
+    path: Path, images: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]
+) -> np.ndarray:
+    """Logits (N, classes) from onnxruntime for uint8 images (N, C, H, W), in batches of 256."""
+    threads = max(1, os.cpu_count() or 1)
+    session = create_session(path, TimingSettings(intra_op_threads=threads))
+    name = session.get_inputs()[0].name
+    outs = [
+        session.run(None, {name: normalize(images[idx], mean, std).numpy()})[0]
+        for idx in batches(images.shape[0], 256)
+    ]
+    return np.concatenate(outs) if outs else np.zeros((0, 0), dtype=np.float32)
+
+
+def topk_accuracy(logits: np.ndarray, labels: np.ndarray, k: int) -> float:
+    top = np.argsort(-logits, axis=1)[:, :k]
+    return float((top == labels[:, None]).any(axis=1).mean())
+
+
+def _gate(name: str, value: float, threshold: float, comparison: str, unit: str = "") -> Gate:
+    passed = value <= threshold if comparison == "<=" else value >= threshold
+    verdict = "ok" if passed else f"missed by {abs(value - threshold):.4g}{unit}"
+    detail = f"{value:.4g}{unit} {comparison} {threshold:.4g}{unit}: {verdict}"
+    return Gate(name, passed, float(value), float(threshold), comparison, detail)
+
+
+def verify_onnx(
+    onnx_path: Path,
+    test: Split,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    profile: LatencyProfile,
+    *,
+    reference: nn.Module | None = None,
+    teacher: nn.Module | None = None,
+) -> VerifyReport:
+    """Measure the ONNX model on ``test`` and judge it against the profile's gates."""
+    labels = test.labels.numpy()
+    logits = onnx_logits(onnx_path, test.images, mean, std)
+    student_top1 = topk_accuracy(logits, labels, 1)
+    classes = logits.shape[1]
+    student_top5 = topk_accuracy(logits, labels, 5) if classes >= 10 else None
+    gates = [_gate("min_top1", student_top1, profile.min_top1, ">=")]
+
+    teacher_top1 = top1_drop = None
+    if teacher is not None:
+        t_logits = predict_logits(teacher, test.images, mean, std, torch.device("cpu")).numpy()
+        teacher_top1 = topk_accuracy(t_logits, labels, 1)
+        top1_drop = teacher_top1 - student_top1
+        gates.append(_gate("max_top1_drop", top1_drop, profile.max_top1_drop, "<="))
+
+    parity = None
+    if reference is not None:
+        ref = predict_logits(reference, test.images, mean, std, torch.device("cpu")).numpy()
+        diff = np.abs(ref - logits)
+        parity = {
+            "max_abs_logit_diff": float(diff.max()),
+            "mean_abs_logit_diff": float(diff.mean()),
+            "top1_agreement": float((ref.argmax(1) == logits.argmax(1)).mean()),
+            "images": int(labels.size),
+        }
+        gates.append(
+            _gate("parity_top1_agreement", parity["top1_agreement"], profile.min_agreement, ">=")
+        )
+        gates.append(
+            _gate(
+                "parity_max_abs_logit_diff",
+                parity["max_abs_logit_diff"],
+                profile.max_abs_logit_diff,
+                "<=",
+            )
+        )
+
+    latency = measure_onnx(
+        onnx_path, profile.input_shape, TimingSettings.from_profile(profile), profile.percentile
+    )
+    gates.append(
+        _gate(
+            f"latency_p{profile.percentile:g}",
+            latency.at_percentile_ms,
+            profile.latency_ms,
+            "<=",
+            " ms",
+        )
+    )
+    return VerifyReport(
+        images=int(labels.size),
+        student_top1=student_top1,
+        student_top5=student_top5,
+        teacher_top1=teacher_top1,
+        top1_drop=top1_drop,
+        parity=parity,
+        latency=latency,
+        gates=gates,
+    )
