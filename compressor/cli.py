@@ -111,6 +111,10 @@ def run(
     family: Annotated[
         str | None, typer.Option(help="Student family (default: chosen from the input size).")
     ] = None,
+    candidates: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated subset of the family's ladder to consider."),
+    ] = None,
     epochs: Annotated[int, typer.Option(min=1, help="Training epochs.")] = 30,
     batch_size: Annotated[int, typer.Option(min=1, help="Training batch size.")] = 128,
     lr: Annotated[float, typer.Option(min=0.0, help="Peak learning rate (SGD, cosine).")] = 0.05,
@@ -183,6 +187,7 @@ def run(
             out=out,
             arch=arch,
             family=family,
+            candidates=tuple(c.strip() for c in candidates.split(",")) if candidates else None,
             loss=loss,
             train=train,
             val_fraction=val_fraction,

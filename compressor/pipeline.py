@@ -41,6 +41,7 @@ class RunConfig:
     out: Path
     arch: str | None = None
     family: str | None = None
+    candidates: tuple[str, ...] | None = None
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     val_fraction: float = 0.1
@@ -147,7 +148,13 @@ def run_pipeline(cfg: RunConfig, log: Log = lambda _msg: None) -> RunOutcome:
         log(f"  {c.name:<22} p{profile.percentile:g} {c.at_percentile_ms:8.3f} ms  fits={c.fits}")
 
     log(f"selecting a {family} student for {profile.latency_ms:g} ms at p{profile.percentile:g}")
-    selection = select_student(profile, teacher.num_classes, family, on_candidate=on_candidate)
+    selection = select_student(
+        profile,
+        teacher.num_classes,
+        family,
+        candidates=cfg.candidates,
+        on_candidate=on_candidate,
+    )
     log(f"chosen: {selection.chosen}")
 
     prepare_output_folder(cfg.out, cfg.overwrite)

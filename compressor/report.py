@@ -178,7 +178,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
         f"- teacher sha256 `{report['teacher']['sha256']}`",
         f"- seed {prov['seed']}, created {prov['created_utc']}",
-        f"- versions: " + ", ".join(f"{k} {v}" for k, v in prov["versions"].items()),
+        "- versions: " + ", ".join(f"{k} {v}" for k, v in prov["versions"].items()),
         f"- hardware: {prov['hardware']['cpu']} ({prov['hardware']['cpu_count']} CPUs)",
     ]
     if report.get("warnings"):

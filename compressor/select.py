@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 from compressor.errors import CompressorError
@@ -75,19 +74,30 @@ def select_student(
     family: str,
     *,
     timer: Timer | None = None,
+    candidates: tuple[str, ...] | None = None,
     patience: int = 2,
     on_candidate: Callable[[Candidate], None] | None = None,
 ) -> Selection:
     """Choose the largest candidate (by FLOPs) whose latency at the percentile is <= target.
 
+    ``candidates`` restricts the ladder to the given names (for example the architectures a
+    deployment runtime supports, or one fixed student whose fit should just be checked).
+
     Raises:
         CompressorError: no candidate fits (the message names the fastest one's latency).
     """
     timer = timer or profile_timer(profile)
-    fam = get_family(family)
+    ladder = get_family(family).ladder
+    if candidates:
+        unknown = [c for c in candidates if c not in ladder]
+        if unknown:
+            raise CompressorError(
+                f"candidate(s) {', '.join(unknown)} not in family {family}: {', '.join(ladder)}"
+            )
+        ladder = tuple(c for c in ladder if c in candidates)
     shape = profile.input_shape
     rows = []
-    for name in fam.ladder:
+    for name in ladder:
         model = build_model(name, num_classes, shape[0])
         rows.append((name, model, count_params(model), count_flops(model, shape) / 1e6))
     rows.sort(key=lambda r: r[3])

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import pickle
+import re
 import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -112,11 +113,13 @@ def _torch_load(path: Path, trust_checkpoint: bool) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=not trust_checkpoint)
     except pickle.UnpicklingError as exc:
-        if "weights_only" in str(exc) or "Weights only load failed" in str(exc):
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
+        if found:
             raise CompressorError(
-                f"{path} contains pickled Python objects, and unpickling runs code: refusing to "
-                "load it. If you trust its origin, pass --trust-checkpoint; better, re-save it as "
-                "a state dict (torch.save(model.state_dict(), 'teacher.pt')) and pass --arch"
+                f"{path} contains pickled Python objects ({found.group(1)}), and unpickling runs "
+                "code: refusing to load it. If you trust its origin, pass --trust-checkpoint; "
+                "better, re-save it as a state dict (torch.save(model.state_dict(), 'teacher.pt'))"
+                " and pass --arch"
             ) from exc
         raise CompressorError(f"{path} is not a readable PyTorch checkpoint ({exc})") from exc
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:

@@ -1,0 +1,96 @@
+"""Shared fixtures: the embedded digits as an ImageFolder, a tiny trained teacher, fast profiles."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from compressor.demo import build_digits_imagefolder
+from compressor.distill import TrainConfig, distill
+from compressor.losses import LossConfig
+from compressor.data import load_image_folder
+from compressor.students import build_model
+from compressor.teacher import save_bundle
+
+TINY_SHAPE = (1, 8, 8)  # the digits' native resolution keeps every test fast
+TEACHER_ARCH = "cifar_resnet8_w16"
+
+
+def write_profile(path: Path, **overrides: object) -> Path:
+    """A fast-timing profile for 8x8 digits; ``overrides`` replace 'table.key' entries."""
+    values: dict[str, object] = {
+        "name": '"tiny"',
+        "description": '"tests: 8x8 digits"',
+        "input.shape": "[1, 8, 8]",
+        "input.batch_size": "1",
+        "runtime.intra_op_threads": "1",
+        "budget.latency_ms": "5.0",
+        "budget.percentile": "90",
+        "budget.warmup_runs": "2",
+        "budget.min_iterations": "20",
+        "budget.min_seconds": "0.0",
+        "gates.max_top1_drop": "1.0",
+        "export.opset": "18",
+    }
+    values.update({k: str(v) for k, v in overrides.items()})
+    tables: dict[str, list[str]] = {}
+    top = []
+    for key, value in values.items():
+        if value == "DELETE":
+            continue
+        if "." in key:
+            table, name = key.split(".", 1)
+            tables.setdefault(table, []).append(f"{name} = {value}")
+        else:
+            top.append(f"{key} = {value}")
+    text = "\n".join(top) + "\n"
+    for table, lines in tables.items():
+        text += f"\n[{table}]\n" + "\n".join(lines) + "\n"
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture(scope="session")
+def digits_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_digits_imagefolder(tmp_path_factory.mktemp("digits") / "data")
+
+
+@pytest.fixture(scope="session")
+def digits_splits(digits_root: Path):
+    return load_image_folder(digits_root, TINY_SHAPE, seed=0)
+
+
+@pytest.fixture(scope="session")
+def teacher_path(tmp_path_factory: pytest.TempPathFactory, digits_splits) -> Path:
+    """A real (briefly trained) teacher bundle for 8x8 digits."""
+    torch.manual_seed(0)
+    model = build_model(TEACHER_ARCH, 10, 1)
+    result = distill(
+        None,
+        model,
+        digits_splits,
+        (0.5,),
+        (0.5,),
+        LossConfig(method="ce", bias_aware=False),
+        TrainConfig(epochs=4, batch_size=64, lr=0.1, hflip=False, device="cpu"),
+    )
+    path = tmp_path_factory.mktemp("teacher") / "teacher.pt"
+    save_bundle(
+        path,
+        result.student,
+        TEACHER_ARCH,
+        num_classes=10,
+        in_channels=1,
+        input_size=TINY_SHAPE[1:],
+        mean=(0.5,),
+        std=(0.5,),
+        class_names=digits_splits.class_names,
+    )
+    return path
+
+
+@pytest.fixture
+def tiny_profile(tmp_path: Path) -> Path:
+    return write_profile(tmp_path / "tiny.toml")

@@ -1,0 +1,71 @@
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from onnx import numpy_helper
+
+from compressor.export import export_onnx, read_metadata
+from compressor.profile import load_profile
+from compressor.teacher import load_teacher
+from compressor.verify import verify_onnx
+from tests.conftest import write_profile
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory, teacher_path: Path):
+    bundle = load_teacher(teacher_path)
+    path = tmp_path_factory.mktemp("export") / "model.onnx"
+    result = export_onnx(
+        bundle.model, (1, 8, 8), path, opset=18,
+        metadata={"class_names": [str(i) for i in range(10)], "mean": [0.5], "std": [0.5]},
+    )  # fmt: skip
+    return bundle, path, result
+
+
+def test_export_has_dynamic_batch_metadata_and_matches_torch(exported) -> None:
+    bundle, path, result = exported
+    model = onnx.load(str(path))
+    onnx.checker.check_model(model, full_check=True)
+    assert json.loads(read_metadata(path)["class_names"]) == [str(i) for i in range(10)]
+    assert result.opset == 18 and result.size_bytes == path.stat().st_size
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert session.get_inputs()[0].name == "input" and session.get_outputs()[0].name == "logits"
+    for batch in (1, 5):
+        x = torch.randn(batch, 1, 8, 8)
+        (out,) = session.run(None, {"input": x.numpy()})
+        assert out.shape == (batch, 10)
+        np.testing.assert_allclose(out, bundle.model(x).detach().numpy(), atol=1e-4)
+
+
+def test_verify_passes_on_faithful_export(exported, digits_splits, tmp_path: Path) -> None:
+    bundle, path, _ = exported
+    profile = load_profile(str(write_profile(tmp_path / "p.toml")))
+    report = verify_onnx(
+        path, digits_splits.test, (0.5,), (0.5,), profile,
+        reference=bundle.model, teacher=bundle.model,
+    )  # fmt: skip
+    assert report.images == len(digits_splits.test)
+    assert report.parity["top1_agreement"] == 1.0
+    assert report.parity["max_abs_logit_diff"] < 1e-3
+    assert report.top1_drop == pytest.approx(0.0, abs=1e-9)
+    assert report.student_top5 is not None and report.student_top5 >= report.student_top1
+    assert {g.name for g in report.gates} >= {"max_top1_drop", "parity_top1_agreement", "latency_p90"}
+
+
+def test_perturbed_weight_fails_parity_gate(exported, digits_splits, tmp_path: Path) -> None:
+    bundle, path, _ = exported
+    model = onnx.load(str(path))
+    biggest = max(model.graph.initializer, key=lambda t: int(np.prod(t.dims)))
+    weights = numpy_helper.to_array(biggest).copy()
+    weights.flat[0] += 5.0
+    biggest.CopyFrom(numpy_helper.from_array(weights, biggest.name))
+    tampered = tmp_path / "tampered.onnx"
+    onnx.save(model, str(tampered))
+    profile = load_profile(str(write_profile(tmp_path / "p.toml")))
+    report = verify_onnx(tampered, digits_splits.test, (0.5,), (0.5,), profile, reference=bundle.model)
+    failed = {g.name for g in report.failed()}
+    assert "parity_max_abs_logit_diff" in failed and not report.passed
