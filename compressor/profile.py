@@ -192,7 +192,8 @@ def available_profiles() -> list[str]:
 def resolve_profile_path(name_or_path: str) -> Path:
     """A path to a TOML file, or the name of a bundled profile."""
     candidate = Path(name_or_path)
-    if candidate.suffix == ".toml" or candidate.exists() or "/" in name_or_path:
+    looks_like_path = candidate.suffix == ".toml" or "/" in name_or_path or candidate.is_file()
+    if looks_like_path:
         if not candidate.is_file():
             raise CompressorError(f"profile file not found: {candidate}")
         return candidate

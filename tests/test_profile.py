@@ -70,3 +70,9 @@ def test_schema_markdown_lists_every_table() -> None:
     text = schema_markdown()
     for key in ("input.shape", "budget.latency_ms", "gates.max_top1_drop", "export.opset"):
         assert f"`{key}`" in text
+
+
+def test_bundled_name_wins_over_a_same_named_folder(tmp_path: Path, monkeypatch) -> None:
+    (tmp_path / "demo").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert load_profile("demo").name == "demo"
