@@ -205,7 +205,8 @@ def run(
 
 
 @app.command(
-    help="Run the whole pipeline on embedded handwritten digits (no arguments, no network).\n\nExample:\n\n  compressor demo"
+    help="Run the whole pipeline on embedded handwritten digits (no arguments, no network)."
+    "\n\nExample:\n\n  compressor demo"
 )
 def demo(
     out: Annotated[Path, typer.Option(help="Folder for the demo's data, teacher and run.")] = Path(

@@ -123,7 +123,7 @@ def stratified_split(
     for cls in torch.unique(labels).tolist():
         idx = torch.nonzero(labels == cls).flatten()
         idx = idx[torch.randperm(len(idx), generator=generator)]
-        n_held = int(round(len(idx) * fraction))
+        n_held = round(len(idx) * fraction)
         if len(idx) > 1:
             n_held = min(max(n_held, 1), len(idx) - 1)
         held.append(idx[:n_held])

@@ -204,7 +204,8 @@ def resolve_profile_path(name_or_path: str) -> Path:
     near = difflib.get_close_matches(name_or_path, names, n=1)
     hint = f"; did you mean '{near[0]}'?" if near else ""
     raise CompressorError(
-        f"unknown profile '{name_or_path}'{hint} (bundled: {', '.join(names)}; or pass a .toml path)"
+        f"unknown profile '{name_or_path}'{hint} "
+        f"(bundled: {', '.join(names)}; or pass a .toml path)"
     )
 
 

@@ -148,6 +148,7 @@ def format_table(selection: Selection) -> str:
         fits = "-" if c.fits is None else ("yes" if c.fits else "no")
         mark = "  <- chosen" if c.name == selection.chosen else ""
         lines.append(
-            f"{c.name:<24}{c.params:>10,}{c.mflops:>10.1f}{ms(c.p50_ms)}{ms(c.p90_ms)}  {fits}{mark}"
+            f"{c.name:<24}{c.params:>10,}{c.mflops:>10.1f}"
+            f"{ms(c.p50_ms)}{ms(c.p90_ms)}  {fits}{mark}"
         )
     return "\n".join(lines)

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from compressor.data import load_image_folder
 from compressor.demo import build_digits_imagefolder
 from compressor.distill import TrainConfig, distill
 from compressor.losses import LossConfig
-from compressor.data import load_image_folder
 from compressor.students import build_model
 from compressor.teacher import save_bundle
 

@@ -53,7 +53,11 @@ def test_verify_passes_on_faithful_export(exported, digits_splits, tmp_path: Pat
     assert report.parity["max_abs_logit_diff"] < 1e-3
     assert report.top1_drop == pytest.approx(0.0, abs=1e-9)
     assert report.student_top5 is not None and report.student_top5 >= report.student_top1
-    assert {g.name for g in report.gates} >= {"max_top1_drop", "parity_top1_agreement", "latency_p90"}
+    assert {g.name for g in report.gates} >= {
+        "max_top1_drop",
+        "parity_top1_agreement",
+        "latency_p90",
+    }
 
 
 def test_perturbed_weight_fails_parity_gate(exported, digits_splits, tmp_path: Path) -> None:
@@ -66,6 +70,8 @@ def test_perturbed_weight_fails_parity_gate(exported, digits_splits, tmp_path: P
     tampered = tmp_path / "tampered.onnx"
     onnx.save(model, str(tampered))
     profile = load_profile(str(write_profile(tmp_path / "p.toml")))
-    report = verify_onnx(tampered, digits_splits.test, (0.5,), (0.5,), profile, reference=bundle.model)
+    report = verify_onnx(
+        tampered, digits_splits.test, (0.5,), (0.5,), profile, reference=bundle.model
+    )
     failed = {g.name for g in report.failed()}
     assert "parity_max_abs_logit_diff" in failed and not report.passed

@@ -1,16 +1,15 @@
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from compressor.errors import CompressorError
+from compressor.export import onnx_bytes
 from compressor.latency import LatencyStats, TimingSettings, measure_onnx, summarize
 from compressor.profile import load_profile
 from compressor.select import select_student
 from compressor.students import build_model
-from compressor.export import onnx_bytes
 from tests.conftest import write_profile
-
-import numpy as np
 
 
 def _stub_timer(latency_by_mflops: dict[float, float], calls: list[int]):
@@ -49,7 +48,9 @@ def test_no_candidate_fits_names_fastest_and_budget(tmp_path: Path) -> None:
 def test_candidate_subset_and_unknown_candidate(tmp_path: Path) -> None:
     profile = load_profile(str(write_profile(tmp_path / "p.toml")))
     subset = ("cifar_resnet8_w8", "cifar_resnet14_w16")
-    selection = select_student(profile, 10, "cifar_resnet", timer=_stub_timer({}, []), candidates=subset)
+    selection = select_student(
+        profile, 10, "cifar_resnet", timer=_stub_timer({}, []), candidates=subset
+    )
     assert [c.name for c in selection.candidates] == list(subset)
     with pytest.raises(CompressorError, match="not in family"):
         select_student(profile, 10, "cifar_resnet", candidates=("resnet18",))
