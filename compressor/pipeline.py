@@ -209,6 +209,7 @@ def run_pipeline(cfg: RunConfig, log: Log = lambda _msg: None) -> RunOutcome:
         },
     )
     log("verifying with onnxruntime on CPU")
+    shape = profile.input_shape
     verified = verify_onnx(
         out / "student.onnx",
         data.test,
@@ -217,6 +218,7 @@ def run_pipeline(cfg: RunConfig, log: Log = lambda _msg: None) -> RunOutcome:
         profile,
         reference=result.student,
         teacher=teacher.model.cpu(),
+        predict_target=lambda ms: selection.predict(ms, count_flops(result.student, shape) / 1e6),
     )
     write_json_atomic(out / "verify.json", verified.to_dict())
     report = build_report(
@@ -293,7 +295,16 @@ def build_report(
             "top1_drop": verified.top1_drop,
         },
         "parity": verified.parity,
-        "latency": verified.latency.to_dict(),
+        "latency": {
+            **verified.latency.to_dict(),
+            "repeats_at_percentile_ms": verified.latency_repeats,
+            "spread": verified.latency_spread,
+            "predicted_target_ms": verified.predicted_target_ms,
+            "budget_utilisation": (
+                verified.predicted_target_ms or verified.latency.at_percentile_ms
+            )
+            / profile.latency_ms,
+        },
         "gates": [asdict(g) for g in verified.gates],
         "size": {
             "teacher_params": teacher_params,

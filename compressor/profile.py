@@ -31,12 +31,15 @@ class Key:
     choices: tuple[str, ...] = ()
     help: str = ""
     optional: bool = False  # may be absent with no default (None)
+    item: type | None = None  # element type of a list
 
     def describe(self) -> str:
         if self.choices:
             return "one of " + ", ".join(repr(c) for c in self.choices)
-        if self.kind is list:
+        if self.kind is list and self.item is int:
             return "a list of 3 positive integers [channels, height, width]"
+        if self.kind is list:
+            return f"a list of {'strings' if self.item is str else 'positive numbers'}"
         lo = "-inf" if self.low is None else f"{self.low:g}"
         hi = "inf" if self.high is None else f"{self.high:g}"
         name = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
@@ -49,7 +52,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "description": Key(str, default="", help="what deployment this profile models"),
     },
     "input": {
-        "shape": Key(list, help="[channels, height, width] of one input image"),
+        "shape": Key(list, item=int, help="[channels, height, width] of one input image"),
         "batch_size": Key(int, default=1, low=1, high=4096, help="images per inference call"),
     },
     "runtime": {
@@ -86,7 +89,29 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "opset": Key(int, default=18, low=13, high=23, help="ONNX opset version"),
         "quantization": Key(str, default="none", choices=("none", "int8")),
     },
+    # Written by `compressor profiles calibrate` on the target device; see compressor.calibrate.
+    "calibration": {
+        "device": Key(str, default="", help="what the target device is"),
+        "measured_utc": Key(str, default="", help="when the suite was timed on the target"),
+        "suite_version": Key(int, default=1, low=1, high=1000, help="reference suite version"),
+        "models": Key(list, item=str, help="reference suite model names"),
+        "mflops": Key(list, item=float, help="MFLOPs of each suite model"),
+        "target_ms": Key(list, item=float, help="latency of each on the target, at percentile"),
+    },
 }
+OPTIONAL_TABLES = ("calibration",)
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Latencies of the reference suite measured on the target device."""
+
+    device: str
+    measured_utc: str
+    suite_version: int
+    models: tuple[str, ...]
+    mflops: tuple[float, ...]
+    target_ms: tuple[float, ...]
 
 
 @dataclass(frozen=True)
@@ -113,6 +138,7 @@ class LatencyProfile:
     max_abs_logit_diff: float
     opset: int
     quantization: str
+    calibration: Calibration | None = None
     source: str = field(default="", compare=False)
 
     @property
@@ -135,6 +161,18 @@ def _check_value(where: str, key: str, spec: Key, value: Any) -> Any:
 
     if spec.kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
+    if spec.kind is list and spec.item is not int:
+        if not isinstance(value, list) or len(value) < 2:
+            raise bad(f"is {value!r}, not a list of at least 2 entries")
+        if spec.item is float:
+            if not all(
+                isinstance(v, int | float) and not isinstance(v, bool) and v > 0 for v in value
+            ):
+                raise bad(f"is {value!r}")
+            return tuple(float(v) for v in value)
+        if not all(isinstance(v, str) for v in value):
+            raise bad(f"is {value!r}")
+        return tuple(value)
     if spec.kind is list:
         if (
             not isinstance(value, list)
@@ -170,7 +208,25 @@ def profile_from_dict(data: dict[str, Any], source: str) -> LatencyProfile:
                 label = f"{section}.{key}" if section else key
                 allowed = ", ".join(SCHEMA[section])
                 raise CompressorError(f"{source}: unknown key '{label}'{hint}; allowed: {allowed}")
+    calibration = None
+    if "calibration" in tables:
+        cal = {
+            key: _check_value(source, f"calibration.{key}", spec, tables["calibration"][key])
+            if key in tables["calibration"]
+            else spec.default
+            for key, spec in SCHEMA["calibration"].items()
+        }
+        for key in ("models", "mflops", "target_ms"):
+            if cal[key] is None:
+                raise CompressorError(f"{source}: missing required key 'calibration.{key}'")
+        if not len(cal["models"]) == len(cal["mflops"]) == len(cal["target_ms"]):
+            raise CompressorError(
+                f"{source}: calibration.models, .mflops and .target_ms must have equal lengths"
+            )
+        calibration = Calibration(**cal)
     for section, keys in SCHEMA.items():
+        if section in OPTIONAL_TABLES:
+            continue
         table = tables.get(section, {})
         for key, spec in keys.items():
             label = f"{section}.{key}" if section else key
@@ -181,7 +237,7 @@ def profile_from_dict(data: dict[str, Any], source: str) -> LatencyProfile:
             else:
                 values[key] = spec.default
     shape = values.pop("shape")
-    return LatencyProfile(input_shape=shape, source=source, **values)
+    return LatencyProfile(input_shape=shape, source=source, calibration=calibration, **values)
 
 
 def available_profiles() -> list[str]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import platform
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -52,7 +52,7 @@ def hardware() -> dict[str, Any]:
 
 def provenance(seed: int, command: list[str] | None = None) -> dict[str, Any]:
     return {
-        "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": command if command is not None else sys.argv,
         "seed": seed,
         "versions": versions(),
@@ -116,8 +116,18 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
         f"- p50 {_ms(lat['p50_ms'])}, p90 {_ms(lat['p90_ms'])}, p99 {_ms(lat['p99_ms'])} "
         f"over {lat['iterations']} runs; cold start {_ms(lat['cold_start_ms'])}",
+        f"- repeated {len(lat['repeats_at_percentile_ms'])} times with fresh sessions: "
+        f"p{profile['percentile']:g} = "
+        + ", ".join(f"{v:.3f}" for v in lat["repeats_at_percentile_ms"])
+        + f" ms (spread {100 * lat['spread']:.1f}%)",
         f"- budget: {profile['latency_ms']:g} ms at p{profile['percentile']:g} "
-        f"(measured {_ms(lat['at_percentile_ms'])})",
+        f"(measured {_ms(lat['at_percentile_ms'])}"
+        + (
+            f" on this host, predicted {_ms(lat['predicted_target_ms'])} on {sel['calibrated_for']}"
+            if lat["predicted_target_ms"] is not None
+            else ""
+        )
+        + f"; {100 * lat['budget_utilisation']:.0f}% of the budget used)",
         "",
         "## Size",
         "",
@@ -130,15 +140,20 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"Family `{sel['family']}`, target {sel['target_ms']:.3f} ms at p{sel['percentile']:g} "
         f"(budget {sel['budget_ms']:g} ms less the safety margin).",
         "",
-        "| candidate | params | MFLOPs | p50 ms | p90 ms | fits |",
-        "| --- | ---: | ---: | ---: | ---: | --- |",
+        "| candidate | params | MFLOPs | host p50 ms | host p90 ms | predicted target ms | fits |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
+
+    def num(value: float | None) -> str:
+        return "-" if value is None else f"{value:.3f}"
+
     for c in sel["candidates"]:
         fits = "not timed" if c["fits"] is None else ("yes" if c["fits"] else "no")
         name = f"**{c['name']}**" if c["name"] == sel["chosen"] else c["name"]
-        p50 = "-" if c["p50_ms"] is None else f"{c['p50_ms']:.3f}"
-        p90 = "-" if c["p90_ms"] is None else f"{c['p90_ms']:.3f}"
-        lines.append(f"| {name} | {c['params']:,} | {c['mflops']:.1f} | {p50} | {p90} | {fits} |")
+        lines.append(
+            f"| {name} | {c['params']:,} | {c['mflops']:.1f} | {num(c['p50_ms'])} | "
+            f"{num(c['p90_ms'])} | {num(c['predicted_ms'])} | {fits} |"
+        )
     loss = dist["loss"]
     lines += [
         "",

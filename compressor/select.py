@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from compressor.calibrate import LatencyPredictor, host_predictor
 from compressor.errors import CompressorError
 from compressor.export import onnx_bytes
 from compressor.latency import LatencyStats, TimingSettings, measure_onnx
@@ -32,6 +33,7 @@ class Candidate:
     p50_ms: float | None = None
     p90_ms: float | None = None
     at_percentile_ms: float | None = None
+    predicted_ms: float | None = None  # predicted target latency (calibrated profiles only)
     fits: bool | None = None  # None: not timed (the walk stopped before it)
 
 
@@ -45,6 +47,12 @@ class Selection:
     target_ms: float
     percentile: float
     candidates: list[Candidate] = field(default_factory=list)
+    calibrated_for: str | None = None  # target device name when latencies are predicted
+    predictor: LatencyPredictor | None = None  # host -> target, measured during selection
+
+    def predict(self, host_ms: float, mflops: float) -> float | None:
+        """Predicted target latency for a host measurement (None when not calibrated)."""
+        return self.predictor.predict(host_ms, mflops) if self.predictor else None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -54,12 +62,16 @@ class Selection:
             "target_ms": self.target_ms,
             "percentile": self.percentile,
             "candidates": [asdict(c) for c in self.candidates],
+            "calibrated_for": self.calibrated_for,
+            "predictor": asdict(self.predictor) if self.predictor else None,
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Selection:
         rows = [Candidate(**row) for row in data["candidates"]]
-        return cls(**{**data, "candidates": rows})
+        pred = data.get("predictor")
+        predictor = LatencyPredictor(tuple(pred["mflops"]), tuple(pred["ratios"])) if pred else None
+        return cls(**{**data, "candidates": rows, "predictor": predictor})
 
 
 def profile_timer(profile: LatencyProfile) -> Timer:
@@ -96,6 +108,9 @@ def select_student(
             )
         ladder = tuple(c for c in ladder if c in candidates)
     shape = profile.input_shape
+    predictor = None
+    if profile.calibration is not None:
+        predictor = host_predictor(profile.calibration, shape, timer)
     rows = []
     for name in ladder:
         model = build_model(name, num_classes, shape[0])
@@ -109,19 +124,25 @@ def select_student(
         stats = timer(onnx_bytes(model, shape, profile.opset), shape)
         cand.p50_ms, cand.p90_ms = round(stats.p50_ms, 4), round(stats.p90_ms, 4)
         cand.at_percentile_ms = round(stats.at_percentile_ms, 4)
-        cand.fits = stats.at_percentile_ms <= profile.target_ms
+        judged = stats.at_percentile_ms
+        if predictor is not None:
+            judged = predictor.predict(stats.at_percentile_ms, cand.mflops)
+            cand.predicted_ms = round(judged, 4)
+        cand.fits = judged <= profile.target_ms
         misses = 0 if cand.fits else misses + 1
         if on_candidate:
             on_candidate(cand)
     fitting = [c for c in table if c.fits]
     if not fitting:
-        fastest = min(
-            (c for c in table if c.at_percentile_ms is not None),
-            key=lambda c: c.at_percentile_ms or 0.0,
-        )
+
+        def judged(c: Candidate) -> float:
+            return (c.predicted_ms if c.predicted_ms is not None else c.at_percentile_ms) or 0.0
+
+        fastest = min((c for c in table if c.at_percentile_ms is not None), key=judged)
+        where = " (predicted on the target)" if predictor is not None else ""
         raise CompressorError(
             f"no student fits the budget: the fastest candidate {fastest.name} takes "
-            f"{fastest.at_percentile_ms:.3f} ms at p{profile.percentile:g}, the budget is "
+            f"{judged(fastest):.3f} ms{where} at p{profile.percentile:g}, the budget is "
             f"{profile.latency_ms:g} ms ({profile.target_ms:.3f} ms after the "
             f"{profile.safety_margin:.0%} safety margin)"
         )
@@ -133,12 +154,16 @@ def select_student(
         target_ms=profile.target_ms,
         percentile=profile.percentile,
         candidates=table,
+        calibrated_for=profile.calibration.device if profile.calibration else None,
+        predictor=predictor,
     )
 
 
 def format_table(selection: Selection) -> str:
     """The candidate table as aligned text (for the terminal)."""
-    head = f"{'candidate':<24}{'params':>10}{'MFLOPs':>10}{'p50 ms':>10}{'p90 ms':>10}  fits"
+    predicted = selection.calibrated_for is not None
+    head = f"{'candidate':<24}{'params':>10}{'MFLOPs':>10}{'p50 ms':>10}{'p90 ms':>10}"
+    head += f"{'target ms':>11}  fits" if predicted else "  fits"
     lines = [head]
     for c in selection.candidates:
 
@@ -149,6 +174,8 @@ def format_table(selection: Selection) -> str:
         mark = "  <- chosen" if c.name == selection.chosen else ""
         lines.append(
             f"{c.name:<24}{c.params:>10,}{c.mflops:>10.1f}"
-            f"{ms(c.p50_ms)}{ms(c.p90_ms)}  {fits}{mark}"
+            f"{ms(c.p50_ms)}{ms(c.p90_ms)}"
+            + (f" {ms(c.predicted_ms)}" if predicted else "")
+            + f"  {fits}{mark}"
         )
     return "\n".join(lines)
