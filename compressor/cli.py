@@ -249,6 +249,153 @@ def demo(
     raise typer.Exit(outcome.exit_code)
 
 
+profiles_app = typer.Typer(
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    help="List, show and calibrate latency profiles.\n\nExample:\n\n  compressor profiles list",
+)
+app.add_typer(profiles_app, name="profiles")
+
+
+@profiles_app.command(
+    "list", help="List the bundled profiles.\n\nExample:\n\n  compressor profiles list"
+)
+def profiles_list(debug: DebugOpt = False) -> None:
+    from compressor.profile import available_profiles, load_profile
+
+    with user_errors(debug):
+        for name in available_profiles():
+            p = load_profile(name)
+            shape = "x".join(map(str, p.input_shape))
+            cal = f", calibrated for {p.calibration.device}" if p.calibration else ""
+            typer.echo(
+                f"{name:<20} {p.latency_ms:g} ms at p{p.percentile:g}, batch {p.batch_size}, "
+                f"{shape}, {p.intra_op_threads} thread(s){cal}: {p.description}"
+            )
+
+
+@profiles_app.command(
+    "show",
+    help="Print a profile's file and its validated values, or the schema with --schema."
+    "\n\nExamples:\n\n  compressor profiles show cpu-1thread"
+    "\n\n  compressor profiles show --schema",
+)
+def profiles_show(
+    name: Annotated[
+        str | None, typer.Argument(help="Bundled name or path to a .toml file.")
+    ] = None,
+    schema: Annotated[bool, typer.Option(help="Print every allowed key instead.")] = False,
+    debug: DebugOpt = False,
+) -> None:
+    from compressor.profile import load_profile, resolve_profile_path, schema_markdown
+
+    with user_errors(debug):
+        if schema:
+            typer.echo(schema_markdown())
+            return
+        if name is None:
+            raise CompressorError("give a profile name or --schema")
+        profile = load_profile(name)
+        typer.echo(resolve_profile_path(name).read_text(encoding="utf-8").rstrip())
+        typer.echo("\n# validated:")
+        typer.echo(json.dumps(profile.to_dict(), indent=2))
+
+
+@profiles_app.command(
+    "calibrate",
+    help="Run ON THE TARGET DEVICE: time the reference suite under a profile's settings and "
+    "write a new profile whose [calibration] table lets selection on another machine predict "
+    "latencies on this one.\n\nExample:\n\n"
+    "  compressor profiles calibrate --profile cpu-1thread --out my-board.toml --device 'Pi 5'",
+)
+def profiles_calibrate(
+    profile: Annotated[str, typer.Option(help="Profile to calibrate (name or path).")],
+    out: Annotated[Path, typer.Option(help="Where to write the calibrated profile (.toml).")],
+    device: Annotated[str, typer.Option(help="Name of this target device.")] = "",
+    name: Annotated[str | None, typer.Option(help="Name of the new profile.")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing file.")] = False,
+    debug: DebugOpt = False,
+) -> None:
+    import platform
+
+    from compressor.calibrate import calibration_table, write_calibrated_profile
+    from compressor.profile import load_profile, resolve_profile_path
+    from compressor.select import profile_timer
+
+    with user_errors(debug):
+        base = load_profile(profile)
+        if out.exists() and not overwrite:
+            raise CompressorError(f"{out} exists; pass --overwrite to replace it")
+        if out.suffix != ".toml":
+            raise CompressorError(f"--out must end in .toml, got {out}")
+        table = calibration_table(base, profile_timer(base), device or platform.node())
+        for model, mflops, ms in zip(table.models, table.mflops, table.target_ms, strict=True):
+            typer.echo(f"  {model:<26} {mflops:10.1f} MFLOPs  {ms:8.3f} ms at p{base.percentile:g}")
+        write_calibrated_profile(resolve_profile_path(profile), out, name or out.stem, table)
+        typer.echo(f"wrote {out}")
+
+
+@app.command(
+    "select",
+    help="Time the student ladder under a profile and choose the largest candidate that fits; "
+    "writes selection.json.\n\nExample:\n\n"
+    "  compressor select --teacher teacher.pt --profile cpu-1thread --out runs/exp1",
+)
+def select_cmd(
+    profile: Annotated[str, typer.Option(help="Bundled profile name or path to a .toml file.")],
+    teacher: Annotated[
+        Path | None, typer.Option(help="Teacher checkpoint: gives classes and channels.")
+    ] = None,
+    arch: Annotated[str | None, typer.Option(help="Architecture of a plain state dict.")] = None,
+    num_classes: Annotated[
+        int | None, typer.Option(help="Number of classes when no teacher is given.")
+    ] = None,
+    family: Annotated[str | None, typer.Option(help="Student family.")] = None,
+    candidates: Annotated[str | None, typer.Option(help="Comma-separated ladder subset.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Folder for selection.json.")] = None,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="Print selection.json on stdout.")
+    ] = False,
+    trust_checkpoint: Annotated[bool, typer.Option(help="Allow unpickling (runs code!).")] = False,
+    debug: DebugOpt = False,
+) -> None:
+    from compressor.io import write_json_atomic
+    from compressor.profile import load_profile
+    from compressor.select import format_table, select_student
+    from compressor.students import default_family
+    from compressor.teacher import load_teacher
+
+    with user_errors(debug):
+        prof = load_profile(profile)
+        if teacher is not None:
+            bundle = load_teacher(teacher, arch=arch, trust_checkpoint=trust_checkpoint)
+            classes = bundle.num_classes
+            if bundle.in_channels != prof.input_shape[0]:
+                raise CompressorError(
+                    f"teacher expects {bundle.in_channels}-channel input but profile "
+                    f"'{prof.name}' has {prof.input_shape[0]} channel(s)"
+                )
+        elif num_classes is not None:
+            classes = num_classes
+        else:
+            raise CompressorError(
+                "give --teacher (or --num-classes) so students get the right head"
+            )
+        selection = select_student(
+            prof,
+            classes,
+            family or default_family(prof.input_shape[1:]),  # type: ignore[arg-type]
+            candidates=tuple(c.strip() for c in candidates.split(",")) if candidates else None,
+        )
+        if out is not None:
+            write_json_atomic(out / "selection.json", selection.to_dict())
+    if json_out:
+        typer.echo(json.dumps(selection.to_dict(), indent=2))
+    else:
+        typer.echo(format_table(selection))
+        typer.echo(f"chosen: {selection.chosen}")
+
+
 def main() -> None:
     """Console-script entry point."""
     try:

@@ -9,11 +9,10 @@ a silently ignored typo in a budget is exactly what a CI job must not accept.
 from __future__ import annotations
 
 import difflib
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import tomllib
 
 from compressor.errors import CompressorError
 
@@ -40,6 +39,8 @@ class Key:
             return "a list of 3 positive integers [channels, height, width]"
         if self.kind is list:
             return f"a list of {'strings' if self.item is str else 'positive numbers'}"
+        if self.kind is str:
+            return "a string"
         lo = "-inf" if self.low is None else f"{self.low:g}"
         hi = "inf" if self.high is None else f"{self.high:g}"
         name = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
