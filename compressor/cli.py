@@ -249,6 +249,96 @@ def demo(
     raise typer.Exit(outcome.exit_code)
 
 
+@app.command(
+    "export",
+    help="Export a student bundle to ONNX (dynamic batch, checked, with metadata).\n\nExample:"
+    "\n\n  compressor export --student runs/exp1/student.pt --out student.onnx --opset 18",
+)
+def export_cmd(
+    student: Annotated[Path, typer.Option(help="Student bundle (student.pt from a run).")],
+    out: Annotated[Path, typer.Option(help="ONNX file to write.")],
+    opset: Annotated[int | None, typer.Option(min=13, max=23, help="ONNX opset.")] = None,
+    profile: Annotated[str | None, typer.Option(help="Profile for input shape and opset.")] = None,
+    debug: DebugOpt = False,
+) -> None:
+    from compressor.commands import export_student
+
+    with user_errors(debug):
+        result = export_student(student, out, opset=opset, profile=profile)
+    typer.echo(f"wrote {result.path} (opset {result.opset}, {result.size_bytes / 1024:.0f} KiB)")
+
+
+@app.command(
+    "verify",
+    help="Verify an ONNX model on real images with onnxruntime on CPU: accuracy, parity with "
+    "the PyTorch reference, latency under a profile, gates. Exit 0 pass, 1 a gate failed, 2 bad "
+    "input.\n\nExample:\n\n  compressor verify runs/exp1/student.onnx --data data/ --profile "
+    "cpu-1thread --reference runs/exp1/student.pt --teacher teacher.pt --junit gates.xml",
+)
+def verify_cmd(
+    model: Annotated[Path, typer.Argument(help="ONNX model to verify.")],
+    data: Annotated[Path, typer.Option(help="ImageFolder root (its test split is used).")],
+    profile: Annotated[str, typer.Option(help="Bundled profile name or path to a .toml file.")],
+    reference: Annotated[
+        Path | None, typer.Option(help="PyTorch student bundle for the parity check.")
+    ] = None,
+    teacher: Annotated[Path | None, typer.Option(help="Teacher for accuracy drop.")] = None,
+    arch: Annotated[str | None, typer.Option(help="Teacher arch for a plain state dict.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the held-out split (as in run).")] = 0,
+    mean: Annotated[str | None, typer.Option(help="Override normalisation mean.")] = None,
+    std: Annotated[str | None, typer.Option(help="Override normalisation std.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Folder for verify.json and verify.md.")] = None,
+    junit: Annotated[
+        Path | None, typer.Option(help="Write a JUnit XML file, one case per gate.")
+    ] = None,
+    trust_checkpoint: Annotated[bool, typer.Option(help="Allow unpickling (runs code!).")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print verify.json on stdout.")] = False,
+    debug: DebugOpt = False,
+) -> None:
+    from compressor.commands import verify_model
+
+    with user_errors(debug):
+        outcome = verify_model(
+            model,
+            data,
+            profile,
+            reference=reference,
+            teacher=teacher,
+            arch=arch,
+            seed=seed,
+            mean=_floats(mean, "mean"),
+            std=_floats(std, "std"),
+            out=out,
+            junit=junit,
+            trust_checkpoint=trust_checkpoint,
+        )
+    if json_out:
+        typer.echo(json.dumps(outcome.result, indent=2))
+    else:
+        from compressor.report import render_verify_markdown
+
+        typer.echo(render_verify_markdown(outcome.result).rstrip())
+    raise typer.Exit(0 if outcome.passed else 1)
+
+
+@app.command(
+    "inspect",
+    help="Show what an ONNX model or a checkpoint holds: format, architecture, classes, input, "
+    "parameters, FLOPs, metadata.\n\nExample:\n\n  compressor inspect runs/exp1/student.onnx",
+)
+def inspect_cmd(
+    path: Annotated[Path, typer.Argument(help="An .onnx file or a checkpoint.")],
+    arch: Annotated[str | None, typer.Option(help="Architecture of a plain state dict.")] = None,
+    trust_checkpoint: Annotated[bool, typer.Option(help="Allow unpickling (runs code!).")] = False,
+    debug: DebugOpt = False,
+) -> None:
+    from compressor.commands import inspect_file
+
+    with user_errors(debug):
+        info = inspect_file(path, arch=arch, trust_checkpoint=trust_checkpoint)
+    typer.echo(json.dumps(info, indent=2))
+
+
 profiles_app = typer.Typer(
     no_args_is_help=True,
     rich_markup_mode=None,

@@ -19,6 +19,7 @@ import onnx
 import torch
 from torch import nn
 
+from compressor import __version__
 from compressor.errors import CompressorError
 from compressor.io import atomic_write
 
@@ -93,6 +94,7 @@ def export_onnx(
     proto = onnx.load_from_string(onnx_bytes(model, input_shape, opset))
     add_metadata(proto, metadata)
     proto.producer_name = "compressor"
+    proto.producer_version = __version__
     try:
         proto = onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True)
         onnx.checker.check_model(proto, full_check=True)

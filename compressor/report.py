@@ -208,3 +208,60 @@ def write_report(out: Path, report: dict[str, Any]) -> tuple[Path, Path]:
         write_json_atomic(out / "report.json", report),
         write_text_atomic(out / "report.md", render_markdown(report)),
     )
+
+
+def junit_xml(gates: list[dict[str, Any]], suite: str = "compressor.verify") -> str:
+    """JUnit XML with one test case per gate, so CI systems show each gate as a test."""
+    import xml.etree.ElementTree as ET
+
+    failures = sum(not g["passed"] for g in gates)
+    root = ET.Element(
+        "testsuites", name="compressor", tests=str(len(gates)), failures=str(failures)
+    )
+    node = ET.SubElement(
+        root, "testsuite", name=suite, tests=str(len(gates)), failures=str(failures), errors="0"
+    )
+    for gate in gates:
+        case = ET.SubElement(node, "testcase", classname=suite, name=gate["name"])
+        if not gate["passed"]:
+            failure = ET.SubElement(case, "failure", message=gate["detail"], type="GateFailure")
+            failure.text = (
+                f"{gate['name']}: value {gate['value']:.6g} must be {gate['comparison']} "
+                f"{gate['threshold']:.6g}"
+            )
+        else:
+            ET.SubElement(case, "system-out").text = gate["detail"]
+    ET.indent(root)
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+
+
+def render_verify_markdown(result: dict[str, Any]) -> str:
+    """Summary of a standalone ``compressor verify`` for CI logs and pull requests."""
+    lat = result["latency"]
+    lines = [
+        f"# compressor verify: {'PASS' if result['passed'] else 'FAIL'}",
+        "",
+        f"Model `{result['model']}` on {result['images']} test images ({result['test_source']}).",
+        "",
+        "| gate | result | detail |",
+        "| --- | --- | --- |",
+    ]
+    lines += [
+        f"| {g['name']} | {'pass' if g['passed'] else 'FAIL'} | {g['detail']} |"
+        for g in result["gates"]
+    ]
+    lines += [
+        "",
+        f"- top-1 {_pct(result['student_top1'])}, top-5 {_pct(result['student_top5'])}, "
+        f"teacher top-1 {_pct(result['teacher_top1'])}",
+        f"- latency p50 {_ms(lat['p50_ms'])}, p90 {_ms(lat['p90_ms'])}, p99 {_ms(lat['p99_ms'])}, "
+        f"cold start {_ms(lat['cold_start_ms'])}, spread over repeats "
+        f"{100 * result['latency_spread']:.1f}%",
+    ]
+    if result.get("parity"):
+        p = result["parity"]
+        lines.append(
+            f"- parity: agreement {_pct(p['top1_agreement'])}, max |diff| "
+            f"{p['max_abs_logit_diff']:.3g}, mean {p['mean_abs_logit_diff']:.3g}"
+        )
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,189 @@
+"""Library side of the single-stage commands: ``export``, ``verify`` and ``inspect``.
+
+Each reads and writes the same artifacts as ``compressor run`` (student bundle, student.onnx,
+verify.json), so one stage can be re-run on its own, for example ``verify`` in a CI job on a
+model produced elsewhere.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+from compressor import __version__
+from compressor.data import load_image_folder
+from compressor.errors import CompressorError
+from compressor.export import ExportResult, export_onnx
+from compressor.io import write_json_atomic, write_text_atomic
+from compressor.profile import LatencyProfile, load_profile
+from compressor.report import junit_xml, render_verify_markdown
+from compressor.students import count_flops, count_params
+from compressor.teacher import load_teacher
+from compressor.verify import verify_onnx
+
+
+def export_student(
+    student: Path, out: Path, *, opset: int | None = None, profile: str | None = None
+) -> ExportResult:
+    """Export a student (or any bundle) to ONNX with the same metadata ``run`` writes."""
+    bundle = load_teacher(student)
+    prof = load_profile(profile) if profile else None
+    if prof is not None:
+        shape = prof.input_shape
+    elif bundle.input_size is not None:
+        shape = (bundle.in_channels, *bundle.input_size)
+    else:
+        raise CompressorError(f"{student} records no input size: pass --profile")
+    if shape[0] != bundle.in_channels:
+        raise CompressorError(
+            f"{student} takes {bundle.in_channels} channel(s), the profile has {shape[0]}"
+        )
+    return export_onnx(
+        bundle.model,
+        shape,  # type: ignore[arg-type]
+        out,
+        opset=opset or (prof.opset if prof else 18),
+        metadata={
+            "class_names": bundle.class_names or [str(i) for i in range(bundle.num_classes)],
+            "mean": list(bundle.mean),
+            "std": list(bundle.std),
+            "input_layout": "NCHW",
+            "input_shape": list(shape),
+            "arch": bundle.arch,
+            "profile": prof.name if prof else bundle.extra.get("profile", ""),
+            "teacher_sha256": bundle.extra.get("teacher_sha256", ""),
+            "compressor_version": __version__,
+        },
+    )
+
+
+def load_onnx_model(path: Path) -> onnx.ModelProto:
+    if not path.is_file():
+        raise CompressorError(f"ONNX model not found: {path}")
+    try:
+        return onnx.load(str(path))
+    except Exception as exc:  # protobuf raises several types for a corrupt file
+        raise CompressorError(
+            f"{path} is not a readable ONNX model ({type(exc).__name__})"
+        ) from exc
+
+
+def onnx_metadata(model: onnx.ModelProto) -> dict[str, Any]:
+    """Metadata properties, JSON-decoded where they are JSON."""
+    out: dict[str, Any] = {}
+    for prop in model.metadata_props:
+        try:
+            out[prop.key] = json.loads(prop.value)
+        except json.JSONDecodeError:
+            out[prop.key] = prop.value
+    return out
+
+
+@dataclass
+class VerifyOutcome:
+    result: dict[str, Any]
+    passed: bool
+
+
+def verify_model(
+    model_path: Path,
+    data: Path,
+    profile_name: str,
+    *,
+    reference: Path | None = None,
+    teacher: Path | None = None,
+    arch: str | None = None,
+    seed: int = 0,
+    mean: tuple[float, ...] | None = None,
+    std: tuple[float, ...] | None = None,
+    out: Path | None = None,
+    junit: Path | None = None,
+    trust_checkpoint: bool = False,
+) -> VerifyOutcome:
+    """Verify an ONNX file on real images under a profile; optionally write reports."""
+    proto = load_onnx_model(model_path)
+    meta = onnx_metadata(proto)
+    profile: LatencyProfile = load_profile(profile_name)
+    mean = mean or tuple(meta.get("mean") or ())
+    std = std or tuple(meta.get("std") or ())
+    if not mean or not std:
+        raise CompressorError(f"{model_path} has no mean/std metadata: pass --mean and --std")
+    shape = meta.get("input_shape")
+    if shape and tuple(shape) != tuple(profile.input_shape):
+        raise CompressorError(
+            f"{model_path} was exported for input {shape}, profile '{profile.name}' has "
+            f"{list(profile.input_shape)}"
+        )
+    splits = load_image_folder(data, profile.input_shape, seed=seed)
+    classes = meta.get("class_names")
+    if classes and list(classes) != splits.class_names:
+        raise CompressorError(
+            f"class mismatch: model has {len(classes)} classes {classes[:3]}..., data has "
+            f"{len(splits.class_names)} {splits.class_names[:3]}..."
+        )
+    ref_model = (
+        load_teacher(reference, trust_checkpoint=trust_checkpoint).model if reference else None
+    )
+    teacher_model = (
+        load_teacher(
+            teacher, arch=arch, trust_checkpoint=trust_checkpoint, mean=mean, std=std
+        ).model
+        if teacher
+        else None
+    )
+    report = verify_onnx(
+        model_path, splits.test, mean, std, profile, reference=ref_model, teacher=teacher_model
+    )
+    result = {
+        "model": str(model_path),
+        "profile": profile.to_dict(),
+        "test_source": splits.test_source,
+        "skipped_files": len(splits.skipped),
+        **report.to_dict(),
+    }
+    if out is not None:
+        write_json_atomic(out / "verify.json", result)
+        write_text_atomic(out / "verify.md", render_verify_markdown(result))
+    if junit is not None:
+        write_text_atomic(junit, junit_xml(result["gates"]))
+    return VerifyOutcome(result=result, passed=report.passed)
+
+
+def inspect_file(
+    path: Path, *, arch: str | None = None, trust_checkpoint: bool = False
+) -> dict[str, Any]:
+    """What is in an ONNX model or a checkpoint: format, architecture, classes, size, FLOPs."""
+    if not path.exists():
+        raise CompressorError(f"file not found: {path}")
+    if path.suffix == ".onnx":
+        proto = load_onnx_model(path)
+        graph = proto.graph
+
+        def dims(value: onnx.ValueInfoProto) -> list[int | str]:
+            return [d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim]
+
+        return {
+            "format": "onnx",
+            "opset": max(
+                (o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), default=None
+            ),
+            "producer": f"{proto.producer_name} {proto.producer_version}".strip(),
+            "inputs": {v.name: dims(v) for v in graph.input},
+            "outputs": {v.name: dims(v) for v in graph.output},
+            "nodes": len(graph.node),
+            "quantized": any(n.op_type in ("QuantizeLinear", "QLinearConv") for n in graph.node),
+            "size_bytes": path.stat().st_size,
+            "metadata": onnx_metadata(proto),
+        }
+    bundle = load_teacher(path, arch=arch, trust_checkpoint=trust_checkpoint)
+    info = bundle.describe()
+    if bundle.input_size:
+        shape = (bundle.in_channels, *bundle.input_size)
+        info["mflops"] = count_flops(bundle.model, shape) / 1e6  # type: ignore[arg-type]
+    info["params"] = count_params(bundle.model)
+    info["extra"] = bundle.extra
+    return info
