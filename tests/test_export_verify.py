@@ -75,3 +75,13 @@ def test_perturbed_weight_fails_parity_gate(exported, digits_splits, tmp_path: P
     )
     failed = {g.name for g in report.failed()}
     assert "parity_max_abs_logit_diff" in failed and not report.passed
+
+
+def test_second_onnx_consumer_agrees(exported) -> None:
+    """OpenCV's DNN module is an independent ONNX implementation: its outputs must agree."""
+    cv2 = pytest.importorskip("cv2")
+    bundle, path, _ = exported
+    net = cv2.dnn.readNetFromONNX(str(path))
+    x = torch.randn(4, 1, 8, 8)
+    net.setInput(x.numpy())
+    np.testing.assert_allclose(net.forward(), bundle.model(x).detach().numpy(), atol=1e-4)
