@@ -99,12 +99,25 @@ QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Only print the su
     help=f"Run every stage: select, distill, export, verify, report.\n\nExample:\n\n  {EXAMPLE_RUN}"
 )
 def run(
-    teacher: Annotated[Path, typer.Option(help="Teacher checkpoint (bundle or state dict).")],
-    data: Annotated[
-        Path, typer.Option(help="ImageFolder root: train/ + test/ (or val/), or class folders.")
-    ],
-    profile: Annotated[str, typer.Option(help="Bundled profile name or path to a .toml file.")],
     out: Annotated[Path, typer.Option(help="Run folder to write.")],
+    teacher: Annotated[
+        Path | None, typer.Option(help="Teacher checkpoint (bundle or state dict).")
+    ] = None,
+    data: Annotated[
+        Path | None,
+        typer.Option(help="ImageFolder root: train/ + test/ (or val/), or class folders."),
+    ] = None,
+    profile: Annotated[
+        str | None, typer.Option(help="Bundled profile name or path to a .toml file.")
+    ] = None,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            help="Continue the run in --out after an interruption: finished stages are kept, "
+            "training continues from the last completed epoch; every other option is read "
+            "from --out/run.json."
+        ),
+    ] = False,
     arch: Annotated[
         str | None, typer.Option(help="Architecture of a plain state dict, e.g. resnet18.")
     ] = None,
@@ -163,6 +176,18 @@ def run(
 
     started = time.perf_counter()
     with user_errors(debug):
+        if resume:
+            from compressor.pipeline import load_run_config
+
+            outcome = run_pipeline(load_run_config(out), _logger(quiet or json_out))
+            _finish(outcome, json_out, started)
+        missing = [
+            n for n, v in (("teacher", teacher), ("data", data), ("profile", profile)) if v is None
+        ]
+        if missing:
+            raise CompressorError(
+                "missing " + ", ".join(f"--{n}" for n in missing) + f" (see: {EXAMPLE_RUN})"
+            )
         try:
             loss = LossConfig(
                 method=method,
@@ -197,6 +222,11 @@ def run(
             std=_floats(std, "std"),
         )
         outcome = run_pipeline(cfg, _logger(quiet or json_out))
+    _finish(outcome, json_out, started)
+
+
+def _finish(outcome: Any, json_out: bool, started: float) -> NoReturn:
+    """Print the run's summary (or its JSON report) and exit with its code."""
     if json_out:
         typer.echo(json.dumps(outcome.report, indent=2))
     else:
@@ -242,11 +272,7 @@ def demo(
             overwrite=True,
         )
         outcome = run_pipeline(cfg, log)
-    if json_out:
-        typer.echo(json.dumps(outcome.report, indent=2))
-    else:
-        print_summary(outcome.report, outcome.out, time.perf_counter() - started)
-    raise typer.Exit(outcome.exit_code)
+    _finish(outcome, json_out, started)
 
 
 @app.command(

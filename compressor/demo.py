@@ -50,6 +50,7 @@ def build_digits_imagefolder(root: Path, test_fraction: float = 0.25, seed: int 
 def train_demo_teacher(data_root: Path, path: Path, epochs: int = 12, seed: int = 0) -> Path:
     """Train the demo teacher with plain cross-entropy and save it as a bundle."""
     data = load_image_folder(data_root, DEMO_INPUT, seed=seed)
+    torch.manual_seed(seed)
     model = build_model(DEMO_TEACHER_ARCH, len(data.class_names), DEMO_INPUT[0])
     result = distill(
         None,

@@ -12,6 +12,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -19,6 +20,7 @@ from torch import nn
 
 from compressor.data import DatasetSplits, Split, augment, batches, normalize
 from compressor.errors import CompressorError
+from compressor.io import atomic_write
 from compressor.losses import DistillationLoss, LossConfig, bias_weight
 
 
@@ -61,8 +63,10 @@ class DistillResult:
     teacher_val_top1: float
     teacher_train_error: float
     teacher_train_error_per_class: list[float]
+    teacher_train_confusion: list[list[int]]
     history: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
+    resumed_from_epoch: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -120,6 +124,42 @@ def per_class_error(predictions: torch.Tensor, labels: torch.Tensor, classes: in
     return (wrong / count).tolist()
 
 
+def _teacher_statistics(
+    teacher: nn.Module | None, data: DatasetSplits, mean: tuple[float, ...], std: tuple[float, ...],
+    device: torch.device,
+) -> dict[str, Any]:  # fmt: skip
+    """How wrong the teacher is on the (un-augmented) training split: the bias to remove."""
+    classes = len(data.class_names)
+    labels = data.train.labels
+    if teacher is None:  # supervised training: no teacher, so no bias to measure
+        pred = labels.clone()
+        val_top1 = 1.0
+    else:
+        pred = predict_logits(teacher, data.train.images, mean, std, device).argmax(1)
+        val_top1 = top1(
+            predict_logits(teacher, data.val.images, mean, std, device), data.val.labels
+        )
+    confusion = torch.zeros(classes, classes, dtype=torch.long)
+    confusion.index_put_((labels, pred), torch.ones_like(labels), accumulate=True)
+    return {
+        "teacher_val_top1": val_top1,
+        "teacher_train_error": 1.0 - float((pred == labels).float().mean()) if len(labels) else 0.0,
+        "teacher_train_error_per_class": per_class_error(pred, labels, classes),
+        "teacher_train_confusion": confusion.tolist(),
+    }
+
+
+def _save_state(path: Path, state: dict[str, Any]) -> None:
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
+
+
+def _load_state(path: Path) -> dict[str, Any]:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a torn or foreign file: say so instead of a traceback
+        raise CompressorError(f"cannot resume from {path}: {exc}") from exc
+
+
 def distill(
     teacher: nn.Module | None,
     student: nn.Module,
@@ -129,17 +169,21 @@ def distill(
     loss_config: LossConfig,
     train_config: TrainConfig,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    checkpoint: Path | None = None,
+    resume: bool = False,
 ) -> DistillResult:
     """Train ``student`` against ``teacher`` on ``data.train``; keep the best validation epoch.
 
     With ``teacher=None`` (only for ``method="ce"``) this is plain supervised training, used to
     build the demo's teacher and the CE-only benchmark baseline without a wasted forward pass.
+    With ``checkpoint``, the full training state (weights, optimiser, schedule, generators,
+    history) is written atomically after every epoch; ``resume=True`` continues from it, and the
+    result is the same as an uninterrupted run with the same seed on CPU.
     """
     if teacher is None and loss_config.method != "ce":
         raise ValueError("a teacher is required unless loss_config.method == 'ce'")
     cfg = train_config
     device = resolve_device(cfg.device)
-    torch.manual_seed(cfg.seed)
     started = time.perf_counter()
     classes = len(data.class_names)
     if teacher is not None:
@@ -148,17 +192,9 @@ def distill(
             p.requires_grad_(False)
     student = student.to(device)
     train: Split = data.train
-    train_images = train.images.to(device)
-    train_labels = train.labels.to(device)
-
-    if teacher is not None:
-        teacher_train_pred = predict_logits(teacher, train.images, mean, std, device).argmax(1)
-        teacher_val_logits = predict_logits(teacher, data.val.images, mean, std, device)
-    else:  # supervised training: no teacher, so no bias to measure
-        teacher_train_pred = train.labels.clone()
-        teacher_val_logits = torch.nn.functional.one_hot(data.val.labels, classes).float()
-    teacher_train_error = 1.0 - float((teacher_train_pred == train.labels).float().mean())
-    teacher_val_top1 = top1(teacher_val_logits, data.val.labels)
+    train_images = train.images.to(device, non_blocking=True)
+    train_labels = train.labels.to(device, non_blocking=True)
+    stats = _teacher_statistics(teacher, data, mean, std, device)
 
     loss_fn = DistillationLoss(loss_config, cfg.epochs)
     optimizer = torch.optim.SGD(
@@ -167,9 +203,9 @@ def distill(
         momentum=cfg.momentum,
         weight_decay=cfg.weight_decay,
         nesterov=cfg.momentum > 0,
+        fused=device.type == "cuda" or None,
     )
-    steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
-    total_steps = cfg.epochs * steps_per_epoch
+    total_steps = cfg.epochs * math.ceil(len(train) / cfg.batch_size)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps))
     )
@@ -178,9 +214,22 @@ def distill(
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
     best_state = copy.deepcopy(student.state_dict())
-    best_val, best_epoch = -1.0, -1
+    best_val, best_epoch, first_epoch = -1.0, -1, 0
     history: list[dict[str, Any]] = []
-    for epoch in range(cfg.epochs):
+    if resume and checkpoint is not None and checkpoint.exists():
+        state = _load_state(checkpoint)
+        student.load_state_dict(state["student"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        shuffle.set_state(state["shuffle_rng"])
+        aug_gen.set_state(state["augment_rng"].to(aug_gen.get_state().device))
+        best_state, best_val, best_epoch = (
+            state["best_state"],
+            state["best_val"],
+            state["best_epoch"],
+        )
+        history, first_epoch = state["history"], state["epoch"]
+    for epoch in range(first_epoch, cfg.epochs):
         epoch_start = time.perf_counter()
         student.train()
         sums: dict[str, torch.Tensor] = {}
@@ -188,7 +237,7 @@ def distill(
         seen_per_class = torch.zeros(classes, device=device)
         correct = torch.zeros((), device=device)
         for idx in batches(len(train), cfg.batch_size, shuffle):
-            idx = idx.to(device)
+            idx = idx.to(device, non_blocking=True)
             x = normalize(augment(train_images[idx], aug_gen, cfg.hflip), mean, std)
             y = train_labels[idx]
             with autocast:
@@ -199,57 +248,71 @@ def distill(
                     with torch.no_grad():
                         t_logits = teacher(x)
                 terms = loss_fn(s_logits.float(), t_logits.float(), y, epoch)
-            loss = terms["loss"]
-            if not torch.isfinite(loss):
-                raise CompressorError(
-                    f"training diverged: loss is {loss.item()} at epoch {epoch + 1}; "
-                    "lower --lr or check the data"
-                )
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            terms["loss"].backward()
             optimizer.step()
             scheduler.step()
-            n = float(y.shape[0])
+            # Accumulate on the device: no host synchronisation inside the epoch.
             for key, value in terms.items():
-                if key in ("n_wrong", "b"):
-                    continue
-                sums[key] = sums.get(key, torch.zeros((), device=device)) + value.detach() * n
-            wrong = (
-                (t_logits.argmax(1) != y).float()
-                if teacher is not None
-                else torch.zeros_like(y, dtype=torch.float)
-            )
+                if key not in ("n_wrong", "b", "warmup"):
+                    sums[key] = sums.get(key, 0.0) + value.detach().float() * y.shape[0]
+            wrong = (t_logits.argmax(1) != y).float() if teacher is not None else y.float() * 0
             wrong_per_class.index_add_(0, y, wrong)
             seen_per_class.index_add_(0, y, torch.ones_like(wrong))
             correct += (s_logits.argmax(1) == y).sum()
+        if not torch.isfinite(sums["loss"]):
+            where = (
+                f"; the last good state (epoch {epoch}) is kept in {checkpoint}"
+                if checkpoint
+                else ""
+            )
+            raise CompressorError(
+                f"training diverged: the loss became NaN or infinite in epoch {epoch + 1}{where}; "
+                "lower --lr or check the data"
+            )
         val_top1 = top1(
             predict_logits(student, data.val.images, mean, std, device), data.val.labels
         )
         seen = float(seen_per_class.sum())
         row: dict[str, Any] = {"epoch": epoch + 1}
-        if loss_config.bias_aware and loss_config.method != "ce":
-            row["b"] = bias_weight(epoch, cfg.epochs, loss_config.schedule)
         row.update({k: float(v) / seen for k, v in sums.items()})
+        distilling = loss_config.method != "ce" and teacher is not None
         row.update(
             {
-                "b": loss_fn.bias_weight(epoch)
-                if hasattr(loss_fn, "bias_weight")
-                else float("nan"),
+                "b": bias_weight(epoch, cfg.epochs, loss_config.schedule)
+                if distilling and loss_config.bias_aware
+                else None,
                 "lr": optimizer.param_groups[0]["lr"],
                 "train_top1": float(correct) / seen,
                 "val_top1": val_top1,
                 "teacher_wrong_fraction": float(wrong_per_class.sum()) / seen,
-                "rectified": float(wrong_per_class.sum())
-                if loss_config.bias_aware and loss_config.rectification != "drop"
-                else 0.0,
+                "rectified": int(wrong_per_class.sum())
+                if distilling and loss_config.bias_aware and loss_config.rectification != "drop"
+                else 0,
                 "seconds": time.perf_counter() - epoch_start,
+                "teacher_wrong_per_class": (wrong_per_class / seen_per_class.clamp_min(1)).tolist(),
             }
         )
-        row["teacher_wrong_per_class"] = (wrong_per_class / seen_per_class.clamp_min(1)).tolist()
         history.append(row)
         if val_top1 > best_val:
             best_val, best_epoch = val_top1, epoch + 1
             best_state = copy.deepcopy(student.state_dict())
+        if checkpoint is not None:
+            _save_state(
+                checkpoint,
+                {
+                    "epoch": epoch + 1,
+                    "student": student.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "shuffle_rng": shuffle.get_state(),
+                    "augment_rng": aug_gen.get_state().cpu(),
+                    "best_state": best_state,
+                    "best_val": best_val,
+                    "best_epoch": best_epoch,
+                    "history": history,
+                },
+            )
         if on_epoch:
             on_epoch(row)
     student.load_state_dict(best_state)
@@ -259,9 +322,8 @@ def distill(
         device=str(device),
         best_epoch=best_epoch,
         best_val_top1=best_val,
-        teacher_val_top1=teacher_val_top1,
-        teacher_train_error=teacher_train_error,
-        teacher_train_error_per_class=per_class_error(teacher_train_pred, train.labels, classes),
         history=history,
         seconds=time.perf_counter() - started,
+        resumed_from_epoch=first_epoch or None,
+        **stats,
     )

@@ -13,12 +13,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from compressor import __version__
 from compressor.data import DatasetSplits, load_image_folder
 from compressor.distill import DistillResult, TrainConfig, distill
 from compressor.errors import CompressorError
 from compressor.export import export_onnx
-from compressor.io import write_json_atomic
+from compressor.io import read_json, write_json_atomic
 from compressor.losses import LossConfig
 from compressor.profile import LatencyProfile, load_profile
 from compressor.report import provenance, write_report
@@ -29,6 +31,7 @@ from compressor.verify import VerifyReport, verify_onnx
 
 Log = Callable[[str], None]
 RUN_MARKER = "run.json"
+TRAIN_STATE = "train_state.pt"
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,7 @@ class RunConfig:
     overwrite: bool = False
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
+    resume: bool = False
 
 
 @dataclass
@@ -64,13 +68,18 @@ class RunOutcome:
         return 0 if self.verify.passed else 1
 
 
-def check_output_folder(out: Path, overwrite: bool) -> None:
-    """Refuse to mix two runs in one folder unless the user asked to overwrite."""
+def check_output_folder(out: Path, overwrite: bool, resume: bool = False) -> None:
+    """Refuse to mix two runs in one folder unless the user asked to overwrite or resume."""
     if out.exists() and not out.is_dir():
         raise CompressorError(f"output path exists and is not a folder: {out}")
+    if resume:
+        if not (out / RUN_MARKER).is_file():
+            raise CompressorError(f"nothing to resume: {out} has no {RUN_MARKER}")
+        return
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise CompressorError(
-            f"output folder {out} is not empty; pass --overwrite to replace its contents"
+            f"output folder {out} is not empty; pass --overwrite to replace it or --resume to "
+            "continue the run in it"
         )
 
 
@@ -83,8 +92,37 @@ def prepare_output_folder(out: Path, overwrite: bool) -> None:
         shutil.rmtree(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
     except OSError as exc:
-        raise CompressorError(f"cannot create output folder {out}: {exc.strerror}") from exc
+        raise CompressorError(f"cannot write to output folder {out}: {exc.strerror}") from exc
+
+
+def load_run_config(out: Path) -> RunConfig:
+    """The configuration a run folder was started with (for ``--resume``)."""
+    check_output_folder(out, overwrite=False, resume=True)
+    try:
+        raw = read_json(out / RUN_MARKER)["config"]
+        return RunConfig(
+            **{
+                **raw,
+                "teacher": Path(raw["teacher"]),
+                "data": Path(raw["data"]),
+                "out": out,
+                "candidates": tuple(raw["candidates"]) if raw["candidates"] else None,
+                "mean": tuple(raw["mean"]) if raw["mean"] else None,
+                "std": tuple(raw["std"]) if raw["std"] else None,
+                "loss": LossConfig(**raw["loss"]),
+                "train": TrainConfig(**raw["train"]),
+                "overwrite": False,
+                "resume": True,
+            }
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CompressorError(
+            f"{out / RUN_MARKER} is damaged or from another version: {exc}"
+        ) from exc
 
 
 def check_compatibility(
@@ -120,8 +158,13 @@ def check_compatibility(
 
 
 def run_pipeline(cfg: RunConfig, log: Log = lambda _msg: None) -> RunOutcome:
-    """Run every stage and write the run folder. Raises CompressorError for bad input."""
-    check_output_folder(cfg.out, cfg.overwrite)
+    """Run every stage and write the run folder. Raises CompressorError for bad input.
+
+    With ``cfg.resume`` the stages whose artifacts exist are not redone and training continues
+    from the last completed epoch; verification and the report are always produced afresh.
+    """
+    check_output_folder(cfg.out, cfg.overwrite, cfg.resume)
+    out = cfg.out
     profile = load_profile(cfg.profile)
     teacher = load_teacher(
         cfg.teacher,
@@ -141,27 +184,109 @@ def run_pipeline(cfg: RunConfig, log: Log = lambda _msg: None) -> RunOutcome:
     warnings = check_compatibility(teacher, profile, data)
     for w in warnings:
         log(f"warning: {w}")
+    resumed: list[str] = []
 
-    family = cfg.family or default_family(profile.input_shape[1:])  # type: ignore[arg-type]
+    if cfg.resume and (out / "selection.json").is_file():
+        selection = Selection.from_dict(read_json(out / "selection.json"))
+        resumed.append("select")
+        log(f"resume: selection done before, student {selection.chosen}")
+    else:
+        family = cfg.family or default_family(profile.input_shape[1:])  # type: ignore[arg-type]
 
-    def on_candidate(c: Candidate) -> None:
-        log(f"  {c.name:<22} p{profile.percentile:g} {c.at_percentile_ms:8.3f} ms  fits={c.fits}")
+        def on_candidate(c: Candidate) -> None:
+            ms = c.predicted_ms if c.predicted_ms is not None else c.at_percentile_ms
+            log(f"  {c.name:<22} p{profile.percentile:g} {ms:8.3f} ms  fits={c.fits}")
 
-    log(f"selecting a {family} student for {profile.latency_ms:g} ms at p{profile.percentile:g}")
-    selection = select_student(
+        log(
+            f"selecting a {family} student for {profile.latency_ms:g} ms at p{profile.percentile:g}"
+        )
+        selection = select_student(
+            profile,
+            teacher.num_classes,
+            family,
+            candidates=cfg.candidates,
+            on_candidate=on_candidate,
+        )
+        log(f"chosen: {selection.chosen}")
+        if not cfg.resume:
+            prepare_output_folder(out, cfg.overwrite)
+            write_json_atomic(
+                out / RUN_MARKER, {"compressor": __version__, "config": _config_dict(cfg)}
+            )
+        write_json_atomic(out / "selection.json", selection.to_dict())
+
+    result = _distill_stage(cfg, profile, teacher, data, selection, resumed, log)
+    shape = profile.input_shape
+
+    if cfg.resume and (out / "student.onnx").is_file() and (out / "export.json").is_file():
+        exported = read_json(out / "export.json")
+        resumed.append("export")
+    else:
+        log("exporting student.onnx")
+        exported = export_onnx(
+            result.student,
+            shape,
+            out / "student.onnx",
+            opset=profile.opset,
+            metadata={
+                "class_names": data.class_names,
+                "mean": list(teacher.mean),
+                "std": list(teacher.std),
+                "input_layout": "NCHW",
+                "input_shape": list(shape),
+                "arch": selection.chosen,
+                "profile": profile.name,
+                "teacher_sha256": teacher.sha256,
+                "compressor_version": __version__,
+            },
+        ).to_dict()
+        write_json_atomic(out / "export.json", exported)
+
+    log("verifying with onnxruntime on CPU")
+    student_mflops = count_flops(result.student, shape) / 1e6
+    verified = verify_onnx(
+        out / "student.onnx",
+        data.test,
+        teacher.mean,
+        teacher.std,
         profile,
-        teacher.num_classes,
-        family,
-        candidates=cfg.candidates,
-        on_candidate=on_candidate,
+        reference=result.student,
+        teacher=teacher.model.cpu(),
+        predict_target=lambda ms: selection.predict(ms, student_mflops),
     )
-    log(f"chosen: {selection.chosen}")
+    write_json_atomic(out / "verify.json", verified.to_dict())
+    report = build_report(
+        cfg, profile, teacher, data, selection, result, exported, verified, warnings
+    )
+    report["resumed"] = (
+        {
+            "stages_skipped": resumed,
+            "from_epoch": result.resumed_from_epoch,
+        }
+        if cfg.resume
+        else None
+    )
+    write_report(out, report)
+    return RunOutcome(report=report, verify=verified, out=out)
 
-    prepare_output_folder(cfg.out, cfg.overwrite)
+
+def _distill_stage(
+    cfg: RunConfig,
+    profile: LatencyProfile,
+    teacher: TeacherBundle,
+    data: DatasetSplits,
+    selection: Selection,
+    resumed: list[str],
+    log: Log,
+) -> DistillResult:
+    """Train (or, when resuming a finished stage, reload) the student."""
     out = cfg.out
-    write_json_atomic(out / RUN_MARKER, {"compressor": __version__, "config": _config_dict(cfg)})
-    write_json_atomic(out / "selection.json", selection.to_dict())
-
+    if cfg.resume and (out / "student.pt").is_file() and (out / "distill.json").is_file():
+        resumed.append("distill")
+        log("resume: distillation done before")
+        saved = read_json(out / "distill.json")
+        return DistillResult(student=load_teacher(out / "student.pt").model, **saved)
+    torch.manual_seed(cfg.train.seed)  # student initialisation is part of the seeded run
     student = build_model(selection.chosen, teacher.num_classes, teacher.in_channels)
     log(f"distilling {selection.chosen} for {cfg.train.epochs} epochs")
     result = distill(
@@ -175,7 +300,11 @@ def run_pipeline(cfg: RunConfig, log: Log = lambda _msg: None) -> RunOutcome:
         on_epoch=lambda row: log(
             f"  epoch {row['epoch']:>3}: loss {row['loss']:.4f}  val top-1 {row['val_top1']:.4f}"
         ),
+        checkpoint=out / TRAIN_STATE,
+        resume=cfg.resume,
     )
+    if result.resumed_from_epoch:
+        log(f"resumed training after epoch {result.resumed_from_epoch}")
     save_bundle(
         out / "student.pt",
         result.student,
@@ -189,43 +318,7 @@ def run_pipeline(cfg: RunConfig, log: Log = lambda _msg: None) -> RunOutcome:
         extra={"teacher_sha256": teacher.sha256, "profile": profile.name},
     )
     write_json_atomic(out / "distill.json", result.to_dict())
-
-    log("exporting student.onnx")
-    exported = export_onnx(
-        result.student,
-        profile.input_shape,
-        out / "student.onnx",
-        opset=profile.opset,
-        metadata={
-            "class_names": data.class_names,
-            "mean": list(teacher.mean),
-            "std": list(teacher.std),
-            "input_layout": "NCHW",
-            "input_shape": list(profile.input_shape),
-            "arch": selection.chosen,
-            "profile": profile.name,
-            "teacher_sha256": teacher.sha256,
-            "compressor_version": __version__,
-        },
-    )
-    log("verifying with onnxruntime on CPU")
-    shape = profile.input_shape
-    verified = verify_onnx(
-        out / "student.onnx",
-        data.test,
-        teacher.mean,
-        teacher.std,
-        profile,
-        reference=result.student,
-        teacher=teacher.model.cpu(),
-        predict_target=lambda ms: selection.predict(ms, count_flops(result.student, shape) / 1e6),
-    )
-    write_json_atomic(out / "verify.json", verified.to_dict())
-    report = build_report(
-        cfg, profile, teacher, data, selection, result, exported.to_dict(), verified, warnings
-    )
-    write_report(out, report)
-    return RunOutcome(report=report, verify=verified, out=out)
+    return result
 
 
 def _config_dict(cfg: RunConfig) -> dict[str, Any]:
@@ -274,6 +367,7 @@ def build_report(
             "teacher_train_error_per_class": dict(
                 zip(data.class_names, result.teacher_train_error_per_class, strict=True)
             ),
+            "teacher_confusion": result.teacher_train_confusion,
             "per_epoch": [
                 {
                     "epoch": row["epoch"],

@@ -1,0 +1,73 @@
+"""Bad environments for the output: disk full, read-only folder, a file in the way."""
+
+import errno
+import os
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from compressor.cli import app
+from compressor.errors import CompressorError
+from compressor.io import write_text_atomic
+from tests.conftest import write_profile
+
+runner = CliRunner()
+
+
+def test_disk_full_leaves_no_partial_file(tmp_path: Path, monkeypatch) -> None:
+    target = tmp_path / "report.json"
+    target.write_text("previous complete version")
+
+    def full(tmp: Path) -> None:
+        tmp.write_text("half")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    from compressor import io
+
+    with pytest.raises(CompressorError, match="No space left on device"):
+        io.atomic_write(target, full)
+    assert target.read_text() == "previous complete version"
+    assert list(tmp_path.iterdir()) == [target]
+
+
+def test_read_only_output_folder_is_one_clear_line(
+    teacher_path: Path, digits_root: Path, tmp_path: Path, monkeypatch
+) -> None:
+    real_mkdir = Path.mkdir
+
+    def read_only(self: Path, *args, **kwargs) -> None:
+        if self.name == "ro_run":
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+        real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", read_only)
+    result = runner.invoke(app, [
+        "run", "--teacher", str(teacher_path), "--data", str(digits_root),
+        "--profile", str(write_profile(tmp_path / "p.toml")), "--out", str(tmp_path / "ro_run"),
+        "--candidates", "cifar_resnet8_w8", "--epochs", "1", "--quiet",
+    ])  # fmt: skip
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (
+        f"error: cannot write to output folder {tmp_path / 'ro_run'}: Read-only file system"
+    )
+
+
+def test_output_path_is_a_file(teacher_path: Path, digits_root: Path, tmp_path: Path) -> None:
+    (tmp_path / "taken").write_text("x")
+    result = runner.invoke(app, [
+        "run", "--teacher", str(teacher_path), "--data", str(digits_root),
+        "--profile", str(write_profile(tmp_path / "p.toml")), "--out", str(tmp_path / "taken"),
+    ])  # fmt: skip
+    assert result.exit_code == 2 and "not a folder" in result.stderr
+
+
+def test_write_into_missing_parent_under_a_file(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(CompressorError, match="cannot write"):
+        write_text_atomic(tmp_path / "file" / "sub" / "a.txt", "text")
+
+
+def test_run_without_required_options_names_them(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["run", "--out", str(tmp_path / "x")])
+    assert result.exit_code == 2 and "missing --teacher, --data, --profile" in result.stderr
