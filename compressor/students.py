@@ -190,19 +190,35 @@ def _torchvision_classifiers() -> set[str]:
 
 
 def known_arch(name: str) -> bool:
-    """Whether ``name`` is a registered arch or a torchvision classification model."""
-    return name in _ARCHS or name in _torchvision_classifiers()
+    """Whether ``name`` is a registered arch, a torchvision model, or ``timm:<name>``."""
+    return name in _ARCHS or name in _torchvision_classifiers() or name.startswith("timm:")
+
+
+def _timm(name: str, num_classes: int, in_channels: int) -> nn.Module:
+    """A timm architecture (randomly initialised; weights come from the checkpoint)."""
+    try:
+        import timm
+    except ImportError as exc:
+        raise CompressorError(f"--arch {name} needs timm: pip install 'compressor[timm]'") from exc
+    model_name = name.split(":", 1)[1]
+    if model_name not in timm.list_models():
+        raise CompressorError(f"unknown timm architecture '{model_name}'")
+    return timm.create_model(
+        model_name, pretrained=False, num_classes=num_classes, in_chans=in_channels
+    )
 
 
 def build_model(name: str, num_classes: int, in_channels: int = 3) -> nn.Module:
     """Instantiate a registered or torchvision classification architecture, randomly initialised."""
     if name in _ARCHS:
         return _ARCHS[name](num_classes, in_channels)
+    if name.startswith("timm:"):
+        return _timm(name, num_classes, in_channels)
     if name in _torchvision_classifiers():
         return _torchvision(name)(num_classes, in_channels)
     raise CompressorError(
-        f"unknown architecture '{name}': use a compressor arch ({', '.join(sorted(_ARCHS))}) "
-        "or a torchvision classification model name (e.g. resnet18)"
+        f"unknown architecture '{name}': use a compressor arch ({', '.join(sorted(_ARCHS))}), "
+        "a torchvision classification model name (e.g. resnet18), or timm:<name>"
     )
 
 

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from compressor.errors import CompressorError
+from compressor.formats import archive_kind, load_exported_program, load_torchscript
 from compressor.io import atomic_write
 from compressor.students import build_model, known_arch
 
@@ -192,6 +193,9 @@ def load_teacher(
 ) -> TeacherBundle:
     """Load a teacher (or student) checkpoint in any supported format, in eval mode on CPU."""
     path = Path(path)
+    kind = archive_kind(path) if path.is_file() else None
+    if kind is not None:
+        return _from_archive(path, kind, arch, mean, std)
     obj = _torch_load(path, trust_checkpoint)
     sha = file_sha256(path)
     if isinstance(obj, Mapping) and obj.get("format") == BUNDLE_FORMAT:
@@ -232,6 +236,39 @@ def load_teacher(
     model = build_model(arch, num_classes, in_channels)
     load_into(model, state, f"{path} (state dict for --arch {arch})")
     return _finish(model.eval(), arch, num_classes, in_channels, path, sha, "state-dict", mean, std)
+
+
+def _from_archive(
+    path: Path,
+    kind: str,
+    arch: str | None,
+    mean: Sequence[float] | None,
+    std: Sequence[float] | None,
+) -> TeacherBundle:
+    """TorchScript or torch.export teacher: architecture read from its weights."""
+    if kind == "torchscript":
+        model, shape = load_torchscript(path), None
+    else:
+        model, shape = load_exported_program(path)
+    state = model.state_dict()
+    num_classes = _classifier_outputs(state)
+    if num_classes is None:
+        raise CompressorError(f"{path}: cannot find a classifier layer in the {kind} model")
+    in_channels = shape[0] if shape else _first_conv_channels(state)
+    bundle = _finish(
+        model,
+        arch or kind,
+        num_classes,
+        in_channels,
+        path,
+        file_sha256(path),
+        "torchscript" if kind == "torchscript" else "torch-export",
+        mean,
+        std,
+    )
+    if shape and len(shape) == 3:
+        bundle.input_size = (shape[1], shape[2])
+    return bundle
 
 
 def _finish(

@@ -105,3 +105,36 @@ def test_pickled_module_loads_only_when_trusted(tmp_path: Path) -> None:
         load_teacher(tmp_path / "module.pt")
     loaded = load_teacher(tmp_path / "module.pt", trust_checkpoint=True)
     assert loaded.num_classes == 10 and loaded.format == "pickled-module"
+
+
+def test_torchscript_teacher(tmp_path: Path) -> None:
+    model = build_model("cifar_resnet8_w8", 10, 1).eval()
+    torch.jit.script(model).save(str(tmp_path / "ts.pt"))
+    loaded = load_teacher(tmp_path / "ts.pt")
+    assert loaded.format == "torchscript" and loaded.num_classes == 10 and loaded.in_channels == 1
+    x = torch.randn(3, 1, 8, 8)
+    assert torch.allclose(loaded.model(x), model(x), atol=1e-6)
+
+
+def test_torch_export_teacher_needs_dynamic_batch(tmp_path: Path) -> None:
+    model = build_model("cifar_resnet8_w8", 10, 1).eval()
+    x = torch.randn(2, 1, 8, 8)
+    dynamic = torch.export.export(
+        model, (x,), dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=1024)},)
+    )
+    torch.export.save(dynamic, str(tmp_path / "dyn.pt2"))
+    loaded = load_teacher(tmp_path / "dyn.pt2")
+    assert loaded.format == "torch-export" and loaded.input_size == (8, 8)
+    loaded.model.eval()  # must be accepted even though exported graphs refuse eval()
+    assert torch.allclose(loaded.model(torch.cat([x, x])), model(torch.cat([x, x])), atol=1e-5)
+    torch.export.save(torch.export.export(model, (x,)), str(tmp_path / "static.pt2"))
+    with pytest.raises(CompressorError, match="fixed batch size of 2"):
+        load_teacher(tmp_path / "static.pt2")
+
+
+def test_timm_state_dict_with_arch(tmp_path: Path) -> None:
+    timm = pytest.importorskip("timm")
+    model = timm.create_model("resnet10t", pretrained=False, num_classes=5)
+    torch.save({"model": model.state_dict()}, tmp_path / "timm.pt")
+    loaded = load_teacher(tmp_path / "timm.pt", arch="timm:resnet10t")
+    assert loaded.num_classes == 5 and loaded.in_channels == 3
