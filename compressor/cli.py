@@ -227,6 +227,8 @@ def run(
 
 def _finish(outcome: Any, json_out: bool, started: float) -> NoReturn:
     """Print the run's summary (or its JSON report) and exit with its code."""
+    if outcome is None:  # a non-zero torchrun rank: rank 0 reports for the group
+        raise typer.Exit(0)
     if json_out:
         typer.echo(json.dumps(outcome.report, indent=2))
     else:

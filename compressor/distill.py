@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from compressor import distributed
 from compressor.data import DatasetSplits, Split, augment, batches, normalize
 from compressor.errors import CompressorError
 from compressor.io import atomic_write
@@ -67,6 +68,7 @@ class DistillResult:
     history: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
     resumed_from_epoch: int | None = None
+    world_size: int = 1
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -191,6 +193,14 @@ def distill(
         for p in teacher.parameters():
             p.requires_grad_(False)
     student = student.to(device)
+    if device.type == "cuda":
+        student = student.to(memory_format=torch.channels_last)
+    dinfo = distributed.info()
+    train_model: nn.Module = student
+    if dinfo.world_size > 1:
+        ids = [device.index] if device.type == "cuda" else None
+        train_model = nn.parallel.DistributedDataParallel(student, device_ids=ids)
+    per_rank_batch = max(1, cfg.batch_size // dinfo.world_size)
     train: Split = data.train
     train_images = train.images.to(device, non_blocking=True)
     train_labels = train.labels.to(device, non_blocking=True)
@@ -205,12 +215,13 @@ def distill(
         nesterov=cfg.momentum > 0,
         fused=device.type == "cuda" or None,
     )
-    total_steps = cfg.epochs * math.ceil(len(train) / cfg.batch_size)
+    shard_size = len(train) // dinfo.world_size
+    total_steps = cfg.epochs * math.ceil(shard_size / per_rank_batch)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps))
     )
     shuffle = torch.Generator().manual_seed(cfg.seed)
-    aug_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
+    aug_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1 + dinfo.rank)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
     best_state = copy.deepcopy(student.state_dict())
@@ -236,12 +247,17 @@ def distill(
         wrong_per_class = torch.zeros(classes, device=device)
         seen_per_class = torch.zeros(classes, device=device)
         correct = torch.zeros((), device=device)
-        for idx in batches(len(train), cfg.batch_size, shuffle):
-            idx = idx.to(device, non_blocking=True)
+        order = distributed.shard(
+            torch.randperm(len(train), generator=shuffle), dinfo.rank, dinfo.world_size
+        )
+        for start in range(0, len(order), per_rank_batch):
+            idx = order[start : start + per_rank_batch].to(device, non_blocking=True)
             x = normalize(augment(train_images[idx], aug_gen, cfg.hflip), mean, std)
+            if device.type == "cuda":
+                x = x.contiguous(memory_format=torch.channels_last)
             y = train_labels[idx]
             with autocast:
-                s_logits = student(x)
+                s_logits = train_model(x)
                 if teacher is None:
                     t_logits = s_logits.detach()
                 else:
@@ -260,6 +276,8 @@ def distill(
             wrong_per_class.index_add_(0, y, wrong)
             seen_per_class.index_add_(0, y, torch.ones_like(wrong))
             correct += (s_logits.argmax(1) == y).sum()
+        for value in (*sums.values(), wrong_per_class, seen_per_class, correct):
+            distributed.all_reduce_sum(value)  # metrics over all ranks (no-op on one process)
         if not torch.isfinite(sums["loss"]):
             where = (
                 f"; the last good state (epoch {epoch}) is kept in {checkpoint}"
@@ -284,6 +302,7 @@ def distill(
                 else None,
                 "lr": optimizer.param_groups[0]["lr"],
                 "train_top1": float(correct) / seen,
+                "samples": int(seen),
                 "val_top1": val_top1,
                 "teacher_wrong_fraction": float(wrong_per_class.sum()) / seen,
                 "rectified": int(wrong_per_class.sum())
@@ -297,7 +316,7 @@ def distill(
         if val_top1 > best_val:
             best_val, best_epoch = val_top1, epoch + 1
             best_state = copy.deepcopy(student.state_dict())
-        if checkpoint is not None:
+        if checkpoint is not None and dinfo.is_main:
             _save_state(
                 checkpoint,
                 {
@@ -325,5 +344,6 @@ def distill(
         history=history,
         seconds=time.perf_counter() - started,
         resumed_from_epoch=first_epoch or None,
+        world_size=dinfo.world_size,
         **stats,
     )

@@ -11,11 +11,11 @@ import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
-from compressor import __version__
+from compressor import __version__, distributed
 from compressor.data import DatasetSplits, load_image_folder
 from compressor.distill import DistillResult, TrainConfig, distill
 from compressor.errors import CompressorError
@@ -30,6 +30,7 @@ from compressor.teacher import TeacherBundle, load_teacher, save_bundle
 from compressor.verify import VerifyReport, verify_onnx
 
 Log = Callable[[str], None]
+T = TypeVar("T")
 RUN_MARKER = "run.json"
 TRAIN_STATE = "train_state.pt"
 
@@ -157,7 +158,30 @@ def check_compatibility(
     return warnings
 
 
-def run_pipeline(cfg: RunConfig, log: Log = lambda _msg: None) -> RunOutcome:
+def _on_main(fn: Callable[[], T]) -> T:
+    """Run ``fn`` on rank 0 only and hand its result (or its CompressorError) to every rank."""
+    payload: Any = None
+    if distributed.info().is_main:
+        try:
+            payload = fn()
+        except CompressorError as exc:
+            payload = exc
+    payload = distributed.broadcast_from_main(payload)
+    if isinstance(payload, CompressorError):
+        raise payload
+    return payload
+
+
+def run_pipeline(cfg: RunConfig, log: Log = lambda _msg: None) -> RunOutcome | None:
+    """Run every stage; under torchrun, rank 0 returns the outcome and the others None."""
+    distributed.init_distributed()
+    try:
+        return _run_stages(cfg, log if distributed.info().is_main else lambda _msg: None)
+    finally:
+        distributed.shutdown()
+
+
+def _run_stages(cfg: RunConfig, log: Log) -> RunOutcome | None:
     """Run every stage and write the run folder. Raises CompressorError for bad input.
 
     With ``cfg.resume`` the stages whose artifacts exist are not redone and training continues
@@ -197,25 +221,29 @@ def run_pipeline(cfg: RunConfig, log: Log = lambda _msg: None) -> RunOutcome:
             ms = c.predicted_ms if c.predicted_ms is not None else c.at_percentile_ms
             log(f"  {c.name:<22} p{profile.percentile:g} {ms:8.3f} ms  fits={c.fits}")
 
-        log(
-            f"selecting a {family} student for {profile.latency_ms:g} ms at p{profile.percentile:g}"
-        )
-        selection = select_student(
-            profile,
-            teacher.num_classes,
-            family,
-            candidates=cfg.candidates,
-            on_candidate=on_candidate,
-        )
-        log(f"chosen: {selection.chosen}")
-        if not cfg.resume:
-            prepare_output_folder(out, cfg.overwrite)
-            write_json_atomic(
-                out / RUN_MARKER, {"compressor": __version__, "config": _config_dict(cfg)}
+        def select_and_record() -> Selection:
+            budget = f"{profile.latency_ms:g} ms at p{profile.percentile:g}"
+            log(f"selecting a {family} student for {budget}")
+            chosen = select_student(
+                profile,
+                teacher.num_classes,
+                family,
+                candidates=cfg.candidates,
+                on_candidate=on_candidate,
             )
-        write_json_atomic(out / "selection.json", selection.to_dict())
+            log(f"chosen: {chosen.chosen}")
+            if not cfg.resume:
+                prepare_output_folder(out, cfg.overwrite)
+                marker = {"compressor": __version__, "config": _config_dict(cfg)}
+                write_json_atomic(out / RUN_MARKER, marker)
+            write_json_atomic(out / "selection.json", chosen.to_dict())
+            return chosen
+
+        selection = _on_main(select_and_record)
 
     result = _distill_stage(cfg, profile, teacher, data, selection, resumed, log)
+    if not distributed.info().is_main:
+        return None  # rank 0 exports, verifies and reports
     shape = profile.input_shape
 
     if cfg.resume and (out / "student.onnx").is_file() and (out / "export.json").is_file():
@@ -305,6 +333,8 @@ def _distill_stage(
     )
     if result.resumed_from_epoch:
         log(f"resumed training after epoch {result.resumed_from_epoch}")
+    if not distributed.info().is_main:
+        return result
     save_bundle(
         out / "student.pt",
         result.student,
@@ -356,6 +386,7 @@ def build_report(
             "loss": asdict(cfg.loss),
             "train": asdict(cfg.train),
             "device": distilled["device"],
+            "world_size": distilled["world_size"],
             "best_epoch": distilled["best_epoch"],
             "best_val_top1": distilled["best_val_top1"],
             "teacher_val_top1": distilled["teacher_val_top1"],
