@@ -12,7 +12,7 @@ from typing import Any
 from compressor.errors import CompressorError
 
 
-def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
+def atomic_write(path: Path, write: Callable[[Path], object]) -> Path:
     """Call ``write(tmp_path)`` and rename the result over ``path`` only when it succeeded."""
     path = Path(path)
     try:
@@ -24,6 +24,9 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
     tmp = Path(tmp_name)
     try:
         write(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; artifacts are ordinary files
         os.replace(tmp, path)
     except OSError as exc:  # disk full, read-only file system, quota: bad environment, not a bug
         raise CompressorError(f"cannot write {path}: {exc.strerror or exc}") from exc

@@ -16,16 +16,24 @@ from typing import Any, TypeVar
 import torch
 
 from compressor import __version__, distributed
-from compressor.data import DatasetSplits, load_image_folder
+from compressor.data import DatasetSplits, load_image_folder, normalize
 from compressor.distill import DistillResult, TrainConfig, distill
 from compressor.errors import CompressorError
 from compressor.export import export_onnx
 from compressor.io import read_json, write_json_atomic
 from compressor.losses import LossConfig
 from compressor.profile import LatencyProfile, load_profile
+from compressor.progress import Progress
+from compressor.quantize import decide_int8, quantize_int8
 from compressor.report import provenance, write_report
 from compressor.select import Candidate, Selection, select_student
-from compressor.students import build_model, count_flops, count_params, default_family
+from compressor.students import (
+    build_model,
+    count_flops,
+    count_params,
+    default_family,
+    get_family,
+)
 from compressor.teacher import TeacherBundle, load_teacher, save_bundle
 from compressor.verify import VerifyReport, verify_onnx
 
@@ -66,7 +74,7 @@ class RunOutcome:
 
     @property
     def exit_code(self) -> int:
-        return 0 if self.verify.passed else 1
+        return int(self.report["exit_code"])
 
 
 def check_output_folder(out: Path, overwrite: bool, resume: bool = False) -> None:
@@ -217,13 +225,20 @@ def _run_stages(cfg: RunConfig, log: Log) -> RunOutcome | None:
     else:
         family = cfg.family or default_family(profile.input_shape[1:])  # type: ignore[arg-type]
 
+        progress = Progress(log)
+        total = len(cfg.candidates or get_family(family).ladder)
+        timed: list[Candidate] = []
+
         def on_candidate(c: Candidate) -> None:
+            timed.append(c)
             ms = c.predicted_ms if c.predicted_ms is not None else c.at_percentile_ms
-            log(f"  {c.name:<22} p{profile.percentile:g} {ms:8.3f} ms  fits={c.fits}")
+            detail = f"{c.name} p{profile.percentile:g} {ms:.3f} ms, fits={c.fits}"
+            progress.tick("timing candidates", len(timed), total, detail)
 
         def select_and_record() -> Selection:
             budget = f"{profile.latency_ms:g} ms at p{profile.percentile:g}"
             log(f"selecting a {family} student for {budget}")
+            progress.start("timing candidates")
             chosen = select_student(
                 profile,
                 teacher.num_classes,
@@ -283,8 +298,25 @@ def _run_stages(cfg: RunConfig, log: Log) -> RunOutcome | None:
         predict_target=lambda ms: selection.predict(ms, student_mflops),
     )
     write_json_atomic(out / "verify.json", verified.to_dict())
+    int8 = None
+    if profile.quantization == "int8":
+        int8 = _int8_stage(cfg, profile, teacher, data, verified, log)
     report = build_report(
         cfg, profile, teacher, data, selection, result, exported, verified, warnings
+    )
+    if int8 is not None:
+        report["int8"] = int8
+        if int8["decision"]["use_int8"]:
+            # The shipped model is the int8 one: its own accuracy and latency gates decide,
+            # next to the fp32 export's parity gates (int8 cannot meet fp32 logit tolerances).
+            int8_gates = [g for g in int8["verify"]["gates"]]
+            parity = [g for g in report["gates"] if g["name"].startswith("parity_")]
+            report["gates"] = parity + [{**g, "name": f"int8_{g['name']}"} for g in int8_gates]
+            report["passed"] = all(g["passed"] for g in report["gates"])
+            report["exit_code"] = 0 if report["passed"] else 1
+            report["failed_gates"] = [g["name"] for g in report["gates"] if not g["passed"]]
+    report["shipped_model"] = str(
+        out / ("student.int8.onnx" if int8 and int8["decision"]["use_int8"] else "student.onnx")
     )
     report["resumed"] = (
         {
@@ -296,6 +328,41 @@ def _run_stages(cfg: RunConfig, log: Log) -> RunOutcome | None:
     )
     write_report(out, report)
     return RunOutcome(report=report, verify=verified, out=out)
+
+
+def _int8_stage(
+    cfg: RunConfig,
+    profile: LatencyProfile,
+    teacher: TeacherBundle,
+    data: DatasetSplits,
+    fp32: VerifyReport,
+    log: Log,
+) -> dict[str, Any]:
+    """Quantize with ~300 training images, verify, and keep int8 only if it proves better."""
+    out = cfg.out
+    pick = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(cfg.train.seed))
+    calibration = normalize(data.train.images[pick[:300]], teacher.mean, teacher.std).numpy()
+    log(f"int8: calibrating on {len(calibration)} training images")
+    quant = quantize_int8(out / "student.onnx", out / "student.int8.onnx", calibration)
+    int8_verified = verify_onnx(
+        out / "student.int8.onnx",
+        data.test,
+        teacher.mean,
+        teacher.std,
+        profile,
+        teacher=teacher.model.cpu(),
+    )
+    decision = decide_int8(fp32, int8_verified, profile.max_top1_drop)
+    log(f"int8: {decision.reason}")
+    if not decision.use_int8:
+        (out / "student.int8.onnx").unlink()
+    payload = {
+        "quantize": quant.to_dict(),
+        "verify": int8_verified.to_dict(),
+        "decision": decision.to_dict(),
+    }
+    write_json_atomic(out / "int8.json", payload)
+    return payload
 
 
 def _distill_stage(
@@ -317,6 +384,8 @@ def _distill_stage(
     torch.manual_seed(cfg.train.seed)  # student initialisation is part of the seeded run
     student = build_model(selection.chosen, teacher.num_classes, teacher.in_channels)
     log(f"distilling {selection.chosen} for {cfg.train.epochs} epochs")
+    progress = Progress(log)
+    progress.start("training epochs")
     result = distill(
         teacher.model,
         student,
@@ -325,8 +394,11 @@ def _distill_stage(
         teacher.std,
         cfg.loss,
         cfg.train,
-        on_epoch=lambda row: log(
-            f"  epoch {row['epoch']:>3}: loss {row['loss']:.4f}  val top-1 {row['val_top1']:.4f}"
+        on_epoch=lambda row: progress.tick(
+            "training epochs",
+            row["epoch"],
+            cfg.train.epochs,
+            f"loss {row['loss']:.4f}, val top-1 {row['val_top1']:.4f}",
         ),
         checkpoint=out / TRAIN_STATE,
         resume=cfg.resume,

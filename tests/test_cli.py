@@ -153,3 +153,21 @@ def test_demo_command(tmp_path: Path) -> None:
     result = runner.invoke(app, ["demo", "--out", str(tmp_path / "demo"), "--quiet"])
     assert result.exit_code == 0, result.output
     assert "result: PASS" in result.stdout
+
+
+def test_int8_profile_quantizes_verifies_and_decides(
+    teacher_path: Path, digits_root: Path, tmp_path: Path
+) -> None:
+    profile = write_profile(tmp_path / "int8.toml", **{"export.quantization": '"int8"'})
+    out = tmp_path / "run"
+    result = _run(teacher_path, digits_root, profile, out, "--json")
+    assert result.exit_code in (0, 1), result.output
+    report = json.loads(result.stdout)
+    decision = report["int8"]["decision"]
+    assert decision["reason"] and report["int8"]["quantize"]["qdq_nodes"] > 0
+    shipped = Path(report["shipped_model"])
+    assert shipped.is_file()
+    assert shipped.name == ("student.int8.onnx" if decision["use_int8"] else "student.onnx")
+    assert (out / "student.int8.onnx").exists() == decision["use_int8"]
+    if decision["use_int8"]:
+        assert any(g["name"].startswith("int8_") for g in report["gates"])
