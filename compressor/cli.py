@@ -150,6 +150,13 @@ def run(
     rectification: Annotated[
         str, typer.Option(help="Wrong-sample rectification: swap, soft or drop.")
     ] = "swap",
+    augment: Annotated[
+        bool,
+        typer.Option(
+            "--augment/--no-augment",
+            help="Random crop and flip; without it the teacher's logits are computed once.",
+        ),
+    ] = True,
     hflip: Annotated[
         bool, typer.Option("--hflip/--no-hflip", help="Random horizontal flips.")
     ] = True,
@@ -203,7 +210,13 @@ def run(
         except ValueError as exc:
             raise CompressorError(str(exc)) from exc
         train = TrainConfig(
-            epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device, hflip=hflip
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            seed=seed,
+            device=device,
+            hflip=hflip,
+            augment=augment,
         )
         cfg = RunConfig(
             teacher=teacher,

@@ -37,6 +37,8 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     hflip: bool = True
+    augment: bool = True  # random crop (+ flip); off makes teacher logits constant per image
+    cache_teacher: bool = True  # without augmentation, run the teacher once, not every step
     eval_batch_size: int = 512
 
     def __post_init__(self) -> None:
@@ -205,6 +207,10 @@ def distill(
     train_images = train.images.to(device, non_blocking=True)
     train_labels = train.labels.to(device, non_blocking=True)
     stats = _teacher_statistics(teacher, data, mean, std, device)
+    teacher_cache = None
+    if teacher is not None and not cfg.augment and cfg.cache_teacher:
+        # Un-augmented inputs give the same teacher logits every epoch: compute them once.
+        teacher_cache = predict_logits(teacher, train.images, mean, std, device).to(device)
 
     loss_fn = DistillationLoss(loss_config, cfg.epochs)
     optimizer = torch.optim.SGD(
@@ -252,7 +258,8 @@ def distill(
         )
         for start in range(0, len(order), per_rank_batch):
             idx = order[start : start + per_rank_batch].to(device, non_blocking=True)
-            x = normalize(augment(train_images[idx], aug_gen, cfg.hflip), mean, std)
+            batch = train_images[idx]
+            x = normalize(augment(batch, aug_gen, cfg.hflip) if cfg.augment else batch, mean, std)
             if device.type == "cuda":
                 x = x.contiguous(memory_format=torch.channels_last)
             y = train_labels[idx]
@@ -260,6 +267,8 @@ def distill(
                 s_logits = train_model(x)
                 if teacher is None:
                     t_logits = s_logits.detach()
+                elif teacher_cache is not None:
+                    t_logits = teacher_cache[idx]
                 else:
                     with torch.no_grad():
                         t_logits = teacher(x)

@@ -118,3 +118,24 @@ def test_resume_needs_a_run_folder(tmp_path: Path) -> None:
         capture_output=True, text=True,
     )  # fmt: skip
     assert result.returncode == 2 and "nothing to resume" in result.stderr
+
+
+def test_teacher_logit_cache_matches_per_step_teacher(digits_splits, teacher_path: Path) -> None:
+    """Without augmentation, caching the teacher's logits must not change training."""
+    teacher = load_teacher(teacher_path).model
+    results = []
+    for cache in (True, False):
+        torch.manual_seed(0)
+        cfg = TrainConfig(
+            epochs=2, batch_size=128, augment=False, cache_teacher=cache, device="cpu"
+        )
+        student = build_model("cifar_resnet8_w8", 10, 1)
+        results.append(distill(teacher, student, digits_splits, MEAN, STD, LossConfig(), cfg))
+    cached, live = results
+    assert (
+        cached.history[-1]["teacher_wrong_fraction"] == live.history[-1]["teacher_wrong_fraction"]
+    )
+    for a, b in zip(
+        cached.student.state_dict().values(), live.student.state_dict().values(), strict=True
+    ):
+        assert torch.allclose(a.float(), b.float(), atol=1e-5)
