@@ -195,6 +195,7 @@ def run(
             raise CompressorError(
                 "missing " + ", ".join(f"--{n}" for n in missing) + f" (see: {EXAMPLE_RUN})"
             )
+        assert teacher is not None and data is not None and profile is not None
         try:
             loss = LossConfig(
                 method=method,

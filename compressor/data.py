@@ -86,8 +86,8 @@ def scan_image_folder(root: Path) -> tuple[list[str], list[tuple[Path, int]]]:
 def _decode(path: Path, channels: int, size: tuple[int, int]) -> np.ndarray | None:
     """One image as (C, H, W) uint8, or None when the file is not a readable image."""
     try:
-        with Image.open(path) as img:
-            img = img.convert("L" if channels == 1 else "RGB")
+        with Image.open(path) as opened:
+            img = opened.convert("L" if channels == 1 else "RGB")
             if img.size != (size[1], size[0]):
                 img = img.resize((size[1], size[0]), Image.Resampling.BILINEAR)
             array = np.asarray(img, dtype=np.uint8)
@@ -109,7 +109,7 @@ def decode_images(
         return Split(
             torch.zeros(0, channels, *size, dtype=torch.uint8), torch.zeros(0).long()
         ), skipped
-    images = torch.from_numpy(np.stack([arrays[i] for i in kept]))
+    images = torch.from_numpy(np.stack([a for a in arrays if a is not None]))
     labels = torch.tensor([samples[i][1] for i in kept], dtype=torch.long)
     return Split(images, labels), skipped
 

@@ -63,6 +63,8 @@ def onnx_bytes(model: nn.Module, input_shape: tuple[int, int, int], opset: int) 
             )
         except Exception as exc:  # the exporter raises many types; all mean "cannot export"
             raise CompressorError(f"ONNX export failed: {str(exc).splitlines()[0]}") from exc
+    if program is None:
+        raise CompressorError("ONNX export returned no program")
     proto = program.model_proto
     return proto.SerializeToString()
 

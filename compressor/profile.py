@@ -188,7 +188,10 @@ def _check_value(where: str, key: str, spec: Key, value: Any) -> Any:
         raise bad(f"has type {type(value).__name__}")
     if spec.choices and value not in spec.choices:
         raise bad(f"is {value!r}")
-    if (spec.low is not None and value < spec.low) or (spec.high is not None and value > spec.high):
+    number: Any = value
+    if (spec.low is not None and number < spec.low) or (
+        spec.high is not None and number > spec.high
+    ):
         raise bad(f"is {value!r}, out of range")
     return value
 

@@ -135,14 +135,14 @@ def select_student(
     fitting = [c for c in table if c.fits]
     if not fitting:
 
-        def judged(c: Candidate) -> float:
+        def judged_ms(c: Candidate) -> float:
             return (c.predicted_ms if c.predicted_ms is not None else c.at_percentile_ms) or 0.0
 
-        fastest = min((c for c in table if c.at_percentile_ms is not None), key=judged)
+        fastest = min((c for c in table if c.at_percentile_ms is not None), key=judged_ms)
         where = " (predicted on the target)" if predictor is not None else ""
         raise CompressorError(
             f"no student fits the budget: the fastest candidate {fastest.name} takes "
-            f"{judged(fastest):.3f} ms{where} at p{profile.percentile:g}, the budget is "
+            f"{judged_ms(fastest):.3f} ms{where} at p{profile.percentile:g}, the budget is "
             f"{profile.latency_ms:g} ms ({profile.target_ms:.3f} ms after the "
             f"{profile.safety_margin:.0%} safety margin)"
         )

@@ -203,14 +203,13 @@ def load_teacher(
     if isinstance(obj, nn.Module):  # only reachable with trust_checkpoint
         if arch is None:
             arch = type(obj).__name__
-        state = obj.state_dict()
+        module_state = obj.state_dict()
         obj.eval()
-        num_classes = _classifier_outputs(state) or 0
         return _finish(
             obj,
             arch,
-            num_classes,
-            _first_conv_channels(state),
+            _classifier_outputs(module_state) or 0,
+            _first_conv_channels(module_state),
             path,
             sha,
             "pickled-module",

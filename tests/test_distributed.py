@@ -25,7 +25,8 @@ def _run(teacher: Path, data: Path, profile: Path, out: Path, nproc: int) -> dic
                 sys.executable, "-m", "compressor"]  # fmt: skip
     cmd = [*launcher, "run", "--teacher", str(teacher), "--data", str(data), "--profile",
            str(profile), "--out", str(out), "--epochs", "6", "--batch-size", "64",
-           "--no-hflip", "--candidates", "cifar_resnet8_w16", "--device", "cpu", "--quiet"]  # fmt: skip
+           "--no-hflip", "--candidates", "cifar_resnet8_w16", "--device", "cpu",
+           "--quiet"]  # fmt: skip
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads((out / "report.json").read_text())
