@@ -516,6 +516,8 @@ def build_report(
             name: str(cfg.out / name)
             for name in (
                 "student.onnx",
+                "report.md",
+                "report.html",
                 "student.pt",
                 "selection.json",
                 "distill.json",

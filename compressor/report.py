@@ -14,6 +14,7 @@ from typing import Any
 
 from compressor import __version__
 from compressor.io import write_json_atomic, write_text_atomic
+from compressor.report_html import render_html
 
 SCHEMA_VERSION = 1
 
@@ -201,12 +202,13 @@ def render_markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_report(out: Path, report: dict[str, Any]) -> tuple[Path, Path]:
-    """Write ``report.json`` and ``report.md`` atomically into the run folder."""
+def write_report(out: Path, report: dict[str, Any]) -> tuple[Path, Path, Path]:
+    """Write ``report.json``, ``report.md`` and ``report.html`` atomically into the run folder."""
     report = {"schema_version": SCHEMA_VERSION, **report}
     return (
         write_json_atomic(out / "report.json", report),
         write_text_atomic(out / "report.md", render_markdown(report)),
+        write_text_atomic(out / "report.html", render_html(report)),
     )
 
 
