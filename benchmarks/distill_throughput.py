@@ -12,6 +12,7 @@ Same teacher, student, batch size and number of timed steps; the ratio is the he
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import time
 
@@ -152,8 +153,8 @@ def main() -> None:
             f"repeat {rep + 1}: reference {ref:.0f} img/s, compressor {ours:.0f} img/s, "
             f"ratio {ours / ref:.2f}x"
         )
-    ref = sorted(r for r, _ in rows)[len(rows) // 2]
-    ours = sorted(o for _, o in rows)[len(rows) // 2]
+    ref = statistics.median(r for r, _ in rows)
+    ours = statistics.median(o for _, o in rows)
     print("\n| loop | images/s (median of repeats) |\n| --- | ---: |")
     print(f"| reference (ImageFolder + DataLoader, fp32) | {ref:.0f} |")
     print(f"| compressor (uint8 cache, device augmentation) | {ours:.0f} |")
