@@ -102,6 +102,7 @@ def predict_logits(
 ) -> torch.Tensor:
     """Logits (N, classes) on CPU for uint8 images (N, C, H, W), in eval mode."""
     device = device or next(model.parameters()).device
+    model = model.to(device)
     was_training = model.training
     model.eval()
     outs = [
@@ -314,7 +315,7 @@ def distill(
                 "samples": int(seen),
                 "val_top1": val_top1,
                 "teacher_wrong_fraction": float(wrong_per_class.sum()) / seen,
-                "rectified": int(wrong_per_class.sum())
+                "n_rectified": int(wrong_per_class.sum())
                 if distilling and loss_config.bias_aware and loss_config.rectification != "drop"
                 else 0,
                 "seconds": time.perf_counter() - epoch_start,

@@ -478,7 +478,7 @@ def build_report(
                     "teacher_wrong_per_class": dict(
                         zip(data.class_names, row["teacher_wrong_per_class"], strict=True)
                     ),
-                    "rectified": row["rectified"],
+                    "rectified": row["n_rectified"],
                     "b": row.get("b"),
                 }
                 for row in result.history
