@@ -87,7 +87,7 @@ def print_summary(report: dict[str, Any], out: Path, seconds: float | None = Non
     ]
     for gate in report["gates"]:
         lines.append(f"  [{'pass' if gate['passed'] else 'FAIL'}] {gate['name']}: {gate['detail']}")
-    lines.append(f"  report: {out / 'report.md'} (and report.html, report.json, student.onnx, student.pt)")
+    lines.append(f"  report: {out / 'report.html'} (and report.md, report.json, student.onnx)")
     typer.echo("\n".join(lines))
 
 

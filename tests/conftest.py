@@ -52,6 +52,21 @@ def write_profile(path: Path, **overrides: object) -> Path:
     return path
 
 
+def perturb_one_weight(source: Path, target: Path, delta: float = 5.0) -> Path:
+    """Copy an ONNX model, changing one element of its largest weight tensor by ``delta``."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(source))
+    biggest = max(model.graph.initializer, key=lambda t: int(np.prod(t.dims)))
+    weights = numpy_helper.to_array(biggest).copy()
+    weights.flat[0] += delta
+    biggest.CopyFrom(numpy_helper.from_array(weights, biggest.name))
+    onnx.save(model, str(target))
+    return target
+
+
 @pytest.fixture(scope="session")
 def digits_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_digits_imagefolder(tmp_path_factory.mktemp("digits") / "data")

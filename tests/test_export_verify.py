@@ -6,13 +6,12 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
-from onnx import numpy_helper
 
 from compressor.export import export_onnx, read_metadata
 from compressor.profile import load_profile
 from compressor.teacher import load_teacher
 from compressor.verify import verify_onnx
-from tests.conftest import write_profile
+from tests.conftest import perturb_one_weight, write_profile
 
 
 @pytest.fixture(scope="module")
@@ -62,13 +61,7 @@ def test_verify_passes_on_faithful_export(exported, digits_splits, tmp_path: Pat
 
 def test_perturbed_weight_fails_parity_gate(exported, digits_splits, tmp_path: Path) -> None:
     bundle, path, _ = exported
-    model = onnx.load(str(path))
-    biggest = max(model.graph.initializer, key=lambda t: int(np.prod(t.dims)))
-    weights = numpy_helper.to_array(biggest).copy()
-    weights.flat[0] += 5.0
-    biggest.CopyFrom(numpy_helper.from_array(weights, biggest.name))
-    tampered = tmp_path / "tampered.onnx"
-    onnx.save(model, str(tampered))
+    tampered = perturb_one_weight(path, tmp_path / "tampered.onnx")
     profile = load_profile(str(write_profile(tmp_path / "p.toml")))
     report = verify_onnx(
         tampered, digits_splits.test, (0.5,), (0.5,), profile, reference=bundle.model

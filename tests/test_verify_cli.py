@@ -4,14 +4,11 @@ import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-import numpy as np
-import onnx
 import pytest
-from onnx import numpy_helper
 from typer.testing import CliRunner
 
 from compressor.cli import app
-from tests.conftest import write_profile
+from tests.conftest import perturb_one_weight, write_profile
 
 runner = CliRunner()
 
@@ -53,13 +50,7 @@ def test_verify_passes_and_writes_reports_and_junit(
 def test_perturbed_weight_fails_parity_with_exit_1(
     exported: Path, teacher_path: Path, digits_root: Path, tmp_path: Path
 ) -> None:
-    model = onnx.load(str(exported))
-    biggest = max(model.graph.initializer, key=lambda t: int(np.prod(t.dims)))
-    weights = numpy_helper.to_array(biggest).copy()
-    weights.flat[0] += 5.0
-    biggest.CopyFrom(numpy_helper.from_array(weights, biggest.name))
-    tampered = tmp_path / "tampered.onnx"
-    onnx.save(model, str(tampered))
+    tampered = perturb_one_weight(exported, tmp_path / "tampered.onnx")
     junit = tmp_path / "gates.xml"
     result = _verify(
         tampered, digits_root, write_profile(tmp_path / "p.toml"),
