@@ -292,6 +292,57 @@ def demo(
 
 
 @app.command(
+    "distill",
+    help="Re-run only the distillation stage in a run folder (its run.json and selection.json), "
+    "optionally with other training settings; writes student.pt and distill.json and removes "
+    "the now-stale export and reports.\n\nExample:\n\n"
+    "  compressor distill --out runs/exp1 --epochs 60 --no-bias-aware",
+)
+def distill_cmd(
+    out: Annotated[Path, typer.Option(help="Run folder written by `compressor run`.")],
+    epochs: Annotated[int | None, typer.Option(min=1, help="Training epochs.")] = None,
+    lr: Annotated[float | None, typer.Option(min=0.0, help="Peak learning rate.")] = None,
+    method: Annotated[str | None, typer.Option(help="kd, dkd or ce.")] = None,
+    bias_aware: Annotated[
+        bool | None, typer.Option("--bias-aware/--no-bias-aware", help="Teacher-bias removal.")
+    ] = None,
+    rectification: Annotated[str | None, typer.Option(help="swap, soft or drop.")] = None,
+    schedule: Annotated[str | None, typer.Option(help="cos2, linear or constant.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed.")] = None,
+    quiet: QuietOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    import dataclasses
+
+    from compressor.pipeline import distill_stage_only, load_run_config
+
+    with user_errors(debug):
+        cfg = load_run_config(out)
+        loss_changes = {
+            k: v
+            for k, v in (("method", method), ("bias_aware", bias_aware),
+                         ("rectification", rectification), ("schedule", schedule))
+            if v is not None
+        }  # fmt: skip
+        train_changes = {
+            k: v for k, v in (("epochs", epochs), ("lr", lr), ("seed", seed)) if v is not None
+        }
+        try:
+            loss = dataclasses.replace(cfg.loss, **loss_changes)
+        except ValueError as exc:
+            raise CompressorError(str(exc)) from exc
+        cfg = dataclasses.replace(
+            cfg, loss=loss, train=dataclasses.replace(cfg.train, **train_changes)
+        )
+        result = distill_stage_only(cfg, _logger(quiet))
+    typer.echo(
+        f"distilled: best validation top-1 {100 * result.best_val_top1:.2f}% at epoch "
+        f"{result.best_epoch}; wrote {out / 'student.pt'}. Next: compressor export / verify, "
+        f"or compressor run --resume --out {out}"
+    )
+
+
+@app.command(
     "export",
     help="Export a student bundle to ONNX (dynamic batch, checked, with metadata).\n\nExample:"
     "\n\n  compressor export --student runs/exp1/student.pt --out student.onnx --opset 18",

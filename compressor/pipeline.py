@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -527,3 +527,48 @@ def build_report(
         "provenance": provenance(cfg.train.seed),
         "warnings": warnings,
     }
+
+
+DOWNSTREAM_OF_DISTILL = (
+    "student.pt",
+    "distill.json",
+    TRAIN_STATE,
+    "student.onnx",
+    "export.json",
+    "verify.json",
+    "int8.json",
+    "student.int8.onnx",
+    "report.json",
+    "report.md",
+    "report.html",
+)
+
+
+def distill_stage_only(cfg: RunConfig, log: Log = lambda _msg: None) -> DistillResult:
+    """Re-run only distillation in an existing run folder, from its run.json and selection.json.
+
+    Artifacts that depend on the student are removed first, so the folder never mixes a new
+    student with an old export or report; ``compressor export`` and ``verify`` (or
+    ``run --resume``) produce them again.
+    """
+    out = cfg.out
+    if not (out / "selection.json").is_file():
+        raise CompressorError(f"{out} has no selection.json: run `compressor run` first")
+    profile = load_profile(cfg.profile)
+    teacher = load_teacher(
+        cfg.teacher,
+        arch=cfg.arch,
+        trust_checkpoint=cfg.trust_checkpoint,
+        mean=cfg.mean,
+        std=cfg.std,
+    )
+    data = load_image_folder(
+        cfg.data, profile.input_shape, seed=cfg.train.seed, val_fraction=cfg.val_fraction
+    )
+    check_compatibility(teacher, profile, data)
+    selection = Selection.from_dict(read_json(out / "selection.json"))
+    for name in DOWNSTREAM_OF_DISTILL:
+        (out / name).unlink(missing_ok=True)
+    cfg = replace(cfg, resume=False)
+    write_json_atomic(out / RUN_MARKER, {"compressor": __version__, "config": _config_dict(cfg)})
+    return _distill_stage(cfg, profile, teacher, data, selection, [], log)

@@ -171,3 +171,26 @@ def test_int8_profile_quantizes_verifies_and_decides(
     assert (out / "student.int8.onnx").exists() == decision["use_int8"]
     if decision["use_int8"]:
         assert any(g["name"].startswith("int8_") for g in report["gates"])
+
+
+def test_distill_stage_reruns_alone_then_resume_completes(
+    teacher_path: Path, digits_root: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    assert _run(teacher_path, digits_root, write_profile(tmp_path / "p.toml"), out).exit_code == 0
+    selected = (out / "selection.json").read_text()
+    result = runner.invoke(
+        app, ["distill", "--out", str(out), "--epochs", "1", "--no-bias-aware", "--quiet"]
+    )
+    assert result.exit_code == 0, result.output
+    assert (out / "student.pt").is_file() and (out / "distill.json").is_file()
+    assert not (out / "student.onnx").exists() and not (out / "report.json").exists()
+    assert (out / "selection.json").read_text() == selected
+    resumed = runner.invoke(app, ["run", "--resume", "--out", str(out), "--json", "--quiet"])
+    assert resumed.exit_code in (0, 1), resumed.output
+    report = json.loads(resumed.stdout)
+    assert report["resumed"]["stages_skipped"] == ["select", "distill"]
+    assert report["distillation"]["loss"]["bias_aware"] is False
+    assert len(report["distillation"]["history"]) == 1
+    bad = runner.invoke(app, ["distill", "--out", str(out), "--method", "nope"])
+    assert bad.exit_code == 2 and bad.stderr.startswith("error:")
