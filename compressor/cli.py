@@ -318,13 +318,13 @@ def distill_cmd(
 
     with user_errors(debug):
         cfg = load_run_config(out)
-        loss_changes = {
+        loss_changes: dict[str, Any] = {
             k: v
             for k, v in (("method", method), ("bias_aware", bias_aware),
                          ("rectification", rectification), ("schedule", schedule))
             if v is not None
         }  # fmt: skip
-        train_changes = {
+        train_changes: dict[str, Any] = {
             k: v for k, v in (("epochs", epochs), ("lr", lr), ("seed", seed)) if v is not None
         }
         try:
