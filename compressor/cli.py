@@ -93,6 +93,28 @@ def print_summary(report: dict[str, Any], out: Path, seconds: float | None = Non
 
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Only print the summary.")]
+PrecisionOpt = Annotated[
+    str,
+    typer.Option(
+        help="Training precision: auto (bf16 on CUDA, fp16 + loss scaling on GPUs without "
+        "bf16, fp32 on CPU), fp32, bf16 or fp16."
+    ),
+]
+CompileOpt = Annotated[
+    bool,
+    typer.Option(
+        "--compile/--no-compile",
+        help="torch.compile the training step and the teacher (a minute of compiling first).",
+    ),
+]
+DataCacheOpt = Annotated[
+    bool,
+    typer.Option(
+        "--data-cache/--no-data-cache",
+        help="Keep decoded images on disk between runs ($COMPRESSOR_CACHE_DIR, default "
+        "~/.cache/compressor); rebuilt when any image changes.",
+    ),
+]
 
 
 @app.command(
@@ -161,6 +183,9 @@ def run(
         bool, typer.Option("--hflip/--no-hflip", help="Random horizontal flips.")
     ] = True,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    precision: PrecisionOpt = "auto",
+    compile_step: CompileOpt = False,
+    data_cache: DataCacheOpt = True,
     seed: Annotated[int, typer.Option(help="Seed for splits, init and augmentation.")] = 0,
     val_fraction: Annotated[
         float, typer.Option(min=0.01, max=0.5, help="Validation split carved from train.")
@@ -218,6 +243,8 @@ def run(
             device=device,
             hflip=hflip,
             augment=augment,
+            precision=precision,
+            compile=compile_step,
         )
         cfg = RunConfig(
             teacher=teacher,
@@ -234,6 +261,7 @@ def run(
             overwrite=overwrite,
             mean=_floats(mean, "mean"),
             std=_floats(std, "std"),
+            data_cache=data_cache,
         )
         outcome = run_pipeline(cfg, _logger(quiet or json_out))
     _finish(outcome, json_out, started)
@@ -309,6 +337,13 @@ def distill_cmd(
     rectification: Annotated[str | None, typer.Option(help="swap, soft or drop.")] = None,
     schedule: Annotated[str | None, typer.Option(help="cos2, linear or constant.")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed.")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or cuda:N.")] = None,
+    precision: Annotated[
+        str | None, typer.Option(help="auto, fp32, bf16 or fp16 (see `run --help`).")
+    ] = None,
+    compile_step: Annotated[
+        bool | None, typer.Option("--compile/--no-compile", help="torch.compile the step.")
+    ] = None,
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
 ) -> None:
@@ -325,8 +360,11 @@ def distill_cmd(
             if v is not None
         }  # fmt: skip
         train_changes: dict[str, Any] = {
-            k: v for k, v in (("epochs", epochs), ("lr", lr), ("seed", seed)) if v is not None
-        }
+            k: v
+            for k, v in (("epochs", epochs), ("lr", lr), ("seed", seed), ("device", device),
+                         ("precision", precision), ("compile", compile_step))
+            if v is not None
+        }  # fmt: skip
         try:
             loss = dataclasses.replace(cfg.loss, **loss_changes)
         except ValueError as exc:

@@ -9,7 +9,7 @@ and counted (the count goes into the report) rather than aborting a long job.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from compressor.data_cache import cached_decode
 from compressor.errors import CompressorError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
@@ -97,21 +98,33 @@ def _decode(path: Path, channels: int, size: tuple[int, int]) -> np.ndarray | No
 
 
 def decode_images(
-    samples: Sequence[tuple[Path, int]], channels: int, size: tuple[int, int]
+    samples: Sequence[tuple[Path, int]],
+    channels: int,
+    size: tuple[int, int],
+    cache_dir: Path | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> tuple[Split, list[str]]:
-    """Decode files in parallel threads (PIL releases the GIL); return the split and skipped."""
+    """Decoded files and the skipped ones, from the disk cache in ``cache_dir`` when current."""
+    images, labels, skipped = cached_decode(
+        samples, channels, size, cache_dir, lambda: _decode_all(samples, channels, size), log
+    )
+    return Split(images, labels), skipped
+
+
+def _decode_all(
+    samples: Sequence[tuple[Path, int]], channels: int, size: tuple[int, int]
+) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """Decode files in parallel threads (PIL releases the GIL)."""
     workers = max(1, min(8, os.cpu_count() or 1))
     with ThreadPoolExecutor(workers) as pool:
         arrays = list(pool.map(lambda s: _decode(s[0], channels, size), samples, chunksize=64))
     kept = [i for i, a in enumerate(arrays) if a is not None]
     skipped = [str(samples[i][0]) for i, a in enumerate(arrays) if a is None]
     if not kept:
-        return Split(
-            torch.zeros(0, channels, *size, dtype=torch.uint8), torch.zeros(0).long()
-        ), skipped
+        return torch.zeros(0, channels, *size, dtype=torch.uint8), torch.zeros(0).long(), skipped
     images = torch.from_numpy(np.stack([a for a in arrays if a is not None]))
     labels = torch.tensor([samples[i][1] for i in kept], dtype=torch.long)
-    return Split(images, labels), skipped
+    return images, labels, skipped
 
 
 def stratified_split(
@@ -142,11 +155,14 @@ def load_image_folder(
     seed: int = 0,
     val_fraction: float = 0.1,
     test_fraction: float = 0.2,
+    cache_dir: Path | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> DatasetSplits:
     """Load ``root`` as ``train/`` + ``test/`` (or ``val/``), or as one tree split by seed.
 
     The validation split is always carved from the training images, so model selection never
-    sees the test images the report quotes.
+    sees the test images the report quotes. With ``cache_dir`` the decoded tensors are kept on
+    disk between runs (see :mod:`compressor.data_cache`).
     """
     root = Path(root)
     channels, height, width = input_shape
@@ -160,16 +176,16 @@ def load_image_folder(
                 raise CompressorError(
                     f"{test_dir} classes {test_classes[:5]} differ from train classes {classes[:5]}"
                 )
-            full, skipped = decode_images(train_files, channels, size)
-            test, skipped_test = decode_images(test_files, channels, size)
+            full, skipped = decode_images(train_files, channels, size, cache_dir, log)
+            test, skipped_test = decode_images(test_files, channels, size, cache_dir, log)
             skipped += skipped_test
             test_source = f"{test_dir.name}/"
         else:
-            full, skipped = decode_images(train_files, channels, size)
+            full, skipped = decode_images(train_files, channels, size, cache_dir, log)
             test = None
     else:
         classes, files = scan_image_folder(root)
-        full, skipped = decode_images(files, channels, size)
+        full, skipped = decode_images(files, channels, size, cache_dir, log)
         test = None
     if len(full) == 0:
         raise CompressorError(

@@ -19,6 +19,18 @@ import torch
 from torch import nn
 
 from compressor import distributed
+from compressor.accel import (
+    PRECISIONS,
+    StepSettings,
+    autocast,
+    compile_errors,
+    default_channels_last,
+    grad_scaler,
+    maybe_compile,
+    prepare_teacher,
+    resolve_precision,
+    to_memory_format,
+)
 from compressor.data import DatasetSplits, Split, augment, batches, normalize
 from compressor.errors import CompressorError
 from compressor.io import atomic_write
@@ -40,6 +52,8 @@ class TrainConfig:
     augment: bool = True  # random crop (+ flip); off makes teacher logits constant per image
     cache_teacher: bool = True  # without augmentation, run the teacher once, not every step
     eval_batch_size: int = 512
+    precision: str = "auto"  # auto: bf16 on CUDA (fp16 + grad scaler without bf16), fp32 on CPU
+    compile: bool = False  # torch.compile the student's training step and the teacher
 
     def __post_init__(self) -> None:
         checks = {
@@ -53,6 +67,10 @@ class TrainConfig:
         for name, ok in checks.items():
             if not ok:
                 raise CompressorError(f"invalid training setting {name}={getattr(self, name)!r}")
+        if self.precision not in PRECISIONS:
+            raise CompressorError(
+                f"unknown precision '{self.precision}' (choose one of: {', '.join(PRECISIONS)})"
+            )
 
 
 @dataclass
@@ -71,6 +89,7 @@ class DistillResult:
     seconds: float = 0.0
     resumed_from_epoch: int | None = None
     world_size: int = 1
+    step: dict[str, Any] = field(default_factory=dict)  # precision, memory format, compile
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -105,8 +124,11 @@ def predict_logits(
     model = model.to(device)
     was_training = model.training
     model.eval()
+    channels_last = device.type == "cuda" or default_channels_last(device)
     outs = [
-        model(normalize(images[idx].to(device), mean, std)).float().cpu()
+        model(to_memory_format(normalize(images[idx].to(device), mean, std), channels_last))
+        .float()
+        .cpu()
         for idx in batches(images.shape[0], batch_size)
     ]
     model.train(was_training)
@@ -165,6 +187,107 @@ def _load_state(path: Path) -> dict[str, Any]:
         raise CompressorError(f"cannot resume from {path}: {exc}") from exc
 
 
+@dataclass
+class _Step:
+    """Everything one optimisation step touches, so the epoch loop reads as a recipe."""
+
+    model: nn.Module  # the student as trained: maybe DDP-wrapped, maybe compiled
+    teacher: nn.Module | None
+    teacher_cache: torch.Tensor | None
+    loss_fn: DistillationLoss
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    images: torch.Tensor  # uint8 (N, C, H, W) on the training device
+    labels: torch.Tensor
+    augment_gen: torch.Generator
+    cfg: TrainConfig
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    device: torch.device
+    precision: str
+    channels_last: bool
+
+
+@dataclass
+class _EpochSums:
+    """Metrics of one epoch, summed over samples on the device and then over ranks."""
+
+    terms: dict[str, torch.Tensor]
+    wrong_per_class: torch.Tensor
+    seen_per_class: torch.Tensor
+    correct: torch.Tensor
+
+
+def _train_epoch(
+    step: _Step, order: torch.Tensor, batch_size: int, epoch: int, classes: int
+) -> _EpochSums:
+    """One pass over ``order``; metrics stay on the device (no host synchronisation)."""
+    cfg, device = step.cfg, step.device
+    sums = _EpochSums(
+        {}, torch.zeros(classes, device=device), torch.zeros(classes, device=device),
+        torch.zeros((), device=device),
+    )  # fmt: skip
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size].to(device, non_blocking=True)
+        batch = step.images[idx]
+        if cfg.augment:
+            batch = augment(batch, step.augment_gen, cfg.hflip)
+        x = to_memory_format(normalize(batch, step.mean, step.std), step.channels_last)
+        y = step.labels[idx]
+        with autocast(device, step.precision):
+            s_logits = step.model(x)
+            if step.teacher is None:
+                t_logits = s_logits.detach()
+            elif step.teacher_cache is not None:
+                t_logits = step.teacher_cache[idx]
+            else:
+                with torch.no_grad():
+                    t_logits = step.teacher(x)
+            terms = step.loss_fn(s_logits.float(), t_logits.float(), y, epoch)
+        step.optimizer.zero_grad(set_to_none=True)
+        step.scaler.scale(terms["loss"]).backward()  # scaling is a no-op unless fp16
+        step.scaler.step(step.optimizer)
+        step.scaler.update()
+        step.scheduler.step()
+        for key, value in terms.items():
+            if key not in ("n_wrong", "b", "warmup"):
+                total = sums.terms.get(key, torch.zeros((), device=device))
+                sums.terms[key] = total + value.detach().float() * y.shape[0]
+        if step.teacher is not None:
+            sums.wrong_per_class.index_add_(0, y, (t_logits.argmax(1) != y).float())
+        sums.seen_per_class.index_add_(0, y, torch.ones_like(y, dtype=torch.float))
+        sums.correct += (s_logits.argmax(1) == y).sum()
+    for value in (*sums.terms.values(), sums.wrong_per_class, sums.seen_per_class, sums.correct):
+        distributed.all_reduce_sum(value)  # metrics over all ranks (no-op on one process)
+    return sums
+
+
+def _epoch_row(
+    sums: _EpochSums, epoch: int, loss_config: LossConfig, cfg: TrainConfig, has_teacher: bool
+) -> dict[str, Any]:
+    """The history row of one epoch (per-sample means of the loss terms, bias counts)."""
+    seen = float(sums.seen_per_class.sum())
+    distilling = loss_config.method != "ce" and has_teacher
+    bias_aware = distilling and loss_config.bias_aware
+    row: dict[str, Any] = {"epoch": epoch + 1}
+    row.update({k: float(v) / seen for k, v in sums.terms.items()})
+    n_wrong = int(sums.wrong_per_class.sum())
+    row.update(
+        {
+            "b": bias_weight(epoch, cfg.epochs, loss_config.schedule) if bias_aware else None,
+            "train_top1": float(sums.correct) / seen,
+            "samples": int(seen),
+            "teacher_wrong_fraction": n_wrong / seen,
+            "n_rectified": n_wrong if bias_aware and loss_config.rectification != "drop" else 0,
+            "teacher_wrong_per_class": (
+                sums.wrong_per_class / sums.seen_per_class.clamp_min(1)
+            ).tolist(),
+        }
+    )
+    return row
+
+
 def distill(
     teacher: nn.Module | None,
     student: nn.Module,
@@ -189,20 +312,25 @@ def distill(
         raise ValueError("a teacher is required unless loss_config.method == 'ce'")
     cfg = train_config
     device = resolve_device(cfg.device)
+    precision = resolve_precision(cfg.precision, device)
+    channels_last = default_channels_last(device)
     started = time.perf_counter()
     classes = len(data.class_names)
+    folded = False
     if teacher is not None:
-        teacher = teacher.to(device).eval()
-        for p in teacher.parameters():
-            p.requires_grad_(False)
+        example = normalize(data.train.images[:64].to(device), mean, std)
+        teacher, folded = prepare_teacher(teacher, device, channels_last, example)
     student = student.to(device)
-    if device.type == "cuda":
+    if channels_last:
         student = student.to(memory_format=torch.channels_last)
+    settings = StepSettings(str(device), precision, channels_last, cfg.compile, folded)
     dinfo = distributed.info()
     train_model: nn.Module = student
     if dinfo.world_size > 1:
         ids = [device.index] if device.type == "cuda" else None
         train_model = nn.parallel.DistributedDataParallel(student, device_ids=ids)
+    train_model = maybe_compile(train_model, cfg.compile)
+    teacher_forward = maybe_compile(teacher, cfg.compile) if teacher is not None else None
     per_rank_batch = max(1, cfg.batch_size // dinfo.world_size)
     train: Split = data.train
     train_images = train.images.to(device, non_blocking=True)
@@ -229,7 +357,7 @@ def distill(
     )
     shuffle = torch.Generator().manual_seed(cfg.seed)
     aug_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1 + dinfo.rank)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+    scaler = grad_scaler(device, precision)
 
     best_state = copy.deepcopy(student.state_dict())
     best_val, best_epoch, first_epoch = -1.0, -1, 0
@@ -241,109 +369,66 @@ def distill(
         scheduler.load_state_dict(state["scheduler"])
         shuffle.set_state(state["shuffle_rng"])
         aug_gen.set_state(state["augment_rng"].to(aug_gen.get_state().device))
+        if state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
         best_state, best_val, best_epoch = (
             state["best_state"],
             state["best_val"],
             state["best_epoch"],
         )
         history, first_epoch = state["history"], state["epoch"]
-    for epoch in range(first_epoch, cfg.epochs):
-        epoch_start = time.perf_counter()
-        student.train()
-        sums: dict[str, torch.Tensor] = {}
-        wrong_per_class = torch.zeros(classes, device=device)
-        seen_per_class = torch.zeros(classes, device=device)
-        correct = torch.zeros((), device=device)
-        order = distributed.shard(
-            torch.randperm(len(train), generator=shuffle), dinfo.rank, dinfo.world_size
-        )
-        for start in range(0, len(order), per_rank_batch):
-            idx = order[start : start + per_rank_batch].to(device, non_blocking=True)
-            batch = train_images[idx]
-            x = normalize(augment(batch, aug_gen, cfg.hflip) if cfg.augment else batch, mean, std)
-            if device.type == "cuda":
-                x = x.contiguous(memory_format=torch.channels_last)
-            y = train_labels[idx]
-            with autocast:
-                s_logits = train_model(x)
-                if teacher is None:
-                    t_logits = s_logits.detach()
-                elif teacher_cache is not None:
-                    t_logits = teacher_cache[idx]
-                else:
-                    with torch.no_grad():
-                        t_logits = teacher(x)
-                terms = loss_fn(s_logits.float(), t_logits.float(), y, epoch)
-            optimizer.zero_grad(set_to_none=True)
-            terms["loss"].backward()
-            optimizer.step()
-            scheduler.step()
-            # Accumulate on the device: no host synchronisation inside the epoch.
-            for key, value in terms.items():
-                if key not in ("n_wrong", "b", "warmup"):
-                    sums[key] = sums.get(key, 0.0) + value.detach().float() * y.shape[0]
-            wrong = (t_logits.argmax(1) != y).float() if teacher is not None else y.float() * 0
-            wrong_per_class.index_add_(0, y, wrong)
-            seen_per_class.index_add_(0, y, torch.ones_like(wrong))
-            correct += (s_logits.argmax(1) == y).sum()
-        for value in (*sums.values(), wrong_per_class, seen_per_class, correct):
-            distributed.all_reduce_sum(value)  # metrics over all ranks (no-op on one process)
-        if not torch.isfinite(sums["loss"]):
-            where = (
-                f"; the last good state (epoch {epoch}) is kept in {checkpoint}"
-                if checkpoint
-                else ""
+    step = _Step(
+        model=train_model, teacher=teacher_forward, teacher_cache=teacher_cache, loss_fn=loss_fn,
+        optimizer=optimizer, scheduler=scheduler, scaler=scaler, images=train_images,
+        labels=train_labels, augment_gen=aug_gen, cfg=cfg, mean=mean, std=std, device=device,
+        precision=precision, channels_last=channels_last,
+    )  # fmt: skip
+    with compile_errors(cfg.compile):  # a compiler failure is one clear line
+        for epoch in range(first_epoch, cfg.epochs):
+            epoch_start = time.perf_counter()
+            student.train()
+            order = distributed.shard(
+                torch.randperm(len(train), generator=shuffle), dinfo.rank, dinfo.world_size
             )
-            raise CompressorError(
-                f"training diverged: the loss became NaN or infinite in epoch {epoch + 1}{where}; "
-                "lower --lr or check the data"
+            sums = _train_epoch(step, order, per_rank_batch, epoch, classes)
+            if not torch.isfinite(sums.terms["loss"]):
+                kept = f"; the last good state (epoch {epoch}) is kept in {checkpoint}"
+                raise CompressorError(
+                    "training diverged: the loss became NaN or infinite in epoch "
+                    f"{epoch + 1}{kept if checkpoint else ''}; lower --lr or check the data"
+                )
+            val_top1 = top1(
+                predict_logits(student, data.val.images, mean, std, device), data.val.labels
             )
-        val_top1 = top1(
-            predict_logits(student, data.val.images, mean, std, device), data.val.labels
-        )
-        seen = float(seen_per_class.sum())
-        row: dict[str, Any] = {"epoch": epoch + 1}
-        row.update({k: float(v) / seen for k, v in sums.items()})
-        distilling = loss_config.method != "ce" and teacher is not None
-        row.update(
-            {
-                "b": bias_weight(epoch, cfg.epochs, loss_config.schedule)
-                if distilling and loss_config.bias_aware
-                else None,
-                "lr": optimizer.param_groups[0]["lr"],
-                "train_top1": float(correct) / seen,
-                "samples": int(seen),
-                "val_top1": val_top1,
-                "teacher_wrong_fraction": float(wrong_per_class.sum()) / seen,
-                "n_rectified": int(wrong_per_class.sum())
-                if distilling and loss_config.bias_aware and loss_config.rectification != "drop"
-                else 0,
-                "seconds": time.perf_counter() - epoch_start,
-                "teacher_wrong_per_class": (wrong_per_class / seen_per_class.clamp_min(1)).tolist(),
-            }
-        )
-        history.append(row)
-        if val_top1 > best_val:
-            best_val, best_epoch = val_top1, epoch + 1
-            best_state = copy.deepcopy(student.state_dict())
-        if checkpoint is not None and dinfo.is_main:
-            _save_state(
-                checkpoint,
-                {
-                    "epoch": epoch + 1,
-                    "student": student.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "shuffle_rng": shuffle.get_state(),
-                    "augment_rng": aug_gen.get_state().cpu(),
-                    "best_state": best_state,
-                    "best_val": best_val,
-                    "best_epoch": best_epoch,
-                    "history": history,
-                },
+            row = _epoch_row(sums, epoch, loss_config, cfg, teacher is not None)
+            row.update(
+                lr=optimizer.param_groups[0]["lr"],
+                val_top1=val_top1,
+                seconds=time.perf_counter() - epoch_start,
             )
-        if on_epoch:
-            on_epoch(row)
+            history.append(row)
+            if val_top1 > best_val:
+                best_val, best_epoch = val_top1, epoch + 1
+                best_state = copy.deepcopy(student.state_dict())
+            if checkpoint is not None and dinfo.is_main:
+                _save_state(
+                    checkpoint,
+                    {
+                        "epoch": epoch + 1,
+                        "student": student.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(),
+                        "scaler": scaler.state_dict(),
+                        "shuffle_rng": shuffle.get_state(),
+                        "augment_rng": aug_gen.get_state().cpu(),
+                        "best_state": best_state,
+                        "best_val": best_val,
+                        "best_epoch": best_epoch,
+                        "history": history,
+                    },
+                )
+            if on_epoch:
+                on_epoch(row)
     student.load_state_dict(best_state)
     student.eval()
     return DistillResult(
@@ -355,5 +440,6 @@ def distill(
         seconds=time.perf_counter() - started,
         resumed_from_epoch=first_epoch or None,
         world_size=dinfo.world_size,
+        step=settings.to_dict(),
         **stats,
     )

@@ -17,6 +17,7 @@ import torch
 
 from compressor import __version__, distributed
 from compressor.data import DatasetSplits, load_image_folder, normalize
+from compressor.data_cache import default_cache_dir
 from compressor.distill import DistillResult, TrainConfig, distill
 from compressor.errors import CompressorError
 from compressor.export import export_onnx
@@ -62,6 +63,7 @@ class RunConfig:
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
     resume: bool = False
+    data_cache: bool = True  # keep decoded images on disk between runs (data_cache module)
 
 
 @dataclass
@@ -206,9 +208,7 @@ def _run_stages(cfg: RunConfig, log: Log) -> RunOutcome | None:
         std=cfg.std,
     )
     log(f"teacher: {teacher.arch} ({teacher.format}), {teacher.num_classes} classes")
-    data = load_image_folder(
-        cfg.data, profile.input_shape, seed=cfg.train.seed, val_fraction=cfg.val_fraction
-    )
+    data = _load_data(cfg, profile, log)
     log(
         f"data: {len(data.train)} train / {len(data.val)} val / {len(data.test)} test images, "
         f"{len(data.class_names)} classes (test = {data.test_source})"
@@ -423,6 +423,17 @@ def _distill_stage(
     return result
 
 
+def _load_data(cfg: RunConfig, profile: LatencyProfile, log: Log) -> DatasetSplits:
+    return load_image_folder(
+        cfg.data,
+        profile.input_shape,
+        seed=cfg.train.seed,
+        val_fraction=cfg.val_fraction,
+        cache_dir=default_cache_dir() if cfg.data_cache else None,
+        log=log,
+    )
+
+
 def _config_dict(cfg: RunConfig) -> dict[str, Any]:
     out = asdict(cfg)
     for key in ("teacher", "data", "out"):
@@ -458,6 +469,7 @@ def build_report(
             "loss": asdict(cfg.loss),
             "train": asdict(cfg.train),
             "device": distilled["device"],
+            "step": distilled["step"],
             "world_size": distilled["world_size"],
             "best_epoch": distilled["best_epoch"],
             "best_val_top1": distilled["best_val_top1"],
@@ -562,9 +574,7 @@ def distill_stage_only(cfg: RunConfig, log: Log = lambda _msg: None) -> DistillR
         mean=cfg.mean,
         std=cfg.std,
     )
-    data = load_image_folder(
-        cfg.data, profile.input_shape, seed=cfg.train.seed, val_fraction=cfg.val_fraction
-    )
+    data = _load_data(cfg, profile, log)
     check_compatibility(teacher, profile, data)
     selection = Selection.from_dict(read_json(out / "selection.json"))
     for name in DOWNSTREAM_OF_DISTILL:

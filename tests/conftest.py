@@ -67,6 +67,14 @@ def perturb_one_weight(source: Path, target: Path, delta: float = 5.0) -> Path:
     return target
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_data_cache(tmp_path_factory: pytest.TempPathFactory):
+    """Runs under test write their decoded-image cache to a temporary folder, not ~/.cache."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("COMPRESSOR_CACHE_DIR", str(tmp_path_factory.mktemp("data-cache")))
+        yield
+
+
 @pytest.fixture(scope="session")
 def digits_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_digits_imagefolder(tmp_path_factory.mktemp("digits") / "data")

@@ -1,0 +1,166 @@
+"""Speed settings of the training step: precision, memory format, teacher folding, compile.
+
+The distillation loop asks this module *how* to run fast on a device and never hard-codes it:
+bf16 autocast on CUDA (fp16 with a gradient scaler where the GPU has no bf16), fp32 on CPU
+unless asked otherwise; channels-last tensors for convolutions; a frozen teacher whose
+batch-norm layers are folded into the preceding convolutions (checked against the unfolded
+teacher on real images before it is used); and an opt-in ``torch.compile``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from compressor.errors import CompressorError
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+COMPILE_BACKEND = "inductor"  # tests swap in "eager": compiling C++ kernels takes a minute
+_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+_log = logging.getLogger(__name__)
+
+
+def resolve_precision(requested: str, device: torch.device) -> str:
+    """``auto``: bf16 on a CUDA GPU that has it, fp16 on one that does not, fp32 on CPU."""
+    if requested not in PRECISIONS:
+        raise CompressorError(
+            f"unknown precision '{requested}' (choose one of: {', '.join(PRECISIONS)})"
+        )
+    if requested != "auto":
+        if requested == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            raise CompressorError(
+                f"precision bf16 requested but {torch.cuda.get_device_name(device)} does not "
+                "support it; use --precision fp16 or auto"
+            )
+        return requested
+    if device.type != "cuda":
+        return "fp32"  # CPU autocast is slower than fp32 on CPUs without bf16/fp16 units
+    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager[None]:
+    """The autocast context for ``precision`` (a no-op for fp32)."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=_DTYPES[precision])
+
+
+def grad_scaler(device: torch.device, precision: str) -> torch.amp.GradScaler:
+    """A loss scaler, active only for fp16: its narrow exponent underflows small gradients."""
+    return torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+
+
+@dataclass(frozen=True)
+class StepSettings:
+    """How the training step runs on one device; recorded in the report."""
+
+    device: str
+    precision: str
+    channels_last: bool
+    compiled: bool
+    teacher_folded: bool = False
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "device": self.device,
+            "precision": self.precision,
+            "channels_last": self.channels_last,
+            "compiled": self.compiled,
+            "teacher_batchnorm_folded": self.teacher_folded,
+        }
+
+
+def default_channels_last(device: torch.device) -> bool:
+    """NHWC on CUDA (tensor cores want it) and on CPU (oneDNN convolutions are faster in it)."""
+    return device.type in ("cuda", "cpu")
+
+
+def to_memory_format(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    """NHWC strides for 4-D image batches when asked; other tensors unchanged."""
+    if channels_last and x.dim() == 4:
+        return x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
+def fold_batchnorm(model: nn.Module, example: torch.Tensor) -> tuple[nn.Module, bool]:
+    """``model`` with eval-mode BatchNorm folded into the convolutions, if that is safe.
+
+    Folding removes a memory-bound pass per layer, which is most of what a small convnet's
+    forward costs on a CPU. It needs an FX-traceable ``nn.Module``; TorchScript teachers and
+    models with data-dependent control flow are returned unchanged. The folded copy is used
+    only if it reproduces the original's logits on ``example``.
+    """
+    if isinstance(model, torch.jit.ScriptModule) or not any(
+        isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()
+    ):
+        return model, False
+    try:
+        from torch.fx.experimental.optimization import fuse
+
+        folded = fuse(copy.deepcopy(model).eval())
+        with torch.no_grad():
+            want = model(example).float()
+            got = folded(example).float()
+    except Exception as exc:  # not traceable: the unfolded teacher is correct, only slower
+        _log.debug("batch-norm folding skipped: %s", exc)
+        return model, False
+    scale = float(want.abs().max().clamp_min(1.0))
+    if got.shape != want.shape or not torch.allclose(got, want, rtol=1e-3, atol=1e-3 * scale):
+        return model, False
+    for p in folded.parameters():
+        p.requires_grad_(False)
+    return folded, True
+
+
+def prepare_teacher(
+    teacher: nn.Module, device: torch.device, channels_last: bool, example: torch.Tensor
+) -> tuple[nn.Module, bool]:
+    """The frozen teacher on ``device``: eval mode, no gradients, folded, in the memory format.
+
+    ``example`` is a normalised float batch from the training data (on ``device``).
+    """
+    teacher = teacher.to(device).eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    teacher, folded = fold_batchnorm(teacher, example)
+    if channels_last and not isinstance(teacher, torch.jit.ScriptModule):
+        teacher = teacher.to(memory_format=torch.channels_last)
+    return teacher, folded
+
+
+def maybe_compile(model: nn.Module, enabled: bool) -> nn.Module:
+    """``torch.compile(model)`` when asked; the returned module shares ``model``'s weights.
+
+    TorchScript modules are already compiled by their own engine and are returned unchanged.
+    Compilation happens lazily on the first call; :func:`compile_errors` turns its failures
+    into one clear line.
+    """
+    if not enabled or isinstance(model, torch.jit.ScriptModule):
+        return model
+    try:
+        return torch.compile(model, backend=COMPILE_BACKEND)  # type: ignore[return-value]
+    except Exception as exc:  # e.g. an unsupported Python or platform
+        raise CompressorError(f"--compile failed: {exc}; run without --compile") from exc
+
+
+@contextlib.contextmanager
+def compile_errors(enabled: bool) -> Iterator[None]:
+    """Report a torch.compile failure (no C++ compiler, unsupported op) as a CompressorError."""
+    if not enabled:
+        yield
+        return
+    from torch._dynamo.exc import TorchDynamoException
+
+    try:
+        yield
+    except TorchDynamoException as exc:
+        cause = getattr(exc, "inner_exception", None) or exc  # the backend's own error
+        text = str(cause).strip()
+        first = text.splitlines()[0] if text else type(cause).__name__
+        raise CompressorError(f"--compile failed: {first}; run without --compile") from exc

@@ -1,0 +1,158 @@
+"""Speed settings: precision choice, fp16 loss scaling, batch-norm folding, torch.compile."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from compressor import accel
+from compressor.distill import TrainConfig, distill
+from compressor.errors import CompressorError
+from compressor.losses import LossConfig
+from compressor.students import build_model
+from compressor.teacher import load_teacher
+
+MEAN, STD = (0.5,), (0.5,)
+CPU, CUDA = torch.device("cpu"), torch.device("cuda")
+
+
+def test_auto_precision_follows_the_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert accel.resolve_precision("auto", CPU) == "fp32"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert accel.resolve_precision("auto", CUDA) == "bf16"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert accel.resolve_precision("auto", CUDA) == "fp16"  # e.g. a T4 or V100
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "Tesla V100")
+    with pytest.raises(CompressorError, match="V100 does not support it"):
+        accel.resolve_precision("bf16", CUDA)
+    assert accel.resolve_precision("fp16", CPU) == "fp16"
+    with pytest.raises(CompressorError, match="unknown precision 'fp8'"):
+        accel.resolve_precision("fp8", CPU)
+    with pytest.raises(CompressorError, match="unknown precision"):
+        TrainConfig(precision="half")
+
+
+def test_grad_scaler_only_for_fp16() -> None:
+    assert accel.grad_scaler(CPU, "fp16").is_enabled()
+    assert not accel.grad_scaler(CPU, "bf16").is_enabled()
+    assert not accel.grad_scaler(CPU, "fp32").is_enabled()
+
+
+def _images(n: int = 32) -> torch.Tensor:
+    return torch.randn(n, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+
+
+def _trained_bn_model() -> nn.Module:
+    torch.manual_seed(0)
+    model = build_model("cifar_resnet8_w8", 10, 1)
+    model.train()
+    with torch.no_grad():
+        for _ in range(3):  # move running statistics away from their init
+            model(_images() * 3 + 1)
+    return model.eval()
+
+
+def _batchnorms(model: nn.Module) -> int:
+    return sum(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
+def test_folding_removes_batchnorm_and_keeps_the_logits() -> None:
+    model = _trained_bn_model()
+    x = _images()
+    folded, ok = accel.fold_batchnorm(model, x)
+    assert ok and _batchnorms(model) > 0 and _batchnorms(folded) == 0
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), model(x), rtol=1e-4, atol=1e-4)
+    assert not any(p.requires_grad for p in folded.parameters())
+    assert _batchnorms(model) > 0  # the caller's module is untouched
+
+
+def test_folding_falls_back_when_it_cannot_trace_or_does_not_match(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    class Branchy(nn.Module):  # data-dependent control flow: FX cannot trace it
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv, self.bn = nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = self.bn(self.conv(x))
+            return y if y.sum() > 0 else -y
+
+    x = _images()
+    branchy = Branchy().eval()
+    assert accel.fold_batchnorm(branchy, x) == (branchy, False)
+    scripted = torch.jit.trace(_trained_bn_model(), x)
+    assert accel.fold_batchnorm(scripted, x) == (scripted, False)
+
+    import torch.fx.experimental.optimization as fx_opt
+
+    def wrong_fuse(model: nn.Module) -> nn.Module:  # a folding bug must not reach training
+        with torch.no_grad():
+            next(model.parameters()).add_(1.0)
+        return model
+
+    monkeypatch.setattr(fx_opt, "fuse", wrong_fuse)
+    model = _trained_bn_model()
+    assert accel.fold_batchnorm(model, x) == (model, False)
+
+
+def _distill(digits_splits, teacher, tmp_path=None, **train):
+    torch.manual_seed(0)
+    student = build_model("cifar_resnet8_w8", 10, 1)
+    cfg = TrainConfig(epochs=4, batch_size=128, lr=0.05, device="cpu", **train)
+    checkpoint = tmp_path / "state.pt" if tmp_path else None
+    return distill(
+        teacher, student, digits_splits, MEAN, STD, LossConfig(), cfg, checkpoint=checkpoint
+    )
+
+
+def test_fp16_with_loss_scaling_trains_and_checkpoints_the_scaler(
+    digits_splits, teacher_path, tmp_path
+) -> None:
+    teacher = load_teacher(teacher_path).model
+    fp32 = _distill(digits_splits, teacher)
+    result = _distill(digits_splits, teacher, tmp_path, precision="fp16")
+    assert fp32.step["precision"] == "fp32" and result.step["precision"] == "fp16"
+    assert result.step["teacher_batchnorm_folded"] is True
+    assert all(torch.isfinite(torch.tensor(row["loss"])) for row in result.history)
+    # It learned, in half precision, on real digits, about as well as fp32 (0.67 vs 0.68 seen).
+    assert result.best_val_top1 > 0.5
+    assert result.best_val_top1 >= fp32.best_val_top1 - 0.05
+    state = torch.load(tmp_path / "state.pt", weights_only=True)
+    assert state["scaler"]["scale"] > 0
+
+
+def test_compile_trains_the_same_weights_names(
+    digits_splits, teacher_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(accel, "COMPILE_BACKEND", "eager")  # dynamo tracing without C++ codegen
+    teacher = load_teacher(teacher_path).model
+    result = _distill(digits_splits, teacher, compile=True)
+    assert result.step["compiled"] is True
+    reference = build_model("cifar_resnet8_w8", 10, 1).state_dict()
+    assert list(result.student.state_dict()) == list(reference)  # no "_orig_mod." prefixes
+    assert result.best_val_top1 > 0.5
+
+
+def test_compile_failure_is_one_clear_line(
+    digits_splits, teacher_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken_backend(graph, example_inputs):  # what a machine without a C++ compiler gives
+        raise RuntimeError("no working C++ compiler found")
+
+    monkeypatch.setattr(accel, "COMPILE_BACKEND", broken_backend)
+    teacher = load_teacher(teacher_path).model
+    with pytest.raises(
+        CompressorError,
+        match=r"--compile failed: no working C\+\+ compiler found; run without --compile",
+    ):
+        _distill(digits_splits, teacher, compile=True)
+
+
+@pytest.mark.slow
+def test_compile_with_inductor_on_cpu(digits_splits, teacher_path) -> None:
+    teacher = load_teacher(teacher_path).model
+    result = _distill(digits_splits, teacher, compile=True)
+    assert result.step["compiled"] and result.best_val_top1 > 0.5
