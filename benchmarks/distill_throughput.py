@@ -1,175 +1,319 @@
-"""Images per second of compressor's distillation step vs a plain reference loop, same run.
+"""Distillation speed: compressor's own training loop vs a plain reference loop, in one run.
 
-Reference (the usual way): torchvision ImageFolder + DataLoader (PIL decode, RandomCrop +
-HorizontalFlip + ToTensor + Normalize per sample), fp32, teacher forward every step, Hinton KD.
-compressor: images decoded once into a uint8 tensor (on the GPU when there is one), batched crop
-and flip on the device, bias-aware KD, bf16 autocast + channels-last + fused SGD on CUDA.
-Same teacher, student, batch size and number of timed steps; the ratio is the headline.
+Reference (the usual way): torchvision ImageFolder + DataLoader (per-sample PIL decode,
+RandomCrop + HorizontalFlip + ToTensor + Normalize), fp32, NCHW, teacher forward every step,
+Hinton KD, SGD with a per-step cosine schedule. compressor: ``compressor.distill.distill``
+itself (no re-implementation), with whatever it does on the device: images decoded once into a
+uint8 tensor (from the disk cache when current), crop and flip batched on the device, a
+batch-norm-folded channels-last teacher, bf16 autocast + fused SGD on CUDA. Same images,
+teacher, student, batch size, loss (KD, lambda 0.5, T 4) and optimiser settings.
 
-    python benchmarks/distill_throughput.py --data ../shared/datasets/cifar10 --steps 40
+Part 1, images per second: whole epochs over the same training subset, median over epochs after
+the first (which pays start-up), the loops interleaved per repeat so machine noise hits both.
+compressor's epochs include its validation pass, so its figure is conservative.
+
+Part 2, time to accuracy: a teacher is trained first (compressor, CE), then each loop distils
+a fresh student for ``--tta-epochs`` epochs; after every epoch the student's test top-1 is
+measured (not timed). The time to reach ``--target`` includes each loop's start-up (DataLoader
+workers; teacher statistics and folding), not the evaluation.
+
+    python benchmarks/distill_throughput.py --preset cpu    # about 25 min on 2 cores
+    python benchmarks/distill_throughput.py --preset gpu    # a few minutes on one H100/H200
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import sys
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 import torchvision
 from torch import nn
 from torchvision import transforms
 
-from compressor.data import augment, load_image_folder, normalize
-from compressor.distill import predict_logits, resolve_device
-from compressor.losses import DistillationLoss, LossConfig, kd_loss
+from compressor import accel
+from compressor import distill as distill_module
+from compressor.data import DatasetSplits, decode_images, scan_image_folder
+from compressor.data_cache import default_cache_dir
+from compressor.distill import TrainConfig, distill, predict_logits, resolve_device, top1
+from compressor.losses import LossConfig, kd_loss
 from compressor.report import hardware, versions
 from compressor.students import build_model
 
 MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+KD = LossConfig(method="kd", bias_aware=False, ce_weight=0.5, temperature=4.0)
+PRESETS = {  # subset, test images, epochs per throughput repeat, teacher / tta epochs, target
+    "cpu": dict(subset=5000, test=2000, epochs=3, teacher_epochs=15, tta_epochs=10, target=0.40),
+    "gpu": dict(subset=50000, test=10000, epochs=4, teacher_epochs=30, tta_epochs=15, target=0.75),
+}
 
 
-def reference_images_per_second(args: argparse.Namespace, teacher: nn.Module, student: nn.Module,
-                                device: torch.device) -> float:  # fmt: skip
-    random = [transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip()]
-    tf = transforms.Compose(
-        [*(random if args.augment else []), transforms.ToTensor(), transforms.Normalize(MEAN, STD)]
-    )
-    dataset = torchvision.datasets.ImageFolder(f"{args.data}/train", transform=tf)
-    pick = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(0))[: args.subset]
-    dataset = torch.utils.data.Subset(dataset, pick.tolist())
-    loader = torch.utils.data.DataLoader(
-        dataset, batch_size=args.batch_size, shuffle=True, num_workers=args.workers,
-        pin_memory=device.type == "cuda", drop_last=True, persistent_workers=args.workers > 0,
-    )  # fmt: skip
-    optimizer = torch.optim.SGD(student.parameters(), lr=0.05, momentum=0.9)
-    done, start = 0, 0.0
-    for step, (x, y) in enumerate(loader):
-        if step == args.warmup:
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            start, done = time.perf_counter(), 0
-        if step == args.warmup + args.steps:
-            break
-        x, y = x.to(device), y.to(device)
-        with torch.no_grad():
-            t_logits = teacher(x)
-        s_logits = student(x)
-        loss = 0.5 * nn.functional.cross_entropy(s_logits, y) + 0.5 * kd_loss(
-            s_logits, t_logits, 4.0
-        )
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        done += y.shape[0]
+@dataclass
+class Curve:
+    """Per-epoch training seconds (evaluation excluded) and test top-1 of one loop."""
+
+    images_per_epoch: int
+    seconds: list[float] = field(default_factory=list)
+    test_top1: list[float] = field(default_factory=list)
+    startup: float = 0.0
+
+    def images_per_second(self) -> float:
+        steady = self.seconds[1:] or self.seconds
+        return self.images_per_epoch / statistics.median(steady)
+
+    def time_to(self, target: float) -> tuple[float, int] | None:
+        for epoch, acc in enumerate(self.test_top1):
+            if acc >= target:
+                return self.startup + sum(self.seconds[: epoch + 1]), epoch + 1
+        return None
+
+
+@dataclass
+class Bench:
+    args: argparse.Namespace
+    device: torch.device
+    samples: list[tuple[Path, int]]  # the training subset, the same files for both loops
+    splits: DatasetSplits  # compressor's view of those files (train), plus val and test
+
+
+def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize()
-    return done / (time.perf_counter() - start)
 
 
-def compressor_images_per_second(args: argparse.Namespace, teacher: nn.Module, student: nn.Module,
-                                 device: torch.device, splits) -> tuple[float, float]:  # fmt: skip
-    """(steady-state images/s, one-time teacher-cache seconds; 0 with augmentation)."""
-    pick = torch.randperm(len(splits.train), generator=torch.Generator().manual_seed(0))
-    pick = pick[: args.subset]
-    images = splits.train.images[pick].to(device)
-    labels = splits.train.labels[pick].to(device)
-    cache_seconds, teacher_cache = 0.0, None
-    if not args.augment:  # what distill() does without augmentation: teacher logits once
-        began = time.perf_counter()
-        teacher_cache = predict_logits(teacher, images, MEAN, STD, device)
-        cache_seconds = time.perf_counter() - began
-    cuda = device.type == "cuda"
-    if cuda:
-        student = student.to(memory_format=torch.channels_last)
-    loss_fn = DistillationLoss(LossConfig(), total_epochs=10)
-    optimizer = torch.optim.SGD(student.parameters(), lr=0.05, momentum=0.9, fused=cuda or None)
-    gen = torch.Generator(device=device).manual_seed(0)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda)
-    order = torch.randperm(len(labels), device=device, generator=gen)
-    done, start = 0, 0.0
-    for step in range(args.warmup + args.steps):
-        if step == args.warmup:
-            if cuda:
-                torch.cuda.synchronize()
-            start, done = time.perf_counter(), 0
-        idx = order[(step * args.batch_size) % (len(order) - args.batch_size) :][: args.batch_size]
-        x = normalize(augment(images[idx], gen) if args.augment else images[idx], MEAN, STD)
-        if cuda:
-            x = x.contiguous(memory_format=torch.channels_last)
-        y = labels[idx]
-        with autocast:
-            if teacher_cache is not None:
-                t_logits = teacher_cache[idx.cpu()].to(device)
-            else:
-                with torch.no_grad():
-                    t_logits = teacher(x)
+def _evaluate(model: nn.Module, bench: Bench) -> float:
+    test = bench.splits.test
+    return top1(predict_logits(model, test.images, MEAN, STD, bench.device), test.labels)
+
+
+def reference_loop(
+    bench: Bench, teacher: nn.Module, student: nn.Module, epochs: int, evaluate: bool
+) -> Curve:
+    """The usual loop: ImageFolder + DataLoader workers, fp32, teacher every step."""
+    args, device = bench.args, bench.device
+    began = time.perf_counter()
+    tf = transforms.Compose(
+        [
+            transforms.RandomCrop(32, padding=4),
+            transforms.RandomHorizontalFlip(),
+            transforms.ToTensor(),
+            transforms.Normalize(MEAN, STD),
+        ]
+    )
+    dataset = torchvision.datasets.ImageFolder(f"{args.data}/train", transform=tf)
+    index = {path: i for i, (path, _) in enumerate(dataset.samples)}
+    subset = torch.utils.data.Subset(dataset, [index[str(p)] for p, _ in bench.samples])
+    loader = torch.utils.data.DataLoader(
+        subset, batch_size=args.batch_size, shuffle=True, num_workers=args.workers,
+        pin_memory=device.type == "cuda", persistent_workers=args.workers > 0,
+    )  # fmt: skip
+    teacher, student = teacher.to(device).eval(), student.to(device)
+    optimizer = torch.optim.SGD(
+        student.parameters(), lr=args.lr, momentum=0.9, weight_decay=5e-4, nesterov=True
+    )
+    total = epochs * len(loader)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * step / total))
+    )
+    curve = Curve(len(subset), startup=time.perf_counter() - began)
+    for _ in range(epochs):
+        student.train()
+        _sync(device)
+        start = time.perf_counter()
+        for x, y in loader:
+            x, y = x.to(device), y.to(device)
+            with torch.no_grad():
+                t_logits = teacher(x)
             s_logits = student(x)
-            loss = loss_fn(s_logits.float(), t_logits.float(), y, epoch=1)["loss"]
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        done += y.shape[0]
-    if cuda:
-        torch.cuda.synchronize()
-    return done / (time.perf_counter() - start), cache_seconds
+            ce = nn.functional.cross_entropy(s_logits, y)
+            loss = 0.5 * ce + 0.5 * kd_loss(s_logits, t_logits, 4.0)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+        _sync(device)
+        curve.seconds.append(time.perf_counter() - start)
+        if evaluate:
+            curve.test_top1.append(_evaluate(student, bench))
+    return curve
+
+
+def compressor_loop(
+    bench: Bench, teacher: nn.Module, student: nn.Module, epochs: int, evaluate: bool,
+    precision: str = "auto",
+) -> Curve:  # fmt: skip
+    """``compressor.distill.distill`` as the CLI runs it; evaluation is taken off the clock."""
+    args = bench.args
+    curve = Curve(len(bench.splits.train))
+    clock = {"began": time.perf_counter(), "last": time.perf_counter(), "eval": 0.0}
+
+    def on_epoch(row: dict) -> None:
+        now = time.perf_counter()
+        if not curve.seconds:  # before epoch 1: setup (teacher statistics, folding, copies)
+            curve.startup = now - clock["began"] - row["seconds"]
+        curve.seconds.append(row["seconds"])
+        if evaluate:
+            curve.test_top1.append(_evaluate(student, bench))
+        clock["eval"] += time.perf_counter() - now
+
+    cfg = TrainConfig(
+        epochs=epochs, batch_size=args.batch_size, lr=args.lr, device=str(bench.device),
+        precision=precision, compile=args.compile,
+    )  # fmt: skip
+    distill(teacher, student, bench.splits, MEAN, STD, KD, cfg, on_epoch=on_epoch)
+    return curve
+
+
+@contextmanager
+def nchw_on_cpu() -> Iterator[None]:
+    """compressor with contiguous (NCHW) tensors: the basis for the channels-last default."""
+    original = accel.default_channels_last
+    patched: Callable[[torch.device], bool] = lambda device: device.type == "cuda"  # noqa: E731
+    accel.default_channels_last = patched
+    distill_module.default_channels_last = patched
+    try:
+        yield
+    finally:
+        accel.default_channels_last = original
+        distill_module.default_channels_last = original
+
+
+def load(args: argparse.Namespace, device: torch.device) -> Bench:
+    began = time.perf_counter()
+    classes, files = scan_image_folder(Path(args.data) / "train")
+    pick = torch.randperm(len(files), generator=torch.Generator().manual_seed(0))
+    samples = [files[i] for i in pick[: args.subset].tolist()]
+    val_files = [files[i] for i in pick[args.subset : args.subset + 500].tolist()]
+    _, test_files = scan_image_folder(Path(args.data) / "test")
+    test_pick = torch.randperm(len(test_files), generator=torch.Generator().manual_seed(1))
+    test_files = [test_files[i] for i in test_pick[: args.test].tolist()]
+    cache = None if args.no_data_cache else default_cache_dir()
+    decoded = [decode_images(s, 3, (32, 32), cache)[0] for s in (samples, val_files, test_files)]
+    print(f"decode (or data-cache read) of {args.subset} + 500 + {args.test} images: "
+          f"{time.perf_counter() - began:.1f} s, not part of any timing")  # fmt: skip
+    train, val, test = decoded
+    splits = DatasetSplits(train, val, test, classes, args.data, "test/ subset")
+    return Bench(args, device, samples, splits)
+
+
+def _student(args: argparse.Namespace, seed: int) -> nn.Module:
+    torch.manual_seed(seed)
+    return build_model(args.student, 10, 3)
+
+
+def throughput(bench: Bench) -> None:
+    args = bench.args
+    rows: dict[str, list[float]] = {"reference": [], "compressor": []}
+    cpu = bench.device.type == "cpu"
+    if cpu:
+        rows["compressor, NCHW"] = []
+    for rep in range(args.repeats):
+        torch.manual_seed(100 + rep)
+        teacher = build_model(args.teacher, 10, 3)  # untrained: speed does not depend on it
+        ref = reference_loop(bench, teacher, _student(args, rep), args.epochs, evaluate=False)
+        rows["reference"].append(ref.images_per_second())
+        ours = compressor_loop(bench, teacher, _student(args, rep), args.epochs, evaluate=False)
+        rows["compressor"].append(ours.images_per_second())
+        line = (
+            f"repeat {rep + 1}: reference {rows['reference'][-1]:.0f} img/s, "
+            f"compressor {rows['compressor'][-1]:.0f} img/s"
+        )
+        if cpu:
+            with nchw_on_cpu():
+                nchw = compressor_loop(
+                    bench, teacher, _student(args, rep), args.epochs, evaluate=False
+                )
+            rows["compressor, NCHW"].append(nchw.images_per_second())
+            line += f", compressor NCHW {rows['compressor, NCHW'][-1]:.0f} img/s"
+        print(line, flush=True)
+    ref = statistics.median(rows["reference"])
+    print("\n| loop | images/s per repeat | median | vs reference |\n| --- | --- | ---: | ---: |")
+    for name, values in rows.items():
+        med = statistics.median(values)
+        per = ", ".join(f"{v:.0f}" for v in values)
+        print(f"| {name} | {per} | {med:.0f} | {med / ref:.2f}x |")
+
+
+def time_to_accuracy(bench: Bench) -> None:
+    args = bench.args
+    began = time.perf_counter()
+    torch.manual_seed(7)
+    teacher_cfg = TrainConfig(
+        epochs=args.teacher_epochs, batch_size=args.batch_size, lr=0.1, device=str(bench.device)
+    )
+    ce = LossConfig(method="ce", bias_aware=False)
+    trained = distill(
+        None, build_model(args.teacher, 10, 3), bench.splits, MEAN, STD, ce, teacher_cfg
+    )
+    teacher = trained.student.to(bench.device).eval()
+    print(
+        f"\nteacher {args.teacher}: test top-1 {100 * _evaluate(teacher, bench):.2f}% after "
+        f"{args.teacher_epochs} epochs ({time.perf_counter() - began:.0f} s, not timed below)",
+        flush=True,
+    )
+    curves = {
+        "reference": reference_loop(bench, teacher, _student(args, 0), args.tta_epochs, True),
+        "compressor": compressor_loop(bench, teacher, _student(args, 0), args.tta_epochs, True),
+    }
+    print(f"\ntest top-1 per epoch ({args.test} CIFAR-10 test images):")
+    for name, curve in curves.items():
+        accs = " ".join(f"{100 * a:.1f}" for a in curve.test_top1)
+        print(f"  {name:>10}: {accs}  (start-up {curve.startup:.1f} s)")
+    print(f"\n| loop | time to {100 * args.target:.0f}% test top-1 | epochs | final top-1 |")
+    print("| --- | ---: | ---: | ---: |")
+    reached = {}
+    for name, curve in curves.items():
+        hit = curve.time_to(args.target)
+        reached[name] = hit
+        when = f"{hit[0]:.0f} s | {hit[1]}" if hit else f"not reached | >{args.tta_epochs}"
+        print(f"| {name} | {when} | {100 * curve.test_top1[-1]:.1f}% |")
+    if reached["reference"] and reached["compressor"]:
+        print(f"| ratio | {reached['reference'][0] / reached['compressor'][0]:.2f}x | | |")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
     parser.add_argument("--data", default="../shared/datasets/cifar10")
     parser.add_argument("--teacher", default="cifar_resnet20_w32")
     parser.add_argument("--student", default="cifar_resnet8_w16")
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--steps", type=int, default=40)
-    parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--lr", type=float, default=0.05)
+    parser.add_argument("--workers", type=int, default=2, help="reference DataLoader workers")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--subset", type=int, default=5000, help="training images used")
-    parser.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True)
-    parser.add_argument("--epochs", type=int, default=30, help="for the amortised figure")
+    parser.add_argument("--subset", type=int, help="training images (preset)")
+    parser.add_argument("--test", type=int, help="test images for accuracy (preset)")
+    parser.add_argument("--epochs", type=int, help="epochs per throughput repeat (preset)")
+    parser.add_argument("--teacher-epochs", type=int, help="teacher training epochs (preset)")
+    parser.add_argument("--tta-epochs", type=int, help="epochs of each time-to-accuracy run")
+    parser.add_argument("--target", type=float, help="test top-1 for time-to-accuracy")
+    parser.add_argument("--compile", action="store_true", help="compressor with --compile")
+    parser.add_argument("--no-data-cache", action="store_true")
+    parser.add_argument("--skip", choices=["throughput", "tta"], help="run only one part")
     args = parser.parse_args()
+    for key, value in PRESETS[args.preset].items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
     device = resolve_device(args.device)
     print("command: python " + " ".join(sys.argv))
     print(f"hardware: {hardware()}\nversions: {versions()}\ndevice: {device}")
-    began = time.perf_counter()
-    splits = load_image_folder(args.data, (3, 32, 32), seed=0, val_fraction=0.01)
     print(
-        f"one-time decode of the data set into uint8 tensors: {time.perf_counter() - began:.1f} s"
+        f"teacher {args.teacher}, student {args.student}, batch {args.batch_size}, "
+        f"{args.subset} training images, random crop + flip"
     )
-    rows = []
-    for rep in range(args.repeats):  # interleaved, so machine noise hits both loops alike
-        torch.manual_seed(rep)
-        teacher = build_model(args.teacher, 10, 3).to(device).eval()
-        ref = reference_images_per_second(
-            args, teacher, build_model(args.student, 10, 3).to(device), device
-        )
-        student = build_model(args.student, 10, 3).to(device)
-        ours, cache_s = compressor_images_per_second(args, teacher, student, device, splits)
-        rows.append((ref, ours))
-        print(
-            f"repeat {rep + 1}: reference {ref:.0f} img/s, compressor {ours:.0f} img/s, "
-            f"ratio {ours / ref:.2f}x"
-        )
-    ref = statistics.median(r for r, _ in rows)
-    ours = statistics.median(o for _, o in rows)
-    print("\n| loop | images/s (median of repeats) |\n| --- | ---: |")
-    print(f"| reference (ImageFolder + DataLoader, fp32) | {ref:.0f} |")
-    print(f"| compressor (uint8 cache, device augmentation) | {ours:.0f} |")
-    print(f"| ratio (steady state) | {ours / ref:.2f}x |")
-    if not args.augment:
-        n, e = args.subset, args.epochs
-        amortised = n * e / (cache_s + n * e / ours)
-        print(
-            f"| compressor, {e} epochs incl. the {cache_s:.0f} s teacher cache | {amortised:.0f} |"
-        )
-        print(f"| ratio over {e} epochs | {amortised / ref:.2f}x |")
-    print(
-        f"augmentation: {'random crop + flip' if args.augment else 'none'}; "
-        f"training images: {args.subset}; batch {args.batch_size}; steps {args.steps}"
-    )
+    bench = load(args, device)
+    if args.skip != "throughput":
+        throughput(bench)
+    if args.skip != "tta":
+        time_to_accuracy(bench)
 
 
 if __name__ == "__main__":
