@@ -8,6 +8,7 @@ and counted (the count goes into the report) rather than aborting a long job.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -211,9 +212,18 @@ def load_image_folder(
 
 def normalize(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
     """uint8 (N, C, H, W) -> float32 normalised with per-channel mean/std (on images' device)."""
-    m = torch.tensor(mean, dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
-    s = torch.tensor(std, dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
+    m, s = _channel_stats(tuple(mean), tuple(std), images.device)
     return (images.float().div_(255.0) - m) / s
+
+
+@functools.lru_cache(maxsize=32)
+def _channel_stats(
+    mean: tuple[float, ...], std: tuple[float, ...], device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(1, C, 1, 1) mean and std on ``device``, made once: a per-step copy to a GPU would wait."""
+    m = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1).to(device)
+    s = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1).to(device)
+    return m, s
 
 
 def augment(images: torch.Tensor, generator: torch.Generator, hflip: bool = True) -> torch.Tensor:

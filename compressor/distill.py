@@ -228,8 +228,9 @@ def _train_epoch(
         {}, torch.zeros(classes, device=device), torch.zeros(classes, device=device),
         torch.zeros((), device=device),
     )  # fmt: skip
+    order = order.to(device, non_blocking=True)  # one copy per epoch, none per step
     for start in range(0, len(order), batch_size):
-        idx = order[start : start + batch_size].to(device, non_blocking=True)
+        idx = order[start : start + batch_size]
         batch = step.images[idx]
         if cfg.augment:
             batch = augment(batch, step.augment_gen, cfg.hflip)
@@ -242,8 +243,9 @@ def _train_epoch(
             elif step.teacher_cache is not None:
                 t_logits = step.teacher_cache[idx]
             else:
-                with torch.no_grad():
+                with torch.inference_mode():
                     t_logits = step.teacher(x)
+                t_logits = t_logits.clone()  # a normal tensor again, usable by autograd
             terms = step.loss_fn(s_logits.float(), t_logits.float(), y, epoch)
         step.optimizer.zero_grad(set_to_none=True)
         step.scaler.scale(terms["loss"]).backward()  # scaling is a no-op unless fp16

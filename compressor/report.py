@@ -14,7 +14,7 @@ from typing import Any
 
 from compressor import __version__
 from compressor.io import write_json_atomic, write_text_atomic
-from compressor.report_html import render_html
+from compressor.report_html import render_html, step_summary
 
 SCHEMA_VERSION = 1
 
@@ -163,7 +163,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"- method `{loss['method']}`, bias-aware {loss['bias_aware']}, rectification "
         f"`{loss['rectification']}`, schedule `{loss['schedule']}`, lambda {loss['ce_weight']}, "
         f"T {loss['temperature']}",
-        f"- {dist['train']['epochs']} epochs on {dist['device']} in {dist['seconds']:.1f} s; "
+        f"- {dist['train']['epochs']} epochs on {dist['device']} ({step_summary(dist)}) in "
+        f"{dist['seconds']:.1f} s; "
         f"best validation epoch {dist['best_epoch']} (val top-1 {_pct(dist['best_val_top1'])}, "
         f"teacher {_pct(dist['teacher_val_top1'])})",
         "",

@@ -447,12 +447,28 @@ def _distillation(r: dict[str, Any]) -> str:
     settings = ", ".join(f"{k} <code>{_e(loss[k])}</code>" for k in keys if k in loss)
     body = (
         f"<p>{settings or 'loss settings n/a'}.</p><p>{_e(_get(dist, 'train', 'epochs') or 'n/a')} "
-        f"epochs on {_e(d('device', 'n/a'))} in {_fmt(d('seconds'), '.1f', ' s')}; best validation "
+        f"epochs on {_e(d('device', 'n/a'))} ({_e(step_summary(dist))}) in "
+        f"{_fmt(d('seconds'), '.1f', ' s')}; best validation "
         f"epoch {_e(d('best_epoch', 'n/a'))} (val top-1 {_pct(d('best_val_top1'))}, teacher "
         f'{_pct(teacher)}).</p><div class="charts">{"".join(charts)}'
     )
     table = _table(["epoch", "loss", "val top-1", "b(e)", "teacher wrong"], rows, num=range(5))
     return _section("distillation", "Distillation", f"{body}<div>{table}</div></div>")
+
+
+def step_summary(distillation: dict[str, Any]) -> str:
+    """How the training step ran, e.g. "bf16, channels-last, teacher BN folded, 2 ranks"."""
+    step = distillation.get("step") or {}
+    parts = [str(step.get("precision", "fp32"))]
+    if step.get("channels_last"):
+        parts.append("channels-last")
+    if step.get("teacher_batchnorm_folded"):
+        parts.append("teacher BN folded")
+    if step.get("compiled"):
+        parts.append("torch.compile")
+    if int(distillation.get("world_size") or 1) > 1:
+        parts.append(f"{distillation['world_size']} ranks")
+    return ", ".join(parts)
 
 
 def _confusion(cm: Any, names: list[str]) -> str:

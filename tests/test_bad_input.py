@@ -71,3 +71,17 @@ def test_write_into_missing_parent_under_a_file(tmp_path: Path) -> None:
 def test_run_without_required_options_names_them(tmp_path: Path) -> None:
     result = runner.invoke(app, ["run", "--out", str(tmp_path / "x")])
     assert result.exit_code == 2 and "missing --teacher, --data, --profile" in result.stderr
+
+
+def test_unknown_precision_is_one_line_and_writes_nothing(
+    teacher_path: Path, digits_root: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    profile = write_profile(tmp_path / "tiny.toml")
+    result = runner.invoke(app, [
+        "run", "--teacher", str(teacher_path), "--data", str(digits_root),
+        "--profile", str(profile), "--out", str(out), "--precision", "fp8",
+    ])  # fmt: skip
+    assert result.exit_code == 2
+    assert "unknown precision 'fp8' (choose one of: auto, fp32, bf16, fp16)" in result.output
+    assert "Traceback" not in result.output and not out.exists()

@@ -45,6 +45,9 @@ def test_run_end_to_end(teacher_path: Path, digits_root: Path, tmp_path: Path) -
     assert report["passed"] is True and report["selection"]["chosen"] == "cifar_resnet8_w16"
     assert len(report["distillation"]["history"]) == 2
     assert report["distillation"]["loss"]["bias_aware"] is True
+    step = report["distillation"]["step"]
+    assert step["precision"] == "fp32" and step["teacher_batchnorm_folded"] is True
+    assert "(fp32, channels-last, teacher BN folded)" in (out / "report.md").read_text()
     assert set(report["bias"]["teacher_train_error_per_class"]) == {str(i) for i in range(10)}
     assert report["accuracy"]["images"] == report["data"]["test"]
     assert report["latency"]["iterations"] >= 20

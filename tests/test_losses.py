@@ -14,9 +14,12 @@ from compressor.losses import (
     DistillationLoss,
     LossConfig,
     bias_aware_distillation,
+    bias_aware_distillation_batched,
     bias_weight,
     dkd_loss,
+    dkd_per_sample,
     kd_loss,
+    kd_per_sample,
     rectify_teacher_logits,
 )
 
@@ -356,3 +359,62 @@ def test_loss_config_defaults_valid_and_module_validation() -> None:
     s, t, y = _all_right_batch()
     with pytest.raises(ValueError, match="epoch"):
         DistillationLoss(cfg, 5)(s, t, y, -1)
+
+
+# ---------------------------------------------------------------- the batched (training) path
+
+PER_SAMPLE: dict[str, Callable[[Tensor, Tensor, Tensor], Tensor]] = {
+    "kd": lambda s, t, y: kd_per_sample(s, t, 4.0),
+    "dkd": lambda s, t, y: dkd_per_sample(s, t, y, 1.0, 8.0, 4.0),
+}
+
+
+def _mixed_batch(n: int, c: int, seed: int, wrong_fraction: float) -> tuple[Tensor, ...]:
+    g = torch.Generator().manual_seed(seed)
+    s, t = torch.randn(n, c, generator=g) * 3, torch.randn(n, c, generator=g) * 3
+    y = t.argmax(1).clone()
+    flip = torch.rand(n, generator=g) < wrong_fraction
+    y[flip] = (y[flip] + 1 + torch.randint(0, c - 1, (int(flip.sum()),), generator=g)) % c
+    return s.requires_grad_(), t, y
+
+
+@pytest.mark.parametrize("method", ["kd", "dkd"])
+@pytest.mark.parametrize("rect", ["swap", "soft", "drop"])
+@pytest.mark.parametrize("wrong_fraction", [0.0, 0.3, 1.0])
+@pytest.mark.parametrize("b", [0.0, 0.37, 1.0])
+def test_batched_equals_reference(method: str, rect: str, wrong_fraction: float, b: float) -> None:
+    for seed in range(3):
+        s, t, y = _mixed_batch(17, 7, seed, wrong_fraction)
+        ref = bias_aware_distillation(s, t, y, BASES[method], b, rect)
+        fast = bias_aware_distillation_batched(s, t, y, PER_SAMPLE[method], b, rect)
+        for key in ("distill", "right", "rectified"):
+            torch.testing.assert_close(fast[key], ref[key], rtol=1e-5, atol=1e-6)
+        assert int(fast["n_wrong"]) == int(ref["n_wrong"])
+        g_ref = torch.autograd.grad(ref["distill"], s, allow_unused=True)[0]
+        g_fast = torch.autograd.grad(fast["distill"], s, allow_unused=True)[0]
+        torch.testing.assert_close(
+            g_fast if g_fast is not None else torch.zeros_like(s),
+            g_ref if g_ref is not None else torch.zeros_like(s),
+            rtol=1e-5, atol=1e-6,
+        )  # fmt: skip
+
+
+@pytest.mark.parametrize("method", ["kd", "dkd"])
+def test_per_sample_means_are_the_losses(method: str) -> None:
+    s, t, y = _mixed_batch(9, 5, 0, 0.5)
+    torch.testing.assert_close(PER_SAMPLE[method](s, t, y).mean(), BASES[method](s, t, y))
+
+
+@pytest.mark.parametrize("method", ["kd", "dkd"])
+@pytest.mark.parametrize("bias_aware", [True, False])
+@pytest.mark.parametrize("rect", ["swap", "soft", "drop"])
+def test_training_loss_never_reads_device_values(method: str, bias_aware: bool, rect: str) -> None:
+    """On the meta device any host read (.item(), int(), boolean indexing) raises: so a CUDA step
+    computing this loss never waits for the GPU."""
+    cfg = LossConfig(method=method, bias_aware=bias_aware, rectification=rect, warmup_epochs=2)
+    s = torch.empty(32, 10, device="meta", requires_grad=True)
+    t = torch.empty(32, 10, device="meta")
+    y = torch.empty(32, dtype=torch.long, device="meta")
+    out = DistillationLoss(cfg, 10)(s, t, y, epoch=3)
+    out["loss"].backward()
+    assert s.grad is not None and s.grad.shape == s.shape
