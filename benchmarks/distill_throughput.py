@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import statistics
 import sys
 import time
@@ -286,7 +287,10 @@ def main() -> None:
     parser.add_argument("--student", default="cifar_resnet8_w16")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--lr", type=float, default=0.05)
-    parser.add_argument("--workers", type=int, default=2, help="reference DataLoader workers")
+    parser.add_argument(
+        "--workers", type=int, default=min(8, os.cpu_count() or 1),
+        help="reference DataLoader workers (default: one per core, at most 8)",
+    )  # fmt: skip
     parser.add_argument("--device", default="auto")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--subset", type=int, help="training images (preset)")

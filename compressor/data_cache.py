@@ -90,8 +90,8 @@ def cached_decode(
                 log(f"data cache: reused decoded images from {entry}")
             return hit
     images, labels, skipped = decode()
-    if images.numel() > MAX_ENTRY_BYTES:
-        return images, labels, skipped
+    if images.numel() > MAX_ENTRY_BYTES or os.environ.get("RANK", "0") != "0":
+        return images, labels, skipped  # too big to copy, or a torchrun rank other than 0
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
         for stale in cache_dir.glob(f"images-{family}-*.pt"):

@@ -212,6 +212,16 @@ def bias_weight(epoch: int, total_epochs: int, schedule: str = "cos2") -> float:
     raise ValueError(f"schedule must be one of {SCHEDULES}; got {schedule!r}")
 
 
+def _check_bias_args(
+    student: Tensor, teacher: Tensor, target: Tensor, b: float, rectification: str
+) -> None:
+    _check_logits(student, teacher, target)
+    if rectification not in RECTIFICATIONS:
+        raise ValueError(f"rectification must be one of {RECTIFICATIONS}; got {rectification!r}")
+    if not 0.0 <= b <= 1.0:
+        raise ValueError(f"b must be in [0, 1]; got {b}")
+
+
 def bias_aware_distillation(
     student_logits: Tensor,
     teacher_logits: Tensor,
@@ -244,11 +254,7 @@ def bias_aware_distillation(
     Returns:
         ``{"distill", "right", "rectified", "n_wrong"}``: scalar tensors (``n_wrong`` int64).
     """
-    _check_logits(student_logits, teacher_logits, target)
-    if rectification not in RECTIFICATIONS:
-        raise ValueError(f"rectification must be one of {RECTIFICATIONS}; got {rectification!r}")
-    if not 0.0 <= b <= 1.0:
-        raise ValueError(f"b must be in [0, 1]; got {b}")
+    _check_bias_args(student_logits, teacher_logits, target, b, rectification)
     right = teacher_logits.argmax(dim=1) == target
     wrong = ~right
     n_wrong = wrong.sum()
@@ -290,11 +296,7 @@ def bias_aware_distillation_batched(
         per_sample_base: ``(student, teacher, target) -> (N,)`` per-row base loss.
         Others as for :func:`bias_aware_distillation`.
     """
-    _check_logits(student_logits, teacher_logits, target)
-    if rectification not in RECTIFICATIONS:
-        raise ValueError(f"rectification must be one of {RECTIFICATIONS}; got {rectification!r}")
-    if not 0.0 <= b <= 1.0:
-        raise ValueError(f"b must be in [0, 1]; got {b}")
+    _check_bias_args(student_logits, teacher_logits, target, b, rectification)
     right = teacher_logits.argmax(dim=1) == target
     wrong = ~right
     n_right, n_wrong = right.sum(), wrong.sum()

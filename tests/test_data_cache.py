@@ -115,3 +115,13 @@ def test_default_cache_dir_honours_environment(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.delenv("COMPRESSOR_CACHE_DIR")
     monkeypatch.setenv("XDG_CACHE_HOME", "/xdg")
     assert default_cache_dir() == Path("/xdg/compressor")
+
+
+def test_only_rank_zero_writes_the_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root, cache = _folder(tmp_path / "data"), tmp_path / "cache"
+    monkeypatch.setenv("RANK", "1")  # as torchrun sets it for the second process
+    load_image_folder(root, SHAPE, cache_dir=cache)
+    assert _entries(cache) == []
+    monkeypatch.setenv("RANK", "0")
+    load_image_folder(root, SHAPE, cache_dir=cache)
+    assert len(_entries(cache)) == 1
