@@ -52,7 +52,7 @@ MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 KD = LossConfig(method="kd", bias_aware=False, ce_weight=0.5, temperature=4.0)
 PRESETS = {  # subset, test images, epochs per throughput repeat, teacher / tta epochs, target
     "cpu": dict(subset=5000, test=2000, epochs=3, teacher_epochs=15, tta_epochs=10, target=0.40),
-    "gpu": dict(subset=50000, test=10000, epochs=4, teacher_epochs=30, tta_epochs=15, target=0.75),
+    "gpu": dict(subset=45000, test=10000, epochs=4, teacher_epochs=30, tta_epochs=15, target=0.75),
 }
 
 
@@ -190,6 +190,7 @@ def load(args: argparse.Namespace, device: torch.device) -> Bench:
     began = time.perf_counter()
     classes, files = scan_image_folder(Path(args.data) / "train")
     pick = torch.randperm(len(files), generator=torch.Generator().manual_seed(0))
+    args.subset = min(args.subset, len(files) - 500)  # 500 images stay for validation
     samples = [files[i] for i in pick[: args.subset].tolist()]
     val_files = [files[i] for i in pick[args.subset : args.subset + 500].tolist()]
     _, test_files = scan_image_folder(Path(args.data) / "test")
