@@ -153,16 +153,16 @@ def per_class_error(predictions: torch.Tensor, labels: torch.Tensor, classes: in
 
 def _teacher_statistics(
     teacher: nn.Module | None, data: DatasetSplits, mean: tuple[float, ...], std: tuple[float, ...],
-    device: torch.device,
+    device: torch.device, train_logits: torch.Tensor | None,
 ) -> dict[str, Any]:  # fmt: skip
     """How wrong the teacher is on the (un-augmented) training split: the bias to remove."""
     classes = len(data.class_names)
     labels = data.train.labels
-    if teacher is None:  # supervised training: no teacher, so no bias to measure
+    if teacher is None or train_logits is None:  # supervised training: no bias to measure
         pred = labels.clone()
         val_top1 = 1.0
     else:
-        pred = predict_logits(teacher, data.train.images, mean, std, device).argmax(1)
+        pred = train_logits.argmax(1)
         val_top1 = top1(
             predict_logits(teacher, data.val.images, mean, std, device), data.val.labels
         )
@@ -337,11 +337,15 @@ def distill(
     train: Split = data.train
     train_images = train.images.to(device, non_blocking=True)
     train_labels = train.labels.to(device, non_blocking=True)
-    stats = _teacher_statistics(teacher, data, mean, std, device)
+    # One teacher pass over the un-augmented training images serves the bias statistics and,
+    # without augmentation, the logit cache (the teacher's output is then the same every epoch).
+    train_logits = (
+        predict_logits(teacher, train.images, mean, std, device) if teacher is not None else None
+    )
+    stats = _teacher_statistics(teacher, data, mean, std, device, train_logits)
     teacher_cache = None
-    if teacher is not None and not cfg.augment and cfg.cache_teacher:
-        # Un-augmented inputs give the same teacher logits every epoch: compute them once.
-        teacher_cache = predict_logits(teacher, train.images, mean, std, device).to(device)
+    if train_logits is not None and not cfg.augment and cfg.cache_teacher:
+        teacher_cache = train_logits.to(device)
 
     loss_fn = DistillationLoss(loss_config, cfg.epochs)
     optimizer = torch.optim.SGD(
