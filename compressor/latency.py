@@ -10,6 +10,7 @@ percentiles of the per-run wall times.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -106,6 +107,42 @@ def measure_onnx(
     seed: int = 0,
 ) -> LatencyStats:
     """Time one ONNX model on CPU with a fixed random batch of shape (batch, *input_shape)."""
+    times_ms, cold_ms = _time_session(model, input_shape, settings, seed)
+    return summarize(times_ms, percentile, cold_ms, settings)
+
+
+def measure_alternating(
+    models: Sequence[Path | bytes],
+    input_shape: tuple[int, int, int],
+    settings: TimingSettings,
+    percentile: float = 90.0,
+    rounds: int = 3,
+) -> list[LatencyStats]:
+    """Time several models in turn (A B, B A, A B, ...), a fresh session each time, and pool each
+    model's runs over the rounds.
+
+    Timing one model after the other lets a load change between the two decide a comparison;
+    alternating, with the order flipped every round, makes machine noise hit them alike. Used
+    where two models are compared (int8 vs fp32), not where one is checked against a budget.
+    """
+    pooled: list[list[np.ndarray]] = [[] for _ in models]
+    cold: list[list[float]] = [[] for _ in models]
+    for r in range(rounds):
+        order = range(len(models)) if r % 2 == 0 else reversed(range(len(models)))
+        for i in order:
+            times_ms, cold_ms = _time_session(models[i], input_shape, settings, seed=r)
+            pooled[i].append(times_ms)
+            cold[i].append(cold_ms)
+    return [
+        summarize(np.concatenate(p), percentile, float(np.median(c)), settings)
+        for p, c in zip(pooled, cold, strict=True)
+    ]
+
+
+def _time_session(
+    model: Path | bytes, input_shape: tuple[int, int, int], settings: TimingSettings, seed: int
+) -> tuple[np.ndarray, float]:
+    """(per-run milliseconds after warm-up, cold start ms) of one fresh session."""
     rng = np.random.default_rng(seed)
     batch = rng.standard_normal((settings.batch_size, *input_shape)).astype(np.float32)
     start = time.perf_counter()
@@ -123,7 +160,7 @@ def measure_onnx(
         t0 = time.perf_counter()
         session.run(None, feed)
         times.append(time.perf_counter() - t0)
-    return summarize(np.asarray(times) * 1e3, percentile, cold_ms, settings)
+    return np.asarray(times) * 1e3, cold_ms
 
 
 def summarize(

@@ -22,6 +22,7 @@ from compressor.distill import DistillResult, TrainConfig, distill
 from compressor.errors import CompressorError
 from compressor.export import export_onnx
 from compressor.io import read_json, write_json_atomic
+from compressor.latency import TimingSettings, measure_alternating
 from compressor.losses import LossConfig
 from compressor.profile import LatencyProfile, load_profile
 from compressor.progress import Progress
@@ -352,7 +353,14 @@ def _int8_stage(
         profile,
         teacher=teacher.model.cpu(),
     )
-    decision = decide_int8(fp32, int8_verified, profile.max_top1_drop)
+    log("int8: timing fp32 and int8 in alternation for the keep-or-drop decision")
+    paired = measure_alternating(
+        [out / "student.onnx", out / "student.int8.onnx"],
+        profile.input_shape,
+        TimingSettings.from_profile(profile),
+        profile.percentile,
+    )
+    decision = decide_int8(fp32, int8_verified, profile.max_top1_drop, (paired[0], paired[1]))
     log(f"int8: {decision.reason}")
     if not decision.use_int8:
         (out / "student.int8.onnx").unlink()
@@ -360,6 +368,7 @@ def _int8_stage(
         "quantize": quant.to_dict(),
         "verify": int8_verified.to_dict(),
         "decision": decision.to_dict(),
+        "alternating_latency": {"fp32": paired[0].to_dict(), "int8": paired[1].to_dict()},
     }
     write_json_atomic(out / "int8.json", payload)
     return payload

@@ -23,6 +23,7 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from compressor.errors import CompressorError
 from compressor.io import atomic_write
+from compressor.latency import LatencyStats
 from compressor.verify import VerifyReport
 
 CALIBRATION_BATCH = 32  # images per calibration run; MinMax ranges do not depend on it
@@ -217,21 +218,31 @@ def quantize_int8(
     return QuantizeResult(str(out_path), len(blob), note == "ok", note[:500], qdq, **settings)
 
 
-def decide_int8(fp32: VerifyReport, int8: VerifyReport, max_top1_drop: float) -> Int8Decision:
+def decide_int8(
+    fp32: VerifyReport,
+    int8: VerifyReport,
+    max_top1_drop: float,
+    latencies: tuple[LatencyStats, LatencyStats] | None = None,
+) -> Int8Decision:
     """Keep int8 only if it is faster at the profile's percentile and inside the accuracy gate.
+
+    ``latencies`` (fp32, int8), when given, are the two models timed in alternation
+    (:func:`~compressor.latency.measure_alternating`) and decide the speed question instead of
+    the two verifications' latencies, which were measured minutes apart.
 
     The accuracy gate is relative to the teacher when the reports carry its top-1 (the same gate
     the fp32 student must pass), else relative to the fp32 student. Anything unmeasurable (NaN)
     or a latency comparison at different percentiles/batch sizes keeps fp32: int8 must prove itself.
     """
-    f_ms, i_ms = fp32.latency.at_percentile_ms, int8.latency.at_percentile_ms
+    f_lat, i_lat = latencies if latencies is not None else (fp32.latency, int8.latency)
+    f_ms, i_ms = f_lat.at_percentile_ms, i_lat.at_percentile_ms
     f_top, i_top = fp32.student_top1, int8.student_top1
-    ms = f"p{fp32.latency.percentile:g} {i_ms:.3f} ms vs fp32 {f_ms:.3f} ms"
+    ms = f"p{f_lat.percentile:g} {i_ms:.3f} ms vs fp32 {f_ms:.3f} ms"
     teacher = int8.teacher_top1 if int8.teacher_top1 is not None else fp32.teacher_top1
     ref_name, ref = ("teacher", teacher) if teacher is not None else ("fp32", f_top)
     drop = ref - i_top
     problems = []
-    setup = [(r.latency.percentile, r.latency.batch_size) for r in (fp32, int8)]
+    setup = [(lat.percentile, lat.batch_size) for lat in (f_lat, i_lat)]
     if setup[0] != setup[1]:
         problems.append(f"latencies measured at different (percentile, batch): {setup}")
     elif not i_ms < f_ms:  # also true when either is NaN

@@ -168,6 +168,12 @@ def test_int8_profile_quantizes_verifies_and_decides(
     report = json.loads(result.stdout)
     decision = report["int8"]["decision"]
     assert decision["reason"] and report["int8"]["quantize"]["qdq_nodes"] > 0
+    alternating = report["int8"]["alternating_latency"]  # the speed question, timed fairly
+    assert (decision["fp32_ms"], decision["int8_ms"]) == (
+        alternating["fp32"]["at_percentile_ms"],
+        alternating["int8"]["at_percentile_ms"],
+    )
+    assert alternating["int8"]["iterations"] >= 3 * 20  # 3 rounds of at least 20 runs
     shipped = Path(report["shipped_model"])
     assert shipped.is_file()
     assert shipped.name == ("student.int8.onnx" if decision["use_int8"] else "student.onnx")

@@ -261,3 +261,13 @@ def test_decide_refuses_mismatched_percentiles_and_nan() -> None:
     assert not decide_int8(_report(0.9, 2.0), _report(0.9, 1.0, percentile=50.0), 0.05).use_int8
     assert not decide_int8(_report(0.9, 2.0), _report(0.9, float("nan")), 0.05).use_int8
     assert not decide_int8(_report(0.9, 2.0), _report(float("nan"), 1.0), 0.05).use_int8
+
+
+def test_alternating_latencies_decide_the_speed_question() -> None:
+    # The verifications, minutes apart, say int8 is twice as fast; timed in alternation it is
+    # not faster: the alternating measurement wins.
+    fp32, int8 = _report(0.93, 2.0), _report(0.93, 1.0)
+    assert decide_int8(fp32, int8, 0.05).use_int8
+    paired = (_report(0.93, 1.0).latency, _report(0.93, 1.1).latency)
+    decision = decide_int8(fp32, int8, 0.05, latencies=paired)
+    assert not decision.use_int8 and "1.100 ms vs fp32 1.000 ms" in decision.reason
