@@ -189,8 +189,10 @@ def test_distill_stage_reruns_alone_then_resume_completes(
     assert _run(teacher_path, digits_root, write_profile(tmp_path / "p.toml"), out).exit_code == 0
     selected = (out / "selection.json").read_text()
     result = runner.invoke(
-        app, ["distill", "--out", str(out), "--epochs", "1", "--no-bias-aware", "--quiet"]
-    )
+        app,
+        ["distill", "--out", str(out), "--epochs", "1", "--no-bias-aware", "--precision", "bf16",
+         "--quiet"],
+    )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert (out / "student.pt").is_file() and (out / "distill.json").is_file()
     assert not (out / "student.onnx").exists() and not (out / "report.json").exists()
@@ -201,5 +203,7 @@ def test_distill_stage_reruns_alone_then_resume_completes(
     assert report["resumed"]["stages_skipped"] == ["select", "distill"]
     assert report["distillation"]["loss"]["bias_aware"] is False
     assert len(report["distillation"]["history"]) == 1
+    assert report["distillation"]["train"]["precision"] == "bf16"
+    assert report["distillation"]["step"]["precision"] == "bf16"  # bf16 autocast on CPU
     bad = runner.invoke(app, ["distill", "--out", str(out), "--method", "nope"])
     assert bad.exit_code == 2 and bad.stderr.startswith("error:")
