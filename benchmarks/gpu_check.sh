@@ -6,6 +6,7 @@ set -uo pipefail
 DATA=${1:-../shared/datasets/cifar10}
 OUT=${2:-gpu-results}
 mkdir -p "$OUT"
+python -c "import compressor, pytest" 2>/dev/null || pip install --quiet -e ".[test]"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/gpu.txt"
 python -m pytest -m gpu -q -p no:cacheprovider tests/test_gpu.py 2>&1 | tee "$OUT/pytest-gpu.txt"
 python benchmarks/distill_throughput.py --preset gpu --data "$DATA" --with-compile 2>&1 \
