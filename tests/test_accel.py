@@ -156,3 +156,15 @@ def test_compile_with_inductor_on_cpu(digits_splits, teacher_path) -> None:
     teacher = load_teacher(teacher_path).model
     result = _distill(digits_splits, teacher, compile=True)
     assert result.step["compiled"] and result.best_val_top1 > 0.5
+
+
+def test_inference_batch_follows_the_device_and_does_not_change_logits(digits_splits) -> None:
+    from compressor.distill import inference_batch_size, predict_logits
+
+    assert (inference_batch_size(CPU), inference_batch_size(CUDA)) == (128, 512)
+    with pytest.raises(CompressorError, match="eval_batch_size"):
+        TrainConfig(eval_batch_size=0)
+    model = _trained_bn_model()
+    images = digits_splits.val.images
+    auto = predict_logits(model, images, MEAN, STD, CPU)
+    torch.testing.assert_close(predict_logits(model, images, MEAN, STD, CPU, 7), auto)
