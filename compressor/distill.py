@@ -8,6 +8,7 @@ split carved from the training data, never on the test split the report quotes.
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import time
 from collections.abc import Callable
@@ -20,14 +21,14 @@ from torch import nn
 
 from compressor import distributed
 from compressor.accel import (
-    PRECISIONS,
     StepSettings,
     autocast,
+    check_precision,
     compile_errors,
-    default_channels_last,
     grad_scaler,
     maybe_compile,
     prepare_teacher,
+    resolve_channels_last,
     resolve_precision,
     to_memory_format,
 )
@@ -54,6 +55,7 @@ class TrainConfig:
     eval_batch_size: int | None = None  # None: 128 on CPU, 512 on CUDA (inference_batch_size)
     precision: str = "auto"  # auto: bf16 on CUDA (fp16 + grad scaler without bf16), fp32 on CPU
     compile: bool = False  # torch.compile the student's training step and the teacher
+    channels_last: bool | None = None  # None: the device's default (NHWC on CUDA and CPU)
 
     def __post_init__(self) -> None:
         checks = {
@@ -67,10 +69,7 @@ class TrainConfig:
         for name, ok in checks.items():
             if not ok:
                 raise CompressorError(f"invalid training setting {name}={getattr(self, name)!r}")
-        if self.precision not in PRECISIONS:
-            raise CompressorError(
-                f"unknown precision '{self.precision}' (choose one of: {', '.join(PRECISIONS)})"
-            )
+        check_precision(self.precision)
 
 
 @dataclass
@@ -118,14 +117,15 @@ def predict_logits(
     std: tuple[float, ...],
     device: torch.device | None = None,
     batch_size: int | None = None,
+    channels_last: bool | None = None,
 ) -> torch.Tensor:
     """Logits (N, classes) on CPU for uint8 images (N, C, H, W), in eval mode."""
     device = device or next(model.parameters()).device
     batch_size = batch_size or inference_batch_size(device)
+    channels_last = resolve_channels_last(channels_last, device)
     model = model.to(device)
     was_training = model.training
     model.eval()
-    channels_last = device.type == "cuda" or default_channels_last(device)
     outs = [
         model(to_memory_format(normalize(images[idx].to(device), mean, std), channels_last))
         .float()
@@ -159,20 +159,21 @@ def per_class_error(predictions: torch.Tensor, labels: torch.Tensor, classes: in
 
 
 def _teacher_statistics(
-    teacher: nn.Module | None, data: DatasetSplits, mean: tuple[float, ...], std: tuple[float, ...],
-    device: torch.device, train_logits: torch.Tensor | None, batch: int | None = None,
-) -> dict[str, Any]:  # fmt: skip
-    """How wrong the teacher is on the (un-augmented) training split: the bias to remove."""
+    data: DatasetSplits, train_logits: torch.Tensor | None, val_logits: torch.Tensor | None
+) -> dict[str, Any]:
+    """How wrong the teacher is on the (un-augmented) training split: the bias to remove.
+
+    The logits are the teacher's on the training and validation splits; ``None`` for
+    supervised training, which has no teacher and so no bias to measure.
+    """
     classes = len(data.class_names)
     labels = data.train.labels
-    if teacher is None or train_logits is None:  # supervised training: no bias to measure
+    if train_logits is None or val_logits is None:
         pred = labels.clone()
         val_top1 = 1.0
     else:
         pred = train_logits.argmax(1)
-        val_top1 = top1(
-            predict_logits(teacher, data.val.images, mean, std, device, batch), data.val.labels
-        )
+        val_top1 = top1(val_logits, data.val.labels)
     confusion = torch.zeros(classes, classes, dtype=torch.long)
     confusion.index_put_((labels, pred), torch.ones_like(labels), accumulate=True)
     return {
@@ -261,8 +262,8 @@ def _train_epoch(
         step.scheduler.step()
         for key, value in terms.items():
             if key not in ("n_wrong", "b", "warmup"):
-                total = sums.terms.get(key, torch.zeros((), device=device))
-                sums.terms[key] = total + value.detach().float() * y.shape[0]
+                weighted = value.detach().float() * y.shape[0]
+                sums.terms[key] = sums.terms[key] + weighted if key in sums.terms else weighted
         if step.teacher is not None:
             sums.wrong_per_class.index_add_(0, y, (t_logits.argmax(1) != y).float())
         sums.seen_per_class.index_add_(0, y, torch.ones_like(y, dtype=torch.float))
@@ -322,7 +323,7 @@ def distill(
     cfg = train_config
     device = resolve_device(cfg.device)
     precision = resolve_precision(cfg.precision, device)
-    channels_last = default_channels_last(device)
+    channels_last = resolve_channels_last(cfg.channels_last, device)
     started = time.perf_counter()
     classes = len(data.class_names)
     folded = False
@@ -344,14 +345,15 @@ def distill(
     train: Split = data.train
     train_images = train.images.to(device, non_blocking=True)
     train_labels = train.labels.to(device, non_blocking=True)
+    predict = functools.partial(
+        predict_logits, mean=mean, std=std, device=device, batch_size=cfg.eval_batch_size,
+        channels_last=channels_last,
+    )  # fmt: skip
     # One teacher pass over the un-augmented training images serves the bias statistics and,
     # without augmentation, the logit cache (the teacher's output is then the same every epoch).
-    train_logits = (
-        predict_logits(teacher, train.images, mean, std, device, cfg.eval_batch_size)
-        if teacher is not None
-        else None
-    )
-    stats = _teacher_statistics(teacher, data, mean, std, device, train_logits, cfg.eval_batch_size)
+    train_logits = predict(teacher, train.images) if teacher is not None else None
+    val_logits = predict(teacher, data.val.images) if teacher is not None else None
+    stats = _teacher_statistics(data, train_logits, val_logits)
     teacher_cache = None
     if train_logits is not None and not cfg.augment and cfg.cache_teacher:
         teacher_cache = train_logits.to(device)
@@ -412,10 +414,7 @@ def distill(
                     "training diverged: the loss became NaN or infinite in epoch "
                     f"{epoch + 1}{kept if checkpoint else ''}; lower --lr or check the data"
                 )
-            val_top1 = top1(
-                predict_logits(student, data.val.images, mean, std, device, cfg.eval_batch_size),
-                data.val.labels,
-            )
+            val_top1 = top1(predict(student, data.val.images), data.val.labels)
             row = _epoch_row(sums, epoch, loss_config, cfg, teacher is not None)
             row.update(
                 lr=optimizer.param_groups[0]["lr"],

@@ -305,16 +305,17 @@ def bias_aware_distillation_batched(
         kept = torch.where(mask, per_row, torch.zeros_like(per_row))
         return kept.sum() / count.clamp_min(1)
 
-    if rectification == "drop":
-        l_right = masked_mean(
-            per_sample_base(student_logits, teacher_logits, target), right, n_right
-        )
+    drop = rectification == "drop"
+    per_row = per_sample_base(  # right rows see the same logits either way
+        student_logits,
+        teacher_logits if drop else rectify_teacher_logits(teacher_logits, target, rectification),
+        target,
+    )
+    l_right = masked_mean(per_row, right, n_right)
+    if drop:
         l_rect = _zero_like_loss(student_logits)
         distill = l_right
     else:
-        rectified = rectify_teacher_logits(teacher_logits, target, rectification)
-        per_row = per_sample_base(student_logits, rectified, target)
-        l_right = masked_mean(per_row, right, n_right)
         l_rect = masked_mean(per_row, wrong, n_wrong)
         w_right = b * (n_right > 0).float()
         w_rect = (1.0 - b) * (n_wrong > 0).float()

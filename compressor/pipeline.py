@@ -354,13 +354,13 @@ def _int8_stage(
         teacher=teacher.model.cpu(),
     )
     log("int8: timing fp32 and int8 in alternation for the keep-or-drop decision")
-    paired = measure_alternating(
+    fp32_timed, int8_timed = measure_alternating(
         [out / "student.onnx", out / "student.int8.onnx"],
         profile.input_shape,
         TimingSettings.from_profile(profile),
         profile.percentile,
     )
-    decision = decide_int8(fp32, int8_verified, profile.max_top1_drop, (paired[0], paired[1]))
+    decision = decide_int8(fp32, int8_verified, profile.max_top1_drop, (fp32_timed, int8_timed))
     log(f"int8: {decision.reason}")
     if not decision.use_int8:
         (out / "student.int8.onnx").unlink()
@@ -368,7 +368,7 @@ def _int8_stage(
         "quantize": quant.to_dict(),
         "verify": int8_verified.to_dict(),
         "decision": decision.to_dict(),
-        "alternating_latency": {"fp32": paired[0].to_dict(), "int8": paired[1].to_dict()},
+        "alternating_latency": {"fp32": fp32_timed.to_dict(), "int8": int8_timed.to_dict()},
     }
     write_json_atomic(out / "int8.json", payload)
     return payload

@@ -168,3 +168,11 @@ def test_inference_batch_follows_the_device_and_does_not_change_logits(digits_sp
     images = digits_splits.val.images
     auto = predict_logits(model, images, MEAN, STD, CPU)
     torch.testing.assert_close(predict_logits(model, images, MEAN, STD, CPU, 7), auto)
+
+
+def test_channels_last_can_be_turned_off(digits_splits, teacher_path) -> None:
+    teacher = load_teacher(teacher_path).model
+    result = _distill(digits_splits, teacher, channels_last=False)
+    assert result.step["channels_last"] is False and result.best_val_top1 > 0.5
+    assert accel.resolve_channels_last(None, CPU) and accel.resolve_channels_last(None, CUDA)
+    assert not accel.resolve_channels_last(False, CUDA)
