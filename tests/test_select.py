@@ -2,6 +2,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from compressor.errors import CompressorError
 from compressor.export import onnx_bytes
@@ -103,3 +105,225 @@ def test_measure_alternating_times_real_models() -> None:
     for one in stats:  # real sessions ran: no wall-clock comparison (a shared machine is noisy)
         assert one.iterations == 40 and one.cold_start_ms > 0
         assert 0 < one.min_ms <= one.p50_ms <= one.p90_ms <= one.p99_ms
+
+
+# --- the selection decision, on constructed timings ------------------------------------------
+# Exporting a candidate takes about 2 s and counting its FLOPs about 0.3 s, so these tests hand
+# the timer a small stand-in for the ONNX bytes that names the architecture, and count each
+# architecture's FLOPs once. What is judged (fit, walk, choice) is select_student's own code.
+
+SMALL = ("cifar_resnet8_w8", "cifar_resnet8_w16", "cifar_resnet14_w16", "cifar_resnet20_w16")
+
+
+@pytest.fixture(scope="module")
+def named_export():
+    """Patch the exporter so the timer receives the candidate's name, and memoise FLOP counts."""
+    from compressor import select
+    from compressor.students import count_params, get_family
+
+    names = {count_params(build_model(n, 10, 1)): n for n in get_family("cifar_resnet").ladder}
+    assert len(names) == len(get_family("cifar_resnet").ladder)  # parameter counts identify
+    flops: dict[tuple[int, tuple[int, ...]], int] = {}
+    real_flops = select.count_flops
+
+    def fake_bytes(model, shape, opset) -> bytes:
+        return names[count_params(model)].encode()
+
+    def cached_flops(model, shape) -> int:
+        key = (count_params(model), tuple(shape))
+        if key not in flops:
+            flops[key] = real_flops(model, shape)
+        return flops[key]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(select, "onnx_bytes", fake_bytes)
+        patch.setattr(select, "count_flops", cached_flops)
+        yield
+
+
+def _stats(at: float, p50: float | None = None, p90: float | None = None) -> LatencyStats:
+    return LatencyStats(
+        p50_ms=at if p50 is None else p50,
+        p90_ms=at if p90 is None else p90,
+        p99_ms=at,
+        mean_ms=at,
+        std_ms=0.0,
+        min_ms=at,
+        at_percentile_ms=at,
+        percentile=90.0,
+        iterations=20,
+        cold_start_ms=1.0,
+        batch_size=1,
+        intra_op_threads=1,
+    )
+
+
+def _timer(latency: dict[str, float], calls: list[str] | None = None):
+    """A timer that returns the constructed latency of the named candidate."""
+
+    def timer(model: bytes, shape: tuple[int, int, int]) -> LatencyStats:
+        name = model.decode()
+        if calls is not None:
+            calls.append(name)
+        return _stats(latency[name])
+
+    return timer
+
+
+def _profile(tmp_path: Path, budget: float, margin: float = 0.1):
+    path = write_profile(
+        tmp_path / "p.toml", **{"budget.latency_ms": budget, "budget.safety_margin": margin}
+    )
+    return load_profile(str(path))
+
+
+def test_candidate_exactly_at_the_target_fits(tmp_path: Path, named_export) -> None:
+    profile = _profile(tmp_path, 5.0)
+    target = profile.target_ms
+    latency = dict(zip(SMALL, (target / 2, target, target * 1.01, target * 2), strict=True))
+    selection = select_student(profile, 10, "cifar_resnet", timer=_timer(latency), candidates=SMALL)
+    assert selection.chosen == "cifar_resnet8_w16"
+    fits = [c.fits for c in selection.candidates]
+    assert fits == [True, True, False, False]
+
+
+def test_safety_margin_is_applied_before_judging(tmp_path: Path, named_export) -> None:
+    """A candidate between the target (budget less margin) and the budget does not fit."""
+    profile = _profile(tmp_path, 10.0, margin=0.2)
+    assert profile.target_ms == pytest.approx(8.0)
+    latency = dict(zip(SMALL, (2.0, 7.9, 9.0, 9.5), strict=True))
+    selection = select_student(profile, 10, "cifar_resnet", timer=_timer(latency), candidates=SMALL)
+    assert selection.chosen == "cifar_resnet8_w16"
+    assert [c.fits for c in selection.candidates] == [True, True, False, False]
+    assert (selection.budget_ms, selection.percentile) == (10.0, 90.0)
+    assert selection.target_ms == pytest.approx(8.0)
+    assert selection.calibrated_for is None and selection.predictor is None
+
+
+def test_walk_resets_misses_and_chooses_largest_fitting(tmp_path: Path, named_export) -> None:
+    ladder = (*SMALL, "cifar_resnet32_w16", "cifar_resnet20_w24")
+    # fit, miss, fit, miss, miss -> stop: the sixth is never timed; a miss between two fits
+    # does not end the walk, and the largest fitting one wins even though a larger one missed
+    latency = dict(zip(ladder, (1.0, 6.0, 2.0, 6.0, 6.0, 1.0), strict=True))
+    calls: list[str] = []
+    seen: list[str] = []
+    selection = select_student(
+        _profile(tmp_path, 5.0), 10, "cifar_resnet", timer=_timer(latency, calls),
+        candidates=ladder, on_candidate=lambda c: seen.append(c.name),
+    )  # fmt: skip
+    assert selection.chosen == "cifar_resnet14_w16"
+    assert calls == list(ladder[:5]) and seen == calls
+    assert [c.fits for c in selection.candidates] == [True, False, True, False, False, None]
+    untimed = selection.candidates[-1]
+    assert (untimed.p50_ms, untimed.p90_ms, untimed.at_percentile_ms) == (None, None, None)
+
+
+@pytest.mark.parametrize(("patience", "timed"), [(1, 2), (2, 3), (3, 4)])
+def test_patience_counts_consecutive_misses(
+    tmp_path: Path, named_export, patience: int, timed: int
+) -> None:
+    latency = dict(zip(SMALL, (1.0, 6.0, 6.0, 6.0), strict=True))
+    calls: list[str] = []
+    selection = select_student(
+        _profile(tmp_path, 5.0), 10, "cifar_resnet", timer=_timer(latency, calls),
+        candidates=SMALL, patience=patience,
+    )  # fmt: skip
+    assert len(calls) == timed and selection.chosen == "cifar_resnet8_w8"
+
+
+def test_table_rows_carry_the_timer_numbers(tmp_path: Path, named_export) -> None:
+    def timer(model: bytes, shape: tuple[int, int, int]) -> LatencyStats:
+        assert shape == (1, 8, 8)
+        base = {"cifar_resnet8_w8": 1.0, "cifar_resnet8_w16": 2.0}[model.decode()]
+        return _stats(base + 0.123456, p50=base, p90=base + 0.5)
+
+    pair = SMALL[:2]
+    selection = select_student(_profile(tmp_path, 50.0), 10, "cifar_resnet", timer=timer,
+                               candidates=pair)  # fmt: skip
+    rows = [(c.name, c.p50_ms, c.p90_ms, c.at_percentile_ms) for c in selection.candidates]
+    assert rows == [(pair[0], 1.0, 1.5, 1.1235), (pair[1], 2.0, 2.5, 2.1235)]
+    small, large = selection.candidates
+    assert small.params == 19810 and 0 < small.mflops < large.mflops
+    assert small.mflops == round(small.mflops, 3) and small.predicted_ms is None
+    # the table survives a JSON round trip (selection.json is read back by --resume)
+    from compressor.select import Selection
+
+    assert Selection.from_dict(selection.to_dict()) == selection
+
+
+def test_ladder_is_walked_in_flops_order_whatever_the_request_order(
+    tmp_path: Path, named_export
+) -> None:
+    calls: list[str] = []
+    latency = dict.fromkeys(SMALL, 1.0)
+    selection = select_student(
+        _profile(tmp_path, 5.0), 10, "cifar_resnet", timer=_timer(latency, calls),
+        candidates=tuple(reversed(SMALL)),
+    )  # fmt: skip
+    assert calls == list(SMALL) and selection.chosen == SMALL[-1]
+
+
+def test_no_fit_message_names_the_judged_fastest(tmp_path: Path, named_export) -> None:
+    latency = dict(zip(SMALL, (9.0, 7.0, 8.0, 1.0), strict=True))  # stops after resnet8_w16
+    expected = (
+        "no student fits the budget: the fastest candidate cifar_resnet8_w16 takes 7.000 ms "
+        "at p90, the budget is 5 ms (4.500 ms after the 10% safety margin)"
+    )
+    with pytest.raises(CompressorError) as caught:
+        select_student(_profile(tmp_path, 5.0), 10, "cifar_resnet", timer=_timer(latency),
+                       candidates=SMALL)  # fmt: skip
+    assert str(caught.value) == expected
+
+
+def test_format_table_marks_chosen_untimed_and_misses(tmp_path: Path, named_export) -> None:
+    from compressor.select import format_table
+
+    latency = dict(zip(SMALL, (1.0, 6.0, 6.0, 1.0), strict=True))
+    selection = select_student(_profile(tmp_path, 5.0), 10, "cifar_resnet",
+                               timer=_timer(latency), candidates=SMALL)  # fmt: skip
+    head, *lines = format_table(selection).splitlines()
+    assert head.split() == ["candidate", "params", "MFLOPs", "p50", "ms", "p90", "ms", "fits"]
+    assert lines[0].startswith("cifar_resnet8_w8") and lines[0].endswith("yes  <- chosen")
+    assert "19,810" in lines[0] and "1.000" in lines[0]
+    assert lines[1].endswith("  no") and lines[2].endswith("  no")
+    assert lines[3].split()[-3:] == ["-", "-", "-"]
+
+
+@given(
+    latencies=st.lists(
+        st.floats(0.5, 20.0, allow_nan=False), min_size=len(SMALL), max_size=len(SMALL)
+    ),
+    budgets=st.lists(st.floats(0.5, 30.0, allow_nan=False), min_size=2, max_size=2),
+    patience=st.integers(1, 3),
+)
+@settings(max_examples=25, deadline=None)
+def test_selection_is_monotonic_in_the_budget_and_matches_a_reference_walk(
+    named_export, tmp_path_factory, latencies, budgets, patience
+) -> None:
+    """A larger budget never chooses a smaller model; the walk matches a plain reference."""
+    import dataclasses
+
+    base = load_profile(str(write_profile(tmp_path_factory.mktemp("p") / "p.toml")))
+    latency = dict(zip(SMALL, latencies, strict=True))
+    chosen_flops = []
+    for budget in sorted(budgets):
+        profile = dataclasses.replace(base, latency_ms=budget)
+        # reference: walk cheapest first, stop after `patience` consecutive misses
+        fitting, misses = [], 0
+        for name in SMALL:
+            if misses >= patience:
+                break
+            fits = latency[name] <= profile.target_ms
+            fitting += [name] if fits else []
+            misses = 0 if fits else misses + 1
+        try:
+            selection = select_student(profile, 10, "cifar_resnet", timer=_timer(latency),
+                                       candidates=SMALL, patience=patience)  # fmt: skip
+        except CompressorError:
+            assert not fitting
+            chosen_flops.append(-1.0)
+            continue
+        assert selection.chosen == fitting[-1]  # SMALL is in FLOPs order
+        chosen_flops.append(next(c.mflops for c in selection.candidates if c.fits and
+                                 c.name == selection.chosen))  # fmt: skip
+    assert chosen_flops == sorted(chosen_flops)
