@@ -1,0 +1,198 @@
+"""The timing protocol and percentile summaries, on constructed times (no wall-clock numbers).
+
+A fake onnxruntime session and a fake clock make every duration exact, so the percentile the
+profile asks for, the iteration rule and the cold-start figure are checked as values.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from compressor import latency
+from compressor.latency import TimingSettings, measure_onnx, session_options, summarize
+from compressor.profile import load_profile
+from tests.conftest import write_profile
+
+TICK = 2.0**-10  # seconds; powers of two keep the fake clock's sums exact
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def perf_counter(self) -> float:
+        return self.now
+
+
+class FakeSession:
+    """Records every run; each run advances the clock by the next scripted duration."""
+
+    def __init__(self, clock: FakeClock, durations: list[float]) -> None:
+        self.clock, self.durations, self.feeds = clock, list(durations), []
+
+    def get_inputs(self):
+        return [type("Input", (), {"name": "pixels"})()]
+
+    def run(self, outputs, feed):
+        assert outputs is None
+        self.feeds.append(feed)
+        self.clock.now += self.durations.pop(0) if self.durations else TICK
+        return [np.zeros((1, 2), np.float32)]
+
+
+@pytest.fixture
+def fake_runtime(monkeypatch):
+    """(clock, sessions, script): create_session returns FakeSessions running ``script``."""
+    clock = FakeClock()
+    sessions: list[FakeSession] = []
+    script: list[float] = []
+
+    def create(model, settings):
+        clock.now += 3 * TICK  # session creation time
+        sessions.append(FakeSession(clock, script))
+        return sessions[-1]
+
+    monkeypatch.setattr(latency, "time", clock)
+    monkeypatch.setattr(latency, "create_session", create)
+    return clock, sessions, script
+
+
+def test_summarize_quotes_the_profile_percentile() -> None:
+    times = np.random.default_rng(0).permutation(np.arange(1.0, 101.0))
+    settings = TimingSettings(batch_size=4, intra_op_threads=3)
+    stats = summarize(times, 75.0, 12.5, settings)
+    assert stats.at_percentile_ms == pytest.approx(75.25)  # numpy's linear interpolation
+    assert (stats.p50_ms, stats.p90_ms, stats.p99_ms) == pytest.approx((50.5, 90.1, 99.01))
+    assert (stats.mean_ms, stats.min_ms) == (50.5, 1.0)
+    assert stats.std_ms == pytest.approx(np.std(np.arange(1.0, 101.0)))
+    assert (stats.percentile, stats.iterations, stats.cold_start_ms) == (75.0, 100, 12.5)
+    assert (stats.batch_size, stats.intra_op_threads) == (4, 3)
+    assert stats.to_dict()["at_percentile_ms"] == stats.at_percentile_ms
+
+
+@given(
+    times=st.lists(st.floats(1e-3, 1e4, allow_nan=False), min_size=1, max_size=300),
+    percentile=st.floats(1.0, 99.9),
+)
+@settings(max_examples=60, deadline=None)
+def test_summarize_agrees_with_numpy(times: list[float], percentile: float) -> None:
+    array = np.asarray(times)
+    stats = summarize(array, percentile, 0.0, TimingSettings())
+    expected = np.percentile(array, [50, 90, 99, percentile])
+    got = [stats.p50_ms, stats.p90_ms, stats.p99_ms, stats.at_percentile_ms]
+    np.testing.assert_allclose(got, expected, rtol=1e-12)
+    assert stats.min_ms <= stats.p50_ms <= stats.p90_ms <= stats.p99_ms <= array.max()
+    assert stats.mean_ms == pytest.approx(array.mean()) and stats.iterations == array.size
+
+
+def test_timing_settings_follow_the_profile(tmp_path: Path) -> None:
+    profile = load_profile(
+        str(
+            write_profile(
+                tmp_path / "p.toml",
+                **{
+                    "input.batch_size": "3",
+                    "runtime.intra_op_threads": "2",
+                    "runtime.inter_op_threads": "4",
+                    "runtime.execution_mode": '"parallel"',
+                    "runtime.graph_optimization": '"basic"',
+                    "budget.warmup_runs": "7",
+                    "budget.min_iterations": "11",
+                    "budget.min_seconds": "0.25",
+                },
+            )
+        )
+    )
+    assert TimingSettings.from_profile(profile) == TimingSettings(
+        batch_size=3, intra_op_threads=2, inter_op_threads=4, execution_mode="parallel",
+        graph_optimization="basic", warmup_runs=7, min_iterations=11, min_seconds=0.25,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("mode", "level", "ort_mode", "ort_level"),
+    [
+        ("sequential", "all", "ORT_SEQUENTIAL", "ORT_ENABLE_ALL"),
+        ("parallel", "disable", "ORT_PARALLEL", "ORT_DISABLE_ALL"),
+        ("sequential", "basic", "ORT_SEQUENTIAL", "ORT_ENABLE_BASIC"),
+        ("parallel", "extended", "ORT_PARALLEL", "ORT_ENABLE_EXTENDED"),
+    ],
+)
+def test_session_options(mode: str, level: str, ort_mode: str, ort_level: str) -> None:
+    options = session_options(
+        TimingSettings(
+            intra_op_threads=3, inter_op_threads=2, execution_mode=mode, graph_optimization=level
+        )
+    )
+    assert (options.intra_op_num_threads, options.inter_op_num_threads) == (3, 2)
+    assert options.execution_mode == getattr(ort.ExecutionMode, ort_mode)
+    assert options.graph_optimization_level == getattr(ort.GraphOptimizationLevel, ort_level)
+    assert options.log_severity_level == 3
+
+
+def test_protocol_cold_start_warmup_then_timed_runs(fake_runtime) -> None:
+    _, sessions, script = fake_runtime
+    first, warmups = 5 * TICK, [7 * TICK] * 3
+    timed = [float(k) * TICK for k in (4, 1, 3, 2, 8, 6, 5, 7, 9, 10)]
+    script += [first, *warmups, *timed]
+    settings = TimingSettings(batch_size=2, warmup_runs=3, min_iterations=10, min_seconds=0.0)
+    stats = measure_onnx(b"model", (1, 4, 4), settings, percentile=75.0, seed=5)
+    (session,) = sessions
+    assert len(session.feeds) == 1 + 3 + 10  # first run, warm-up, timed
+    assert stats.iterations == 10
+    assert stats.cold_start_ms == pytest.approx((3 * TICK + first) * 1e3)  # creation + 1st run
+    expected = np.asarray(timed) * 1e3
+    assert stats.at_percentile_ms == pytest.approx(np.percentile(expected, 75.0))
+    assert stats.min_ms == pytest.approx(1 * TICK * 1e3)  # warm-up runs are not timed
+    batch = np.random.default_rng(5).standard_normal((2, 1, 4, 4)).astype(np.float32)
+    for feed in session.feeds:
+        assert list(feed) == ["pixels"]
+        np.testing.assert_array_equal(feed["pixels"], batch)
+        assert feed["pixels"].dtype == np.float32
+
+
+@pytest.mark.usefixtures("fake_runtime")  # every run takes one TICK
+def test_timed_runs_continue_until_min_seconds() -> None:
+    settings = TimingSettings(warmup_runs=0, min_iterations=10, min_seconds=32 * TICK)
+    stats = measure_onnx(b"model", (1, 4, 4), settings)
+    assert stats.iterations == 32  # exactly min_seconds of runs, not one more
+    settings = TimingSettings(warmup_runs=2, min_iterations=40, min_seconds=32 * TICK)
+    assert measure_onnx(b"model", (1, 4, 4), settings).iterations == 40
+
+
+def test_measure_onnx_uses_seed_zero_and_p90_by_default(fake_runtime) -> None:
+    _, sessions, script = fake_runtime
+    script += [TICK] + [float(k) * TICK for k in range(1, 11)]
+    stats = measure_onnx(
+        b"m", (1, 2, 2), TimingSettings(warmup_runs=0, min_iterations=10, min_seconds=0)
+    )
+    assert stats.percentile == 90.0
+    expected = np.percentile(np.arange(1, 11) * TICK * 1e3, 90)
+    assert stats.at_percentile_ms == pytest.approx(expected)
+    batch = np.random.default_rng(0).standard_normal((1, 1, 2, 2)).astype(np.float32)
+    np.testing.assert_array_equal(sessions[0].feeds[0]["pixels"], batch)
+
+
+def test_alternating_rounds_use_their_own_seed_and_median_cold_start(monkeypatch) -> None:
+    calls: list[tuple[bytes, int]] = []
+    cold = {(b"a", 0): 9.0, (b"a", 1): 1.0, (b"a", 2): 5.0}
+
+    def fake_session(model, input_shape, settings, seed):
+        calls.append((model, seed))
+        return np.full(settings.min_iterations, 1.0 + seed), cold.get((model, seed), 2.0)
+
+    monkeypatch.setattr(latency, "_time_session", fake_session)
+    settings = TimingSettings(min_iterations=10, min_seconds=0.0)
+    a, b = latency.measure_alternating([b"a", b"b"], (1, 8, 8), settings, percentile=50.0)
+    assert calls == [(b"a", 0), (b"b", 0), (b"b", 1), (b"a", 1), (b"a", 2), (b"b", 2)]
+    assert (a.cold_start_ms, b.cold_start_ms) == (5.0, 2.0)
+    assert (a.iterations, a.percentile, a.at_percentile_ms) == (30, 50.0, 2.0)
+    assert (a.min_ms, a.p99_ms) == (1.0, 3.0)
+    one = latency.measure_alternating([b"a"], (1, 8, 8), settings, rounds=1)
+    assert len(one) == 1 and one[0].iterations == 10 and one[0].percentile == 90.0
