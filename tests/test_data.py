@@ -1,8 +1,11 @@
+import hashlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from compressor.data import augment, load_image_folder, normalize, stratified_split
@@ -96,3 +99,140 @@ def test_augment_keeps_shape_and_content_range() -> None:
 def test_normalize() -> None:
     images = torch.full((1, 1, 2, 2), 255, dtype=torch.uint8)
     assert torch.allclose(normalize(images, (0.5,), (0.5,)), torch.ones(1, 1, 2, 2))
+
+
+# --- split disjointness, by image content --------------------------------------------------
+
+
+def _unique_images(folder: Path, per_class: int, classes: int, seed: int) -> dict[str, int]:
+    """Distinct random 8x8 RGB PNGs under ``folder/class<c>``; returns {image hash: class}."""
+    rng = np.random.default_rng(seed)
+    truth: dict[str, int] = {}
+    for c in range(classes):
+        (folder / f"class{c}").mkdir(parents=True)
+        for i in range(per_class):
+            pixels = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+            Image.fromarray(pixels, "RGB").save(folder / f"class{c}" / f"{i}.png")
+            truth[_digest(pixels.transpose(2, 0, 1))] = c
+    assert len(truth) == classes * per_class
+    return truth
+
+
+def _digest(chw: np.ndarray) -> str:
+    return hashlib.sha1(np.ascontiguousarray(chw).tobytes()).hexdigest()
+
+
+def _hashed(split) -> list[str]:
+    """Content hash of every image of a split, checked against its label on the way."""
+    return [_digest(img.numpy()) for img in split.images]
+
+
+def _check_labels(split, truth: dict[str, int]) -> None:
+    for digest, label in zip(_hashed(split), split.labels.tolist(), strict=True):
+        assert truth[digest] == label
+
+
+def _assert_disjoint(data) -> tuple[set[str], set[str], set[str]]:
+    train, val, test = (_hashed(s) for s in (data.train, data.val, data.test))
+    for part in (train, val, test):
+        assert len(set(part)) == len(part)  # no image twice in one split
+    train_s, val_s, test_s = set(train), set(val), set(test)
+    assert train_s.isdisjoint(val_s) and train_s.isdisjoint(test_s) and val_s.isdisjoint(test_s)
+    return train_s, val_s, test_s
+
+
+@pytest.mark.parametrize("seed", [0, 3])
+def test_flat_layout_splits_are_disjoint_and_cover_every_image(tmp_path: Path, seed: int) -> None:
+    truth = _unique_images(tmp_path / "flat", per_class=20, classes=3, seed=seed)
+    data = load_image_folder(tmp_path / "flat", (3, 8, 8), seed=seed)
+    train, val, test = _assert_disjoint(data)
+    assert train | val | test == set(truth)
+    for split in (data.train, data.val, data.test):
+        _check_labels(split, truth)
+    # 20% of every class held out for test, then 10% of the rest for validation
+    assert torch.bincount(data.test.labels).tolist() == [4, 4, 4]
+    assert torch.bincount(data.val.labels).tolist() == [2, 2, 2]
+    assert data.test_source == f"held-out split (20%, seed {seed + 1})"
+    again = load_image_folder(tmp_path / "flat", (3, 8, 8), seed=seed)
+    assert _hashed(again.test) == _hashed(data.test) and _hashed(again.val) == _hashed(data.val)
+    other = load_image_folder(tmp_path / "flat", (3, 8, 8), seed=seed + 1)
+    assert set(_hashed(other.test)) != test  # the seed chooses the held-out images
+
+
+@pytest.mark.parametrize("test_name", ["test", "val"])
+def test_train_test_layout_keeps_the_test_folder_and_carves_val_from_train(
+    tmp_path: Path, test_name: str
+) -> None:
+    train_truth = _unique_images(tmp_path / "d" / "train", per_class=20, classes=2, seed=1)
+    test_truth = _unique_images(tmp_path / "d" / test_name, per_class=5, classes=2, seed=2)
+    data = load_image_folder(tmp_path / "d", (3, 8, 8), seed=0, val_fraction=0.25)
+    train, val, test = _assert_disjoint(data)
+    assert test == set(test_truth) and len(data.test) == 10  # exactly the test folder
+    assert train | val == set(train_truth)
+    assert torch.bincount(data.val.labels).tolist() == [5, 5]
+    _check_labels(data.test, test_truth)
+    _check_labels(data.train, train_truth)
+    _check_labels(data.val, train_truth)
+    assert data.test_source == f"{test_name}/"
+    other = load_image_folder(tmp_path / "d", (3, 8, 8), seed=1, val_fraction=0.25)
+    assert set(_hashed(other.val)) != val  # the seed chooses the validation images
+
+
+def test_train_folder_alone_gets_a_held_out_test_split(tmp_path: Path) -> None:
+    truth = _unique_images(tmp_path / "d" / "train", per_class=10, classes=2, seed=4)
+    data = load_image_folder(tmp_path / "d", (3, 8, 8), seed=0, test_fraction=0.3)
+    train, val, test = _assert_disjoint(data)
+    assert train | val | test == set(truth) and len(test) == 6
+    assert data.test_source.startswith("held-out split (30%")
+
+
+@given(
+    counts=st.lists(st.integers(1, 30), min_size=1, max_size=5),
+    fraction=st.floats(0.0, 0.9),
+    seed=st.integers(0, 2**31 - 1),
+)
+@settings(max_examples=60, deadline=None)
+def test_stratified_split_property(counts: list[int], fraction: float, seed: int) -> None:
+    labels = torch.tensor([c for c, n in enumerate(counts) for _ in range(n)])
+    labels = labels[torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))]
+    rest, held = stratified_split(labels, fraction, seed)
+    assert sorted(rest.tolist() + held.tolist()) == list(range(len(labels)))
+    assert rest.tolist() == sorted(rest.tolist()) and held.tolist() == sorted(held.tolist())
+    per_class = torch.bincount(labels[held], minlength=len(counts)).tolist()
+    for n, got in zip(counts, per_class, strict=True):
+        expected = round(n * fraction)
+        if n > 1:
+            expected = min(max(expected, 1), n - 1)  # never empty a class on either side
+        assert got == expected
+    again = stratified_split(labels, fraction, seed)
+    assert torch.equal(again[1], held)
+
+
+def _crops(images: torch.Tensor, pad: int) -> list[torch.Tensor]:
+    """Every (2*pad+1)^2 shifted crop of the zero-padded images, identity (pad, pad) first."""
+    h, w = images.shape[-2:]
+    padded = torch.nn.functional.pad(images, (pad, pad, pad, pad))
+    shifts = [(pad, pad)] + [
+        (dy, dx) for dy in range(2 * pad + 1) for dx in range(2 * pad + 1) if (dy, dx) != (pad, pad)
+    ]
+    return [padded[..., dy : dy + h, dx : dx + w] for dy, dx in shifts]
+
+
+@pytest.mark.parametrize("hflip", [False, True])
+def test_augment_is_a_random_shifted_crop_and_flip(hflip: bool) -> None:
+    images = torch.randint(1, 256, (64, 3, 16, 16), dtype=torch.uint8)
+    out = augment(images, torch.Generator().manual_seed(0), hflip=hflip)
+    crops = _crops(images, pad=2)  # 1/8 of the 16 px side
+    shifts, flips = [], 0
+    for n in range(images.shape[0]):
+        match = [k for k, crop in enumerate(crops) if torch.equal(out[n], crop[n])]
+        flipped = [k for k, crop in enumerate(crops) if torch.equal(out[n], crop[n].flip(-1))]
+        assert len(match) + len(flipped) == 1, n  # exactly one crop, flipped or not
+        shifts += match + flipped
+        flips += len(flipped)
+    assert len(set(shifts)) > 10  # many different shifts, not the identity every time
+    assert shifts.count(0) < 10
+    if hflip:
+        assert 16 < flips < 48  # about half flipped
+    else:
+        assert flips == 0
