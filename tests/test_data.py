@@ -191,7 +191,7 @@ def test_train_folder_alone_gets_a_held_out_test_split(tmp_path: Path) -> None:
     fraction=st.floats(0.0, 0.9),
     seed=st.integers(0, 2**31 - 1),
 )
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60, deadline=None, derandomize=True)
 def test_stratified_split_property(counts: list[int], fraction: float, seed: int) -> None:
     labels = torch.tensor([c for c, n in enumerate(counts) for _ in range(n)])
     labels = labels[torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))]
