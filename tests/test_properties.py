@@ -147,7 +147,8 @@ def test_bias_aware_loss_equals_the_reference(c: dict) -> None:
     for fn, loss in pairs:
         got = fn(st_.clone().requires_grad_(), tt, yt, loss, c["b"], c["rect"])
         for key in ("distill", "right", "rectified"):
-            assert float(got[key].detach()) == pytest.approx(expected[key], **TOL), (fn.__name__, key)
+            value = float(got[key].detach())
+            assert value == pytest.approx(expected[key], **TOL), (fn.__name__, key)
         assert int(got["n_wrong"]) == expected["n_wrong"]
 
 
