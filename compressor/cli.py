@@ -71,19 +71,23 @@ def _floats(text: str | None, name: str) -> tuple[float, ...] | None:
 
 
 def print_summary(report: dict[str, Any], out: Path, seconds: float | None = None) -> None:
-    """A short human summary on stdout."""
-    acc, lat, size, prof = report["accuracy"], report["latency"], report["size"], report["profile"]
+    """A short human summary on stdout; the latency is the shipped model's."""
+    from compressor.report import speedup_summary
+
+    acc, size, prof = report["accuracy"], report["size"], report["profile"]
+    shipped = report.get("shipped") or {"latency": report["latency"], "precision": "fp32"}
+    lat = shipped["latency"]
     verdict = "PASS" if report["passed"] else "FAIL"
     lines = [
         f"result: {verdict}" + (f" in {seconds:.0f} s" if seconds is not None else ""),
         f"  teacher {report['teacher']['arch']}: top-1 {100 * acc['teacher_top1']:.2f}%  "
         f"({size['teacher_params']:,} params, {size['teacher_mflops']:.1f} MFLOPs)",
         f"  student {report['selection']['chosen']}: top-1 {100 * acc['student_top1']:.2f}%  "
-        f"({size['student_params']:,} params, {size['student_mflops']:.1f} MFLOPs, "
-        f"{size['param_ratio']:.1f}x smaller)",
-        f"  latency p{prof['percentile']:g}: {lat['at_percentile_ms']:.3f} ms "
-        f"(budget {prof['latency_ms']:g} ms, batch {lat['batch_size']}, "
-        f"{lat['intra_op_threads']} thread(s))",
+        f"({size['student_params']:,} params, {size['student_mflops']:.1f} MFLOPs)",
+        f"  {speedup_summary(report)}",
+        f"  latency p{prof['percentile']:g} ({shipped['precision']}, shipped): "
+        f"{lat['at_percentile_ms']:.3f} ms (budget {prof['latency_ms']:g} ms, "
+        f"batch {lat['batch_size']}, {lat['intra_op_threads']} thread(s))",
     ]
     for gate in report["gates"]:
         lines.append(f"  [{'pass' if gate['passed'] else 'FAIL'}] {gate['name']}: {gate['detail']}")
@@ -107,6 +111,29 @@ CompileOpt = Annotated[
         help="torch.compile the training step and the teacher (a minute of compiling first).",
     ),
 ]
+ResizeModeOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="How the teacher's eval transform resizes: center-crop (shorter side to "
+        "--resize-size, then the centre), squash or letterbox. Default: what the teacher bundle "
+        "or the profile says, else center-crop for inputs >= 64 px and squash below.",
+    ),
+]
+ResizeSizeOpt = Annotated[
+    int | None,
+    typer.Option(min=1, help="Shorter side before the centre crop (default: input / 0.875)."),
+]
+InterpolationOpt = Annotated[
+    str | None, typer.Option(help="Resampling of the eval transform: bilinear, bicubic, nearest.")
+]
+
+
+def _preprocess_flags(
+    resize_mode: str | None, resize_size: int | None, interpolation: str | None
+) -> dict[str, Any]:
+    return {"resize_mode": resize_mode, "resize_size": resize_size, "interpolation": interpolation}
+
+
 DataCacheOpt = Annotated[
     bool,
     typer.Option(
@@ -194,6 +221,9 @@ def run(
         str | None, typer.Option(help="Normalisation mean for a state dict, e.g. 0.49,0.48,0.45.")
     ] = None,
     std: Annotated[str | None, typer.Option(help="Normalisation std for a state dict.")] = None,
+    resize_mode: ResizeModeOpt = None,
+    resize_size: ResizeSizeOpt = None,
+    interpolation: InterpolationOpt = None,
     trust_checkpoint: Annotated[
         bool, typer.Option(help="Allow unpickling arbitrary objects (runs code!).")
     ] = False,
@@ -262,6 +292,9 @@ def run(
             mean=_floats(mean, "mean"),
             std=_floats(std, "std"),
             data_cache=data_cache,
+            resize_mode=resize_mode,
+            resize_size=resize_size,
+            interpolation=interpolation,
         )
         outcome = run_pipeline(cfg, _logger(quiet or json_out))
     _finish(outcome, json_out, started)
@@ -373,6 +406,8 @@ def distill_cmd(
             cfg, loss=loss, train=dataclasses.replace(cfg.train, **train_changes)
         )
         result = distill_stage_only(cfg, _logger(quiet))
+    if result is None:  # another rank under torchrun: rank 0 reports
+        return
     typer.echo(
         f"distilled: best validation top-1 {100 * result.best_val_top1:.2f}% at epoch "
         f"{result.best_epoch}; wrote {out / 'student.pt'}. Next: compressor export / verify, "
@@ -418,6 +453,9 @@ def verify_cmd(
     seed: Annotated[int, typer.Option(help="Seed of the held-out split (as in run).")] = 0,
     mean: Annotated[str | None, typer.Option(help="Override normalisation mean.")] = None,
     std: Annotated[str | None, typer.Option(help="Override normalisation std.")] = None,
+    resize_mode: ResizeModeOpt = None,
+    resize_size: ResizeSizeOpt = None,
+    interpolation: InterpolationOpt = None,
     out: Annotated[Path | None, typer.Option(help="Folder for verify.json and verify.md.")] = None,
     junit: Annotated[
         Path | None, typer.Option(help="Write a JUnit XML file, one case per gate.")
@@ -442,6 +480,7 @@ def verify_cmd(
             out=out,
             junit=junit,
             trust_checkpoint=trust_checkpoint,
+            preprocess=_preprocess_flags(resize_mode, resize_size, interpolation),
         )
     if json_out:
         typer.echo(json.dumps(outcome.result, indent=2))

@@ -19,10 +19,11 @@ from compressor.data import load_image_folder
 from compressor.errors import CompressorError
 from compressor.export import ExportResult, export_onnx
 from compressor.io import write_json_atomic, write_text_atomic
+from compressor.preprocess import Preprocess, resolve_preprocess
 from compressor.profile import LatencyProfile, load_profile
 from compressor.report import junit_xml, render_verify_markdown
 from compressor.students import count_flops, count_params
-from compressor.teacher import load_teacher
+from compressor.teacher import TeacherBundle, load_teacher
 from compressor.verify import verify_onnx
 
 
@@ -51,6 +52,7 @@ def export_student(
             "class_names": bundle.class_names or [str(i) for i in range(bundle.num_classes)],
             "mean": list(bundle.mean),
             "std": list(bundle.std),
+            "preprocess": _bundle_preprocess(bundle, shape).to_metadata(),
             "input_layout": "NCHW",
             "input_shape": list(shape),
             "arch": bundle.arch,
@@ -58,6 +60,37 @@ def export_student(
             "teacher_sha256": bundle.extra.get("teacher_sha256", ""),
             "compressor_version": __version__,
         },
+    )
+
+
+def _bundle_preprocess(bundle: TeacherBundle, shape: tuple[int, ...]) -> Preprocess:
+    """The bundle's recorded eval transform at ``shape`` (older bundles: the size default)."""
+    return resolve_preprocess(
+        (shape[1], shape[2]), shape[0], bundle.mean, bundle.std, bundle.preprocess
+    )
+
+
+def verify_preprocess(
+    meta: dict[str, Any],
+    profile: LatencyProfile,
+    mean: tuple[float, ...] | None,
+    std: tuple[float, ...] | None,
+    stated: dict[str, Any],
+) -> Preprocess:
+    """The transform ``verify`` feeds the model: flags, then the ONNX metadata, then the profile.
+
+    Files exported before the transform was recorded carry only mean/std; they were fed
+    squashed images, which is what ``resize_mode`` defaults to for them.
+    """
+    recorded = meta.get("preprocess") if isinstance(meta.get("preprocess"), dict) else None
+    legacy = None if recorded or "mean" not in meta else {"resize_mode": "squash"}
+    mean = mean or tuple(meta.get("mean") or ()) or profile.mean
+    std = std or tuple(meta.get("std") or ()) or profile.std
+    if not mean or not std:
+        raise CompressorError("the model has no mean/std metadata: pass --mean and --std")
+    channels, height, width = profile.input_shape
+    return resolve_preprocess(
+        (height, width), channels, mean, std, stated, recorded, legacy, profile.preprocess_layer()
     )
 
 
@@ -103,22 +136,28 @@ def verify_model(
     out: Path | None = None,
     junit: Path | None = None,
     trust_checkpoint: bool = False,
+    preprocess: dict[str, Any] | None = None,
 ) -> VerifyOutcome:
-    """Verify an ONNX file on real images under a profile; optionally write reports."""
+    """Verify an ONNX file on real images under a profile; optionally write reports.
+
+    Images are fed through the eval transform recorded in the file's metadata (``preprocess``
+    flags override it), so a model is verified the way it was trained and will be deployed.
+    """
     proto = load_onnx_model(model_path)
     meta = onnx_metadata(proto)
     profile: LatencyProfile = load_profile(profile_name)
-    mean = mean or tuple(meta.get("mean") or ())
-    std = std or tuple(meta.get("std") or ())
-    if not mean or not std:
-        raise CompressorError(f"{model_path} has no mean/std metadata: pass --mean and --std")
+    try:
+        spec = verify_preprocess(meta, profile, mean, std, preprocess or {})
+    except CompressorError as exc:
+        raise CompressorError(f"{model_path}: {exc}") from exc
+    mean, std = spec.mean, spec.std
     shape = meta.get("input_shape")
     if shape and tuple(shape) != tuple(profile.input_shape):
         raise CompressorError(
             f"{model_path} was exported for input {shape}, profile '{profile.name}' has "
             f"{list(profile.input_shape)}"
         )
-    splits = load_image_folder(data, profile.input_shape, seed=seed)
+    splits = load_image_folder(data, profile.input_shape, seed=seed, preprocess=spec)
     classes = meta.get("class_names")
     if classes and list(classes) != splits.class_names:
         raise CompressorError(
@@ -142,6 +181,7 @@ def verify_model(
         "model": str(model_path),
         "profile": profile.to_dict(),
         "test_source": splits.test_source,
+        "preprocess": spec.to_metadata(),
         "skipped_files": len(splits.skipped),
         **report.to_dict(),
     }

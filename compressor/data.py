@@ -9,6 +9,7 @@ and counted (the count goes into the report) rather than aborting a long job.
 from __future__ import annotations
 
 import functools
+import math
 import os
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -21,6 +22,7 @@ from PIL import Image, UnidentifiedImageError
 
 from compressor.data_cache import cached_decode
 from compressor.errors import CompressorError
+from compressor.preprocess import SMALL_INPUT, Preprocess, resolve_preprocess
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 
@@ -47,6 +49,7 @@ class DatasetSplits:
     root: str
     test_source: str  # "test/", "val/" or "held-out split (seed N)"
     skipped: list[str] = field(default_factory=list)
+    preprocess: Preprocess | None = None  # the eval transform every split was decoded with
 
     def describe(self) -> dict[str, object]:
         return {
@@ -59,6 +62,7 @@ class DatasetSplits:
             "test_source": self.test_source,
             "skipped_files": len(self.skipped),
             "skipped_examples": self.skipped[:10],
+            "preprocess": self.preprocess.to_metadata() if self.preprocess else None,
         }
 
 
@@ -85,17 +89,19 @@ def scan_image_folder(root: Path) -> tuple[list[str], list[tuple[Path, int]]]:
     return classes, samples
 
 
-def _decode(path: Path, channels: int, size: tuple[int, int]) -> np.ndarray | None:
-    """One image as (C, H, W) uint8, or None when the file is not a readable image."""
+def default_preprocess(input_shape: tuple[int, int, int]) -> Preprocess:
+    """The transform used when the caller states none (mean/std do not affect decoding)."""
+    channels, height, width = input_shape
+    return resolve_preprocess((height, width), channels, (0.5,) * channels, (0.5,) * channels)
+
+
+def _decode(path: Path, preprocess: Preprocess) -> np.ndarray | None:
+    """One image as (C, H, W) uint8 after the eval transform, or None when it is unreadable."""
     try:
         with Image.open(path) as opened:
-            img = opened.convert("L" if channels == 1 else "RGB")
-            if img.size != (size[1], size[0]):
-                img = img.resize((size[1], size[0]), Image.Resampling.BILINEAR)
-            array = np.asarray(img, dtype=np.uint8)
+            return preprocess.apply(opened)
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
         return None
-    return array[None] if channels == 1 else array.transpose(2, 0, 1)
 
 
 def decode_images(
@@ -104,25 +110,28 @@ def decode_images(
     size: tuple[int, int],
     cache_dir: Path | None = None,
     log: Callable[[str], None] | None = None,
+    preprocess: Preprocess | None = None,
 ) -> tuple[Split, list[str]]:
     """Decoded files and the skipped ones, from the disk cache in ``cache_dir`` when current."""
+    spec = preprocess or default_preprocess((channels, *size))
     images, labels, skipped = cached_decode(
-        samples, channels, size, cache_dir, lambda: _decode_all(samples, channels, size), log
+        samples, spec.cache_tag(), cache_dir, lambda: _decode_all(samples, spec), log
     )
     return Split(images, labels), skipped
 
 
 def _decode_all(
-    samples: Sequence[tuple[Path, int]], channels: int, size: tuple[int, int]
+    samples: Sequence[tuple[Path, int]], preprocess: Preprocess
 ) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     """Decode files in parallel threads (PIL releases the GIL)."""
     workers = max(1, min(8, os.cpu_count() or 1))
     with ThreadPoolExecutor(workers) as pool:
-        arrays = list(pool.map(lambda s: _decode(s[0], channels, size), samples, chunksize=64))
+        arrays = list(pool.map(lambda s: _decode(s[0], preprocess), samples, chunksize=64))
     kept = [i for i, a in enumerate(arrays) if a is not None]
     skipped = [str(samples[i][0]) for i, a in enumerate(arrays) if a is None]
     if not kept:
-        return torch.zeros(0, channels, *size, dtype=torch.uint8), torch.zeros(0).long(), skipped
+        shape = (0, preprocess.channels, *preprocess.size)
+        return torch.zeros(shape, dtype=torch.uint8), torch.zeros(0).long(), skipped
     images = torch.from_numpy(np.stack([a for a in arrays if a is not None]))
     labels = torch.tensor([samples[i][1] for i in kept], dtype=torch.long)
     return images, labels, skipped
@@ -158,16 +167,23 @@ def load_image_folder(
     test_fraction: float = 0.2,
     cache_dir: Path | None = None,
     log: Callable[[str], None] | None = None,
+    preprocess: Preprocess | None = None,
 ) -> DatasetSplits:
     """Load ``root`` as ``train/`` + ``test/`` (or ``val/``), or as one tree split by seed.
 
-    The validation split is always carved from the training images, so model selection never
-    sees the test images the report quotes. With ``cache_dir`` the decoded tensors are kept on
-    disk between runs (see :mod:`compressor.data_cache`).
+    Every split is decoded with the same eval transform ``preprocess`` (default: centre crop
+    for inputs of 64 px and more, a plain resize below). The validation split is always carved
+    from the training images, so model selection never sees the test images the report quotes.
+    With ``cache_dir`` the decoded tensors are kept on disk between runs (see
+    :mod:`compressor.data_cache`).
     """
     root = Path(root)
     channels, height, width = input_shape
     size = (height, width)
+    spec = preprocess or default_preprocess(input_shape)
+    if spec.size != size or spec.channels != channels:
+        raise ValueError(f"preprocess is for {spec.channels}x{spec.size}, input is {input_shape}")
+    decode = functools.partial(decode_images, channels=channels, size=size, preprocess=spec)
     test_dir = next((root / d for d in ("test", "val") if (root / d).is_dir()), None)
     if (root / "train").is_dir():
         classes, train_files = scan_image_folder(root / "train")
@@ -177,16 +193,16 @@ def load_image_folder(
                 raise CompressorError(
                     f"{test_dir} classes {test_classes[:5]} differ from train classes {classes[:5]}"
                 )
-            full, skipped = decode_images(train_files, channels, size, cache_dir, log)
-            test, skipped_test = decode_images(test_files, channels, size, cache_dir, log)
+            full, skipped = decode(train_files, cache_dir=cache_dir, log=log)
+            test, skipped_test = decode(test_files, cache_dir=cache_dir, log=log)
             skipped += skipped_test
             test_source = f"{test_dir.name}/"
         else:
-            full, skipped = decode_images(train_files, channels, size, cache_dir, log)
+            full, skipped = decode(train_files, cache_dir=cache_dir, log=log)
             test = None
     else:
         classes, files = scan_image_folder(root)
-        full, skipped = decode_images(files, channels, size, cache_dir, log)
+        full, skipped = decode(files, cache_dir=cache_dir, log=log)
         test = None
     if len(full) == 0:
         raise CompressorError(
@@ -207,6 +223,7 @@ def load_image_folder(
         root=str(root),
         test_source=test_source,
         skipped=skipped,
+        preprocess=spec,
     )
 
 
@@ -246,6 +263,67 @@ def augment(images: torch.Tensor, generator: torch.Generator, hflip: bool = True
         flip = torch.rand(n, generator=generator, device=dev) < 0.5
         out = torch.where(flip.view(n, 1, 1, 1), out.flip(3), out)
     return out
+
+
+def random_resized_crop(
+    images: torch.Tensor,
+    generator: torch.Generator,
+    scale: tuple[float, float] = (0.25, 1.0),
+    ratio: tuple[float, float] = (3 / 4, 4 / 3),
+    hflip: bool = True,
+    attempts: int = 10,
+) -> torch.Tensor:
+    """torchvision's RandomResizedCrop (+ optional flip), batched, on uint8 (N, C, H, W).
+
+    Each image gets a crop of ``scale`` of its area with aspect ratio in ``ratio`` (log-uniform),
+    resized back to H x W bilinearly by one ``grid_sample`` call for the whole batch (the flip
+    is folded into the same affine map); as in torchvision, after ``attempts`` misses the whole
+    image is used. Works on any device; the generator must live on the same device. The images
+    are the stored eval crops, so crops come from the region the eval transform keeps.
+    """
+    n, _, h, w = images.shape
+    dev = images.device
+    target = float(h * w) * torch.empty(n, attempts, device=dev).uniform_(
+        scale[0], scale[1], generator=generator
+    )
+    log_r = torch.empty(n, attempts, device=dev).uniform_(
+        math.log(ratio[0]), math.log(ratio[1]), generator=generator
+    )
+    cw = torch.sqrt(target * torch.exp(log_r)).round()
+    ch = torch.sqrt(target / torch.exp(log_r)).round()
+    ok = (cw >= 1) & (ch >= 1) & (cw <= w) & (ch <= h)
+    found = ok.any(1)
+    pick = ok.float().argmax(1, keepdim=True)
+    cw = torch.where(found, cw.gather(1, pick).view(n), torch.full((n,), float(w), device=dev))
+    ch = torch.where(found, ch.gather(1, pick).view(n), torch.full((n,), float(h), device=dev))
+    x0 = (torch.rand(n, generator=generator, device=dev) * (w - cw + 1)).floor()
+    y0 = (torch.rand(n, generator=generator, device=dev) * (h - ch + 1)).floor()
+    sign = torch.ones(n, device=dev)
+    if hflip:
+        sign = torch.where(torch.rand(n, generator=generator, device=dev) < 0.5, -sign, sign)
+    theta = torch.zeros(n, 2, 3, device=dev)
+    theta[:, 0, 0] = sign * cw / w  # output pixel centres -> crop pixel centres
+    theta[:, 0, 2] = (2 * x0 + cw) / w - 1
+    theta[:, 1, 1] = ch / h
+    theta[:, 1, 2] = (2 * y0 + ch) / h - 1
+    grid = torch.nn.functional.affine_grid(theta, [n, images.shape[1], h, w], align_corners=False)
+    out = torch.nn.functional.grid_sample(
+        images.float(), grid, mode="bilinear", padding_mode="border", align_corners=False
+    )
+    return out.round_().clamp_(0, 255).to(torch.uint8)
+
+
+def train_augment(
+    images: torch.Tensor,
+    generator: torch.Generator,
+    hflip: bool = True,
+    crop_scale: tuple[float, float] = (0.25, 1.0),
+) -> torch.Tensor:
+    """The training augmentation suited to the input size: pad-crop for small images (CIFAR
+    recipe), RandomResizedCrop for inputs of 64 px and more (torchvision's ImageNet recipe)."""
+    if min(images.shape[-2:]) >= SMALL_INPUT:
+        return random_resized_crop(images, generator, crop_scale, hflip=hflip)
+    return augment(images, generator, hflip)
 
 
 def batches(

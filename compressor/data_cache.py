@@ -21,7 +21,7 @@ import torch
 
 from compressor.io import atomic_write
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: keyed by the full eval transform, not only the shape
 MAX_ENTRY_BYTES = 4 << 30  # larger decodes (ImageNet-size) are not worth a second on-disk copy
 _log = logging.getLogger(__name__)
 
@@ -44,11 +44,13 @@ def _digest(parts: Sequence[str]) -> str:
     return h.hexdigest()[:24]
 
 
-def cache_key(
-    samples: Sequence[tuple[Path, int]], channels: int, size: tuple[int, int]
-) -> tuple[str, str]:
-    """(family, key): family names the folder and shape, key also every file's identity."""
-    shape = f"v{FORMAT_VERSION}:{channels}x{size[0]}x{size[1]}"
+def cache_key(samples: Sequence[tuple[Path, int]], transform: str) -> tuple[str, str]:
+    """(family, key): family names the folder and transform, key also every file's identity.
+
+    ``transform`` is :meth:`compressor.preprocess.Preprocess.cache_tag`: the output shape and
+    everything else the decoded pixels depend on.
+    """
+    shape = f"v{FORMAT_VERSION}:{transform}"
     root = os.path.commonpath([str(p) for p, _ in samples]) if samples else ""
     family = _digest([shape, str(Path(root).resolve()) if root else ""])
     parts = [shape]
@@ -69,8 +71,7 @@ def _load(path: Path) -> Decoded | None:
 
 def cached_decode(
     samples: Sequence[tuple[Path, int]],
-    channels: int,
-    size: tuple[int, int],
+    transform: str,
     cache_dir: Path | None,
     decode: Callable[[], Decoded],
     log: Callable[[str], None] | None = None,
@@ -79,7 +80,7 @@ def cached_decode(
     if cache_dir is None or not samples:
         return decode()
     try:
-        family, key = cache_key(samples, channels, size)
+        family, key = cache_key(samples, transform)
     except OSError:  # a file vanished since the scan: decode() will skip and count it
         return decode()
     entry = cache_dir / f"images-{family}-{key}.pt"

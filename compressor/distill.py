@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import copy
 import functools
+import hashlib
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from compressor.accel import (
     autocast,
     check_precision,
     compile_errors,
+    configure_device,
     grad_scaler,
     maybe_compile,
     prepare_teacher,
@@ -32,7 +34,8 @@ from compressor.accel import (
     resolve_precision,
     to_memory_format,
 )
-from compressor.data import DatasetSplits, Split, augment, batches, normalize
+from compressor.batchnorm import recalibrate_batchnorm
+from compressor.data import DatasetSplits, Split, batches, normalize, train_augment
 from compressor.errors import CompressorError
 from compressor.io import atomic_write
 from compressor.losses import DistillationLoss, LossConfig, bias_weight
@@ -56,6 +59,8 @@ class TrainConfig:
     precision: str = "auto"  # auto: bf16 on CUDA (fp16 + grad scaler without bf16), fp32 on CPU
     compile: bool = False  # torch.compile the student's training step and the teacher
     channels_last: bool | None = None  # None: the device's default (NHWC on CUDA and CPU)
+    crop_scale: tuple[float, float] = (0.25, 1.0)  # RandomResizedCrop area range (>= 64 px)
+    bn_recalibration_images: int = 1024  # precise BN before each validation; 0 turns it off
 
     def __post_init__(self) -> None:
         checks = {
@@ -65,11 +70,15 @@ class TrainConfig:
             "momentum": 0 <= self.momentum < 1,
             "weight_decay": self.weight_decay >= 0,
             "eval_batch_size": self.eval_batch_size is None or self.eval_batch_size >= 1,
+            "crop_scale": len(self.crop_scale) == 2
+            and 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1,
+            "bn_recalibration_images": self.bn_recalibration_images >= 0,
         }
         for name, ok in checks.items():
             if not ok:
                 raise CompressorError(f"invalid training setting {name}={getattr(self, name)!r}")
         check_precision(self.precision)
+        object.__setattr__(self, "crop_scale", tuple(float(v) for v in self.crop_scale))
 
 
 @dataclass
@@ -97,16 +106,22 @@ class DistillResult:
 
 
 def resolve_device(name: str) -> torch.device:
-    """``auto`` picks CUDA when present, CPU otherwise; an explicit CUDA request must be met."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as exc:
-        raise CompressorError(f"unknown device '{name}' (use auto, cpu, cuda or cuda:N)") from exc
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise CompressorError(f"device '{name}' requested but CUDA is not available")
-    return device
+    """``auto`` picks CUDA when present, CPU otherwise; an explicit CUDA request must be met.
+
+    Under torchrun the local rank picks the GPU (``cuda``: GPU r, ``cuda:N``: GPU N+r), the same
+    rule :func:`compressor.distributed.init_distributed` binds the process with.
+    """
+    return distributed.rank_device(name)
+
+
+def augment_seed(seed: int, rank: int, epoch: int) -> int:
+    """The augmentation generator's seed for one rank's epoch.
+
+    Derived from (seed, rank, epoch) alone, so a resumed run, on any rank, draws the same crops
+    as an uninterrupted one without saving generator states, and ranks never share a stream.
+    """
+    digest = hashlib.blake2b(f"{seed}/{rank}/{epoch}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1  # below 2**63: valid for every generator
 
 
 @torch.no_grad()
@@ -136,6 +151,59 @@ def predict_logits(
     if not outs:
         return torch.zeros(0, 0)
     return torch.cat(outs)
+
+
+@torch.no_grad()
+def _predict_sharded(
+    model: nn.Module,
+    images: torch.Tensor,
+    *,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    device: torch.device,
+    classes: int,
+    batch_size: int,
+    channels_last: bool,
+    precision: str,
+    resident: dict[int, torch.Tensor],
+) -> torch.Tensor:
+    """Logits (N, classes) on CPU, on every rank, each rank computing one block of the rows.
+
+    Runs under the training precision (autocast); ``resident`` maps the id of a CPU tensor to
+    its copy already on ``device`` (the training and validation images, moved once), so no batch
+    is copied from the host. Under DDP the model's buffers are first taken from rank 0 (BatchNorm
+    statistics drift apart between ranks during an epoch) and the blocks are summed over ranks.
+    With one process this equals :func:`predict_logits` at fp32.
+    """
+    on_device = resident.get(id(images))
+    if on_device is None:
+        on_device = images.to(device)
+    dinfo = distributed.info()
+    if dinfo.world_size > 1:
+        distributed.broadcast_buffers(model)
+    out = torch.zeros(on_device.shape[0], classes, device=device)
+    block = distributed.span(on_device.shape[0], dinfo.rank, dinfo.world_size)
+    was_training = model.training
+    model.eval()
+    with autocast(device, precision):
+        for start in range(block.start, block.stop, batch_size):
+            rows = slice(start, min(start + batch_size, block.stop))
+            x = to_memory_format(normalize(on_device[rows], mean, std), channels_last)
+            out[rows] = model(x).float()
+    model.train(was_training)
+    return distributed.all_reduce_sum(out).cpu()
+
+
+def _lr_factor(step: int, total_steps: int, warmup_steps: int, world_size: int) -> float:
+    """Per-step multiplier of the peak learning rate: cosine decay to 0 over ``total_steps``.
+
+    With several processes the peak is ``lr * world_size`` (linear scaling) and the first
+    ``warmup_steps`` ramp linearly from ``lr`` up to it (Goyal et al. 2017).
+    """
+    cosine = 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps))
+    if step >= warmup_steps:
+        return cosine
+    return cosine * (1 + (world_size - 1) * step / warmup_steps) / world_size
 
 
 def inference_batch_size(device: torch.device) -> int:
@@ -184,6 +252,11 @@ def _teacher_statistics(
     }
 
 
+def _dtype_name(model: nn.Module | None) -> str:
+    param = next(iter(model.parameters()), None) if model is not None else None
+    return str(param.dtype).removeprefix("torch.") if param is not None else "float32"
+
+
 def _save_state(path: Path, state: dict[str, Any]) -> None:
     atomic_write(path, lambda tmp: torch.save(state, tmp))
 
@@ -193,6 +266,30 @@ def _load_state(path: Path) -> dict[str, Any]:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # a torn or foreign file: say so instead of a traceback
         raise CompressorError(f"cannot resume from {path}: {exc}") from exc
+
+
+def _batchnorm_recalibration(
+    student: nn.Module,
+    train: Split,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    device: torch.device,
+    cfg: TrainConfig,
+) -> Callable[[], int]:
+    """A function that recomputes the student's BatchNorm statistics on a fixed, seeded set of
+    un-augmented training images (the same on every rank), see :mod:`compressor.batchnorm`."""
+    count = min(cfg.bn_recalibration_images, len(train))
+    pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(cfg.seed))[:count]
+    images = train.images[pick.sort().values]
+    channels_last = resolve_channels_last(cfg.channels_last, device)
+    size = cfg.eval_batch_size or inference_batch_size(device)
+
+    def inputs() -> Iterator[torch.Tensor]:
+        for idx in batches(count, size):
+            x = normalize(images[idx].to(device, non_blocking=True), mean, std)
+            yield to_memory_format(x, channels_last)
+
+    return lambda: recalibrate_batchnorm(student, inputs()) if count else 0
 
 
 @dataclass
@@ -241,7 +338,7 @@ def _train_epoch(
         idx = order[start : start + batch_size]
         batch = step.images[idx]
         if cfg.augment:
-            batch = augment(batch, step.augment_gen, cfg.hflip)
+            batch = train_augment(batch, step.augment_gen, cfg.hflip, cfg.crop_scale)
         x = to_memory_format(normalize(batch, step.mean, step.std), step.channels_last)
         y = step.labels[idx]
         with autocast(device, step.precision):
@@ -324,16 +421,16 @@ def distill(
     device = resolve_device(cfg.device)
     precision = resolve_precision(cfg.precision, device)
     channels_last = resolve_channels_last(cfg.channels_last, device)
+    configure_device(device)
     started = time.perf_counter()
     classes = len(data.class_names)
     folded = False
     if teacher is not None:
         example = normalize(data.train.images[:64].to(device), mean, std)
-        teacher, folded = prepare_teacher(teacher, device, channels_last, example)
+        teacher, folded = prepare_teacher(teacher, device, channels_last, example, precision)
     student = student.to(device)
     if channels_last:
         student = student.to(memory_format=torch.channels_last)
-    settings = StepSettings(str(device), precision, channels_last, cfg.compile, folded)
     dinfo = distributed.info()
     train_model: nn.Module = student
     if dinfo.world_size > 1:
@@ -341,13 +438,20 @@ def distill(
         train_model = nn.parallel.DistributedDataParallel(student, device_ids=ids)
     train_model = maybe_compile(train_model, cfg.compile)
     teacher_forward = maybe_compile(teacher, cfg.compile) if teacher is not None else None
-    per_rank_batch = max(1, cfg.batch_size // dinfo.world_size)
+    # --batch-size is per process (per GPU) and the peak learning rate scales with the number
+    # of processes, after a warm-up (docs/throughput.md, "Several GPUs"): global batch and lr
+    # grow with the world size, each GPU keeps a batch large enough to be efficient and its
+    # BatchNorm a batch large enough for good statistics, so no SyncBatchNorm is needed.
+    per_rank_batch = cfg.batch_size
+    peak_lr = cfg.lr * dinfo.world_size
     train: Split = data.train
     train_images = train.images.to(device, non_blocking=True)
     train_labels = train.labels.to(device, non_blocking=True)
+    resident = {id(train.images): train_images, id(data.val.images): data.val.images.to(device)}
     predict = functools.partial(
-        predict_logits, mean=mean, std=std, device=device, batch_size=cfg.eval_batch_size,
-        channels_last=channels_last,
+        _predict_sharded, mean=mean, std=std, device=device, classes=classes,
+        batch_size=cfg.eval_batch_size or inference_batch_size(device),
+        channels_last=channels_last, precision=precision, resident=resident,
     )  # fmt: skip
     # One teacher pass over the un-augmented training images serves the bias statistics and,
     # without augmentation, the logit cache (the teacher's output is then the same every epoch).
@@ -357,23 +461,35 @@ def distill(
     teacher_cache = None
     if train_logits is not None and not cfg.augment and cfg.cache_teacher:
         teacher_cache = train_logits.to(device)
+    recalibrate_student = _batchnorm_recalibration(student, train, mean, std, device, cfg)
 
     loss_fn = DistillationLoss(loss_config, cfg.epochs)
     optimizer = torch.optim.SGD(
         student.parameters(),
-        lr=cfg.lr,
+        lr=peak_lr,
         momentum=cfg.momentum,
         weight_decay=cfg.weight_decay,
         nesterov=cfg.momentum > 0,
         fused=device.type == "cuda" or None,
     )
     shard_size = len(train) // dinfo.world_size
-    total_steps = cfg.epochs * math.ceil(shard_size / per_rank_batch)
+    # Compiled, an epoch's short last batch is dropped (its images come up in later epochs):
+    # a second shape would make dynamo compile the whole step again.
+    drop_last = cfg.compile and shard_size >= per_rank_batch
+    steps_per_epoch = (shard_size // per_rank_batch if drop_last
+                       else math.ceil(shard_size / per_rank_batch))  # fmt: skip
+    total_steps = max(1, cfg.epochs * steps_per_epoch)
+    warmup_steps = math.ceil(0.05 * total_steps) if dinfo.world_size > 1 else 0
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps))
+        optimizer, lambda step: _lr_factor(step, total_steps, warmup_steps, dinfo.world_size)
     )
+    settings = StepSettings(
+        str(device), precision, channels_last, cfg.compile, folded,
+        teacher_dtype=_dtype_name(teacher), batch_per_rank=per_rank_batch,
+        world_size=dinfo.world_size, lr=peak_lr,
+    )  # fmt: skip
     shuffle = torch.Generator().manual_seed(cfg.seed)
-    aug_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1 + dinfo.rank)
+    aug_gen = torch.Generator(device=device)  # seeded per epoch: augment_seed(seed, rank, epoch)
     scaler = grad_scaler(device, precision)
 
     best_state = copy.deepcopy(student.state_dict())
@@ -381,11 +497,18 @@ def distill(
     history: list[dict[str, Any]] = []
     if resume and checkpoint is not None and checkpoint.exists():
         state = _load_state(checkpoint)
+        saved_world = state.get("world_size", 1)
+        if saved_world != dinfo.world_size:
+            raise CompressorError(
+                f"cannot resume from {checkpoint}: it was trained by {saved_world} process(es) "
+                f"and this run has {dinfo.world_size}; the batch per step and the learning-rate "
+                "schedule depend on it. Resume with the same torchrun --nproc_per_node, or start "
+                "again with --overwrite"
+            )
         student.load_state_dict(state["student"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         shuffle.set_state(state["shuffle_rng"])
-        aug_gen.set_state(state["augment_rng"].to(aug_gen.get_state().device))
         if state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
         best_state, best_val, best_epoch = (
@@ -407,6 +530,9 @@ def distill(
             order = distributed.shard(
                 torch.randperm(len(train), generator=shuffle), dinfo.rank, dinfo.world_size
             )
+            if drop_last:
+                order = order[: steps_per_epoch * per_rank_batch]
+            aug_gen.manual_seed(augment_seed(cfg.seed, dinfo.rank, epoch))
             sums = _train_epoch(step, order, per_rank_batch, epoch, classes)
             if not torch.isfinite(sums.terms["loss"]):
                 kept = f"; the last good state (epoch {epoch}) is kept in {checkpoint}"
@@ -414,6 +540,7 @@ def distill(
                     "training diverged: the loss became NaN or infinite in epoch "
                     f"{epoch + 1}{kept if checkpoint else ''}; lower --lr or check the data"
                 )
+            recalibrate_student()
             val_top1 = top1(predict(student, data.val.images), data.val.labels)
             row = _epoch_row(sums, epoch, loss_config, cfg, teacher is not None)
             row.update(
@@ -435,7 +562,7 @@ def distill(
                         "scheduler": scheduler.state_dict(),
                         "scaler": scaler.state_dict(),
                         "shuffle_rng": shuffle.get_state(),
-                        "augment_rng": aug_gen.get_state().cpu(),
+                        "world_size": dinfo.world_size,
                         "best_state": best_state,
                         "best_val": best_val,
                         "best_epoch": best_epoch,

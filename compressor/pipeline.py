@@ -20,21 +20,23 @@ from compressor.data import DatasetSplits, load_image_folder, normalize
 from compressor.data_cache import default_cache_dir
 from compressor.distill import DistillResult, TrainConfig, distill
 from compressor.errors import CompressorError
-from compressor.export import export_onnx
+from compressor.export import export_onnx, onnx_bytes
 from compressor.io import read_json, write_json_atomic
 from compressor.latency import TimingSettings, measure_alternating
 from compressor.losses import LossConfig
+from compressor.preprocess import Preprocess, resolve_preprocess
 from compressor.profile import LatencyProfile, load_profile
 from compressor.progress import Progress
-from compressor.quantize import decide_int8, quantize_int8
+from compressor.quantize import decide_int8, int8_for_timing, quantize_int8
 from compressor.report import provenance, write_report
-from compressor.select import Candidate, Selection, select_student
+from compressor.select import Candidate, Selection, choose_student
 from compressor.students import (
     build_model,
     count_flops,
     count_params,
     default_family,
     get_family,
+    preferred_families,
 )
 from compressor.teacher import TeacherBundle, load_teacher, save_bundle
 from compressor.verify import VerifyReport, verify_onnx
@@ -65,6 +67,9 @@ class RunConfig:
     std: tuple[float, ...] | None = None
     resume: bool = False
     data_cache: bool = True  # keep decoded images on disk between runs (data_cache module)
+    resize_mode: str | None = None  # the teacher's eval transform, as stated on the CLI
+    resize_size: int | None = None
+    interpolation: str | None = None
 
 
 @dataclass
@@ -137,16 +142,21 @@ def load_run_config(out: Path) -> RunConfig:
         ) from exc
 
 
-def check_compatibility(
-    teacher: TeacherBundle, profile: LatencyProfile, data: DatasetSplits
-) -> list[str]:
-    """Errors for teacher/profile/data combinations that cannot work; warnings for odd ones."""
+def check_channels(teacher: TeacherBundle, profile: LatencyProfile) -> None:
+    """The teacher's input channels must match the profile's, before anything is decoded."""
     channels = profile.input_shape[0]
     if teacher.in_channels != channels:
         raise CompressorError(
             f"teacher expects {teacher.in_channels}-channel input but profile '{profile.name}' "
             f"has {channels} channel(s) (input.shape = {list(profile.input_shape)})"
         )
+
+
+def check_compatibility(
+    teacher: TeacherBundle, profile: LatencyProfile, data: DatasetSplits
+) -> list[str]:
+    """Errors for teacher/profile/data combinations that cannot work; warnings for odd ones."""
+    check_channels(teacher, profile)
     classes = len(data.class_names)
     if teacher.num_classes != classes:
         raise CompressorError(
@@ -170,22 +180,38 @@ def check_compatibility(
 
 
 def _on_main(fn: Callable[[], T]) -> T:
-    """Run ``fn`` on rank 0 only and hand its result (or its CompressorError) to every rank."""
+    """Run ``fn`` on rank 0 only and hand its result, or its failure, to every rank.
+
+    Every failure is forwarded, not only a CompressorError: a bug or Ctrl-C on rank 0 must stop
+    the other ranks now, not after a collective's timeout. Rank 0 re-raises its own exception
+    (with its traceback); the others raise the CompressorError, or a RankZeroFailure naming the
+    exception. The other ranks wait in a gloo collective (distributed.broadcast_from_main).
+    """
+    if distributed.info().world_size <= 1:
+        return fn()
     payload: Any = None
+    failure: BaseException | None = None
     if distributed.info().is_main:
         try:
             payload = fn()
-        except CompressorError as exc:
-            payload = exc
+        except BaseException as exc:  # forwarded below, then re-raised unchanged
+            failure = exc
+            payload = (
+                exc
+                if isinstance(exc, CompressorError)
+                else distributed.RankZeroFailure(f"rank 0 failed: {type(exc).__name__}: {exc}")
+            )
     payload = distributed.broadcast_from_main(payload)
-    if isinstance(payload, CompressorError):
+    if failure is not None:
+        raise failure
+    if isinstance(payload, CompressorError | distributed.RankZeroFailure):
         raise payload
     return payload
 
 
 def run_pipeline(cfg: RunConfig, log: Log = lambda _msg: None) -> RunOutcome | None:
     """Run every stage; under torchrun, rank 0 returns the outcome and the others None."""
-    distributed.init_distributed()
+    distributed.init_distributed(cfg.train.device)
     try:
         return _run_stages(cfg, log if distributed.info().is_main else lambda _msg: None)
     finally:
@@ -201,15 +227,11 @@ def _run_stages(cfg: RunConfig, log: Log) -> RunOutcome | None:
     check_output_folder(cfg.out, cfg.overwrite, cfg.resume)
     out = cfg.out
     profile = load_profile(cfg.profile)
-    teacher = load_teacher(
-        cfg.teacher,
-        arch=cfg.arch,
-        trust_checkpoint=cfg.trust_checkpoint,
-        mean=cfg.mean,
-        std=cfg.std,
-    )
+    teacher = _load_teacher(cfg, profile)
     log(f"teacher: {teacher.arch} ({teacher.format}), {teacher.num_classes} classes")
-    data = _load_data(cfg, profile, log)
+    preprocess = resolve_run_preprocess(cfg, profile, teacher)
+    log(f"preprocessing: {preprocess.describe()}")
+    data = _load_data(cfg, profile, preprocess, log)
     log(
         f"data: {len(data.train)} train / {len(data.val)} val / {len(data.test)} test images, "
         f"{len(data.class_names)} classes (test = {data.test_source})"
@@ -224,7 +246,14 @@ def _run_stages(cfg: RunConfig, log: Log) -> RunOutcome | None:
         resumed.append("select")
         log(f"resume: selection done before, student {selection.chosen}")
     else:
-        family = cfg.family or default_family(profile.input_shape[1:])  # type: ignore[arg-type]
+        input_hw = (profile.input_shape[1], profile.input_shape[2])
+        if cfg.family:
+            families = [cfg.family]
+        elif cfg.candidates:
+            families = [default_family(input_hw)]
+        else:
+            families = preferred_families(teacher.arch, input_hw)
+        family = families[0]
 
         progress = Progress(log)
         total = len(cfg.candidates or get_family(family).ladder)
@@ -233,19 +262,25 @@ def _run_stages(cfg: RunConfig, log: Log) -> RunOutcome | None:
         def on_candidate(c: Candidate) -> None:
             timed.append(c)
             ms = c.predicted_ms if c.predicted_ms is not None else c.at_percentile_ms
-            detail = f"{c.name} p{profile.percentile:g} {ms:.3f} ms, fits={c.fits}"
+            detail = f"{c.name} p{profile.percentile:g} {ms:.3f} ms ({c.precision}), fits={c.fits}"
+            if c.speedup is not None:
+                detail += f", {c.speedup:.2f}x faster than the teacher"
             progress.tick("timing candidates", len(timed), total, detail)
 
         def select_and_record() -> Selection:
             budget = f"{profile.latency_ms:g} ms at p{profile.percentile:g}"
-            log(f"selecting a {family} student for {budget}")
+            log(f"selecting a {' / '.join(families)} student for {budget}")
             progress.start("timing candidates")
-            chosen = select_student(
+            chosen = choose_student(
                 profile,
+                teacher.model,
+                teacher.arch,
                 teacher.num_classes,
-                family,
+                families,
                 candidates=cfg.candidates,
                 on_candidate=on_candidate,
+                to_shipped=_shipped_graph(profile),
+                log=log,
             )
             log(f"chosen: {chosen.chosen}")
             if not cfg.resume:
@@ -276,6 +311,7 @@ def _run_stages(cfg: RunConfig, log: Log) -> RunOutcome | None:
                 "class_names": data.class_names,
                 "mean": list(teacher.mean),
                 "std": list(teacher.std),
+                "preprocess": preprocess.to_metadata(),
                 "input_layout": "NCHW",
                 "input_shape": list(shape),
                 "arch": selection.chosen,
@@ -316,9 +352,15 @@ def _run_stages(cfg: RunConfig, log: Log) -> RunOutcome | None:
             report["passed"] = all(g["passed"] for g in report["gates"])
             report["exit_code"] = 0 if report["passed"] else 1
             report["failed_gates"] = [g["name"] for g in report["gates"] if not g["passed"]]
-    report["shipped_model"] = str(
-        out / ("student.int8.onnx" if int8 and int8["decision"]["use_int8"] else "student.onnx")
-    )
+    ships_int8 = bool(int8 and int8["decision"]["use_int8"])
+    report["shipped_model"] = str(out / ("student.int8.onnx" if ships_int8 else "student.onnx"))
+    report["shipped"] = {
+        "model": report["shipped_model"],
+        "precision": "int8" if ships_int8 else "fp32",
+        "latency": int8["verify"]["latency"] if int8 and ships_int8 else report["latency"],
+    }
+    report["speedup"] = _speedup_vs_teacher(teacher, Path(report["shipped_model"]), profile, log)
+    _add_speedup_gate(report)
     report["resumed"] = (
         {
             "stages_skipped": resumed,
@@ -329,6 +371,63 @@ def _run_stages(cfg: RunConfig, log: Log) -> RunOutcome | None:
     )
     write_report(out, report)
     return RunOutcome(report=report, verify=verified, out=out)
+
+
+def _speedup_vs_teacher(
+    teacher: TeacherBundle, shipped: Path, profile: LatencyProfile, log: Log
+) -> dict[str, Any]:
+    """Teacher and shipped student timed in alternation under the profile's settings.
+
+    Selection already required ``min_speedup`` from one measurement of each; this is the
+    number the report quotes, measured with machine noise hitting both models alike.
+    """
+    try:
+        graph = onnx_bytes(teacher.model, profile.input_shape, profile.opset)
+    except CompressorError as exc:
+        log(f"warning: the teacher could not be exported for timing ({exc}); no speedup measured")
+        return {"measured": False, "note": str(exc)}
+    log("timing the teacher and the shipped student in alternation (measured speedup)")
+    teacher_stats, student_stats = measure_alternating(
+        [graph, shipped],
+        profile.input_shape,
+        TimingSettings.from_profile(profile),
+        profile.percentile,
+    )
+    teacher_ms, student_ms = teacher_stats.at_percentile_ms, student_stats.at_percentile_ms
+    return {
+        "measured": True,
+        "method": "alternating sessions, 3 rounds, order flipped each round",
+        "percentile": profile.percentile,
+        "teacher_ms": teacher_ms,
+        "student_ms": student_ms,
+        "speedup": teacher_ms / max(student_ms, 1e-9),
+        "min_speedup": profile.min_speedup,
+        "teacher": teacher_stats.to_dict(),
+        "student": student_stats.to_dict(),
+    }
+
+
+def _add_speedup_gate(report: dict[str, Any]) -> None:
+    """A shipped student slower than its teacher fails the run: it compresses nothing."""
+    speed = report["speedup"]
+    if not speed.get("measured"):
+        return
+    value = speed["speedup"]
+    ok = value >= 1.0
+    detail = f"{value:.2f}x >= 1x: " + ("ok" if ok else f"missed by {1.0 - value:.3g}x")
+    report["gates"].append(
+        {
+            "name": "faster_than_teacher",
+            "passed": ok,
+            "value": value,
+            "threshold": 1.0,
+            "comparison": ">=",
+            "detail": detail,
+        }
+    )
+    report["passed"] = all(g["passed"] for g in report["gates"])
+    report["exit_code"] = 0 if report["passed"] else 1
+    report["failed_gates"] = [g["name"] for g in report["gates"] if not g["passed"]]
 
 
 def _int8_stage(
@@ -393,6 +492,7 @@ def _distill_stage(
     torch.manual_seed(cfg.train.seed)  # student initialisation is part of the seeded run
     student = build_model(selection.chosen, teacher.num_classes, teacher.in_channels)
     log(f"distilling {selection.chosen} for {cfg.train.epochs} epochs")
+    train_config = replace(cfg.train, crop_scale=(profile.train_scale[0], profile.train_scale[1]))
     progress = Progress(log)
     progress.start("training epochs")
     result = distill(
@@ -402,7 +502,7 @@ def _distill_stage(
         teacher.mean,
         teacher.std,
         cfg.loss,
-        cfg.train,
+        train_config,
         on_epoch=lambda row: progress.tick(
             "training epochs",
             row["epoch"],
@@ -427,12 +527,55 @@ def _distill_stage(
         std=teacher.std,
         class_names=data.class_names,
         extra={"teacher_sha256": teacher.sha256, "profile": profile.name},
+        preprocess=data.preprocess.to_metadata() if data.preprocess else None,
     )
     write_json_atomic(out / "distill.json", result.to_dict())
     return result
 
 
-def _load_data(cfg: RunConfig, profile: LatencyProfile, log: Log) -> DatasetSplits:
+def _load_teacher(cfg: RunConfig, profile: LatencyProfile) -> TeacherBundle:
+    """The teacher; a state dict's normalisation comes from the CLI, else the profile."""
+    return load_teacher(
+        cfg.teacher,
+        arch=cfg.arch,
+        trust_checkpoint=cfg.trust_checkpoint,
+        mean=cfg.mean or profile.mean,
+        std=cfg.std or profile.std,
+    )
+
+
+def resolve_run_preprocess(
+    cfg: RunConfig, profile: LatencyProfile, teacher: TeacherBundle
+) -> Preprocess:
+    """The teacher's eval transform: CLI flags, then the bundle's record, then the profile."""
+    check_channels(teacher, profile)
+    channels, height, width = profile.input_shape
+    stated = {
+        "resize_mode": cfg.resize_mode,
+        "resize_size": cfg.resize_size,
+        "interpolation": cfg.interpolation,
+    }
+    return resolve_preprocess(
+        (height, width),
+        channels,
+        teacher.mean,
+        teacher.std,
+        stated,
+        teacher.preprocess,
+        profile.preprocess_layer(),
+    )
+
+
+def _shipped_graph(profile: LatencyProfile) -> Callable[[bytes], bytes] | None:
+    """How selection turns a candidate into the graph that ships (int8 profiles)."""
+    if profile.quantization != "int8":
+        return None
+    return lambda graph: int8_for_timing(graph, profile.input_shape)
+
+
+def _load_data(
+    cfg: RunConfig, profile: LatencyProfile, preprocess: Preprocess, log: Log
+) -> DatasetSplits:
     return load_image_folder(
         cfg.data,
         profile.input_shape,
@@ -440,6 +583,7 @@ def _load_data(cfg: RunConfig, profile: LatencyProfile, log: Log) -> DatasetSpli
         val_fraction=cfg.val_fraction,
         cache_dir=default_cache_dir() if cfg.data_cache else None,
         log=log,
+        preprocess=preprocess,
     )
 
 
@@ -565,29 +709,39 @@ DOWNSTREAM_OF_DISTILL = (
 )
 
 
-def distill_stage_only(cfg: RunConfig, log: Log = lambda _msg: None) -> DistillResult:
+def distill_stage_only(cfg: RunConfig, log: Log = lambda _msg: None) -> DistillResult | None:
     """Re-run only distillation in an existing run folder, from its run.json and selection.json.
 
     Artifacts that depend on the student are removed first, so the folder never mixes a new
     student with an old export or report; ``compressor export`` and ``verify`` (or
-    ``run --resume``) produce them again.
+    ``run --resume``) produce them again. Under torchrun every rank trains its shard and rank 0
+    alone changes the folder; rank 0 returns the result and the others None.
     """
+    distributed.init_distributed(cfg.train.device)
+    try:
+        main = distributed.info().is_main
+        result = _distill_only(cfg, log if main else lambda _msg: None)
+        return result if main else None
+    finally:
+        distributed.shutdown()
+
+
+def _distill_only(cfg: RunConfig, log: Log) -> DistillResult:
     out = cfg.out
     if not (out / "selection.json").is_file():
         raise CompressorError(f"{out} has no selection.json: run `compressor run` first")
     profile = load_profile(cfg.profile)
-    teacher = load_teacher(
-        cfg.teacher,
-        arch=cfg.arch,
-        trust_checkpoint=cfg.trust_checkpoint,
-        mean=cfg.mean,
-        std=cfg.std,
-    )
-    data = _load_data(cfg, profile, log)
+    teacher = _load_teacher(cfg, profile)
+    data = _load_data(cfg, profile, resolve_run_preprocess(cfg, profile, teacher), log)
     check_compatibility(teacher, profile, data)
     selection = Selection.from_dict(read_json(out / "selection.json"))
-    for name in DOWNSTREAM_OF_DISTILL:
-        (out / name).unlink(missing_ok=True)
     cfg = replace(cfg, resume=False)
-    write_json_atomic(out / RUN_MARKER, {"compressor": __version__, "config": _config_dict(cfg)})
+
+    def clear_downstream() -> None:
+        for name in DOWNSTREAM_OF_DISTILL:
+            (out / name).unlink(missing_ok=True)
+        marker = {"compressor": __version__, "config": _config_dict(cfg)}
+        write_json_atomic(out / RUN_MARKER, marker)
+
+    _on_main(clear_downstream)  # rank 0 writes; the others wait until it has
     return _distill_stage(cfg, profile, teacher, data, selection, [], log)

@@ -37,8 +37,10 @@ class Key:
             return "one of " + ", ".join(repr(c) for c in self.choices)
         if self.kind is list and self.item is int:
             return "a list of 3 positive integers [channels, height, width]"
+        if self.kind is list and self.item is str:
+            return "a list of strings"
         if self.kind is list:
-            return f"a list of {'strings' if self.item is str else 'positive numbers'}"
+            return "a list of numbers >= 0" if self.low == 0 else "a list of positive numbers"
         if self.kind is str:
             return "a string"
         lo = "-inf" if self.low is None else f"{self.low:g}"
@@ -73,6 +75,37 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "warmup_runs": Key(int, default=10, low=0, high=100000),
         "min_iterations": Key(int, default=100, low=10, high=10_000_000),
         "min_seconds": Key(float, default=1.0, low=0.0, high=3600.0),
+        "min_speedup": Key(
+            float,
+            default=1.5,
+            low=1.0,
+            high=1000.0,
+            help="a student must be this many times faster than the teacher (measured)",
+        ),
+    },
+    # The eval transform the teacher was trained with (compressor.preprocess). A bundle's own
+    # record and the CLI flags take precedence; "auto" / 0 / absent means "not stated here".
+    "preprocess": {
+        "resize_mode": Key(
+            str,
+            default="auto",
+            choices=("auto", "center-crop", "squash", "letterbox"),
+            help="auto: center-crop for inputs >= 64 px, squash below",
+        ),
+        "resize_size": Key(
+            int, default=0, low=0, high=65536, help="shorter side before the crop; 0: size/0.875"
+        ),
+        "interpolation": Key(
+            str, default="bilinear", choices=("nearest", "bilinear", "bicubic"), help="resampling"
+        ),
+        "mean": Key(list, item=float, optional=True, low=0.0, help="per-channel mean (0-1 scale)"),
+        "std": Key(list, item=float, optional=True, help="per-channel std (0-1 scale)"),
+        "train_scale": Key(
+            list,
+            item=float,
+            default=[0.25, 1.0],
+            help="RandomResizedCrop area range for training (inputs >= 64 px)",
+        ),
     },
     "gates": {
         "max_top1_drop": Key(
@@ -139,6 +172,13 @@ class LatencyProfile:
     max_abs_logit_diff: float
     opset: int
     quantization: str
+    min_speedup: float = 1.5
+    resize_mode: str = "auto"
+    resize_size: int = 0
+    interpolation: str = "bilinear"
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    train_scale: tuple[float, ...] = (0.25, 1.0)
     calibration: Calibration | None = None
     source: str = field(default="", compare=False)
 
@@ -146,6 +186,14 @@ class LatencyProfile:
     def target_ms(self) -> float:
         """The latency selection aims for: the budget less the safety margin."""
         return self.latency_ms * (1.0 - self.safety_margin)
+
+    def preprocess_layer(self) -> dict[str, Any]:
+        """The [preprocess] keys this profile states (for compressor.preprocess.resolve)."""
+        return {
+            "resize_mode": self.resize_mode,
+            "resize_size": self.resize_size,
+            "interpolation": self.interpolation,
+        }
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict for reports (JSON-serialisable)."""
@@ -163,12 +211,17 @@ def _check_value(where: str, key: str, spec: Key, value: Any) -> Any:
     if spec.kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if spec.kind is list and spec.item is not int:
-        if not isinstance(value, list) or len(value) < 2:
-            raise bad(f"is {value!r}, not a list of at least 2 entries")
+        shortest = 1 if spec.optional else 2  # mean/std of a 1-channel input have one entry
+        if not isinstance(value, list) or len(value) < shortest:
+            raise bad(f"is {value!r}, not a list of at least {shortest} entries")
         if spec.item is float:
-            if not all(
-                isinstance(v, int | float) and not isinstance(v, bool) and v > 0 for v in value
-            ):
+            low = spec.low
+
+            def fine(v: Any) -> bool:
+                number = isinstance(v, int | float) and not isinstance(v, bool)
+                return number and (v >= low if low is not None else v > 0)
+
+            if not all(fine(v) for v in value):
                 raise bad(f"is {value!r}")
             return tuple(float(v) for v in value)
         if not all(isinstance(v, str) for v in value):
@@ -241,7 +294,36 @@ def profile_from_dict(data: dict[str, Any], source: str) -> LatencyProfile:
             else:
                 values[key] = spec.default
     shape = values.pop("shape")
+    _check_preprocess(values, shape, source)
     return LatencyProfile(input_shape=shape, source=source, calibration=calibration, **values)
+
+
+def _check_preprocess(values: dict[str, Any], shape: tuple[int, int, int], source: str) -> None:
+    """Cross-key checks of [preprocess]: list lengths, the crop range, a reachable input size."""
+    from compressor.preprocess import check_spec, default_resize_mode
+
+    scale = values["train_scale"] = tuple(values["train_scale"])
+    if len(scale) != 2 or not 0 < scale[0] <= scale[1] <= 1:
+        raise CompressorError(
+            f"{source}: key 'preprocess.train_scale' is {list(scale)}; allowed: [low, high] "
+            "with 0 < low <= high <= 1"
+        )
+    for key in ("mean", "std"):
+        if values[key] is not None and len(values[key]) != shape[0]:
+            raise CompressorError(
+                f"{source}: key 'preprocess.{key}' has {len(values[key])} value(s) but "
+                f"input.shape has {shape[0]} channel(s)"
+            )
+    mode = values["resize_mode"]
+    try:
+        check_spec(
+            default_resize_mode(shape[1:]) if mode == "auto" else mode,
+            values["interpolation"],
+            values["resize_size"] or None,
+            (shape[1], shape[2]),
+        )
+    except CompressorError as exc:
+        raise CompressorError(f"{source}: [preprocess] {exc}") from exc
 
 
 def available_profiles() -> list[str]:

@@ -258,3 +258,17 @@ def decide_int8(
         else f"kept int8: {speed} and {accuracy}, within the {gate}."
     )
     return Int8Decision(not problems, reason, f_ms, i_ms, f_top, i_top)
+
+
+def int8_for_timing(fp32: bytes, input_shape: tuple[int, int, int], seed: int = 0) -> bytes:
+    """The int8 graph selection times for an (untrained) candidate.
+
+    Latency depends on the graph's operators and shapes, not on the calibrated ranges, so a few
+    random images calibrate it; the shipped student is calibrated on real training images.
+    """
+    calibration = np.random.default_rng(seed).standard_normal((8, *input_shape)).astype("float32")
+    with tempfile.TemporaryDirectory(prefix="compressor-select-int8-") as tmp:
+        src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
+        src.write_bytes(fp32)
+        quantize_int8(src, dst, calibration)
+        return dst.read_bytes()

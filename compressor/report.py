@@ -69,6 +69,35 @@ def _ms(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f} ms"
 
 
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def _yes(value: bool | None) -> str:
+    return "-" if value is None else ("yes" if value else "no")
+
+
+def _preprocess_line(report: dict[str, Any]) -> str:
+    spec = report["data"].get("preprocess")
+    return spec["description"] if spec else "not recorded (report from an older version)"
+
+
+def speedup_summary(report: dict[str, Any]) -> str:
+    """Measured speedup of the shipped model and the parameter ratio; < 1 is said, not hidden."""
+    speed, ratio = report.get("speedup") or {}, report["size"]["param_ratio"]
+    if speed.get("measured"):
+        text = (
+            f"{speed['speedup']:.2f}x faster than the teacher at p{speed['percentile']:g} "
+            f"({_ms(speed['student_ms'])} vs {_ms(speed['teacher_ms'])}, measured in alternation)"
+        )
+        if speed["speedup"] < 1:
+            text += " - the student is SLOWER than its teacher"
+    else:
+        text = f"speedup not measured: {speed.get('note', 'the teacher was not timed')}"
+    text += f"; {ratio:.1f}x fewer parameters"
+    return text + (" (the student has MORE parameters)" if ratio < 1 else "")
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     """A human-readable summary of a run report (suitable for a pull-request comment)."""
     acc, lat, size = report["accuracy"], report["latency"], report["size"]
@@ -80,6 +109,9 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
         f"Teacher `{report['teacher']['arch']}` -> student `{sel['chosen']}` "
         f"for profile `{profile['name']}` ({profile['description']}).",
+        "",
+        f"Preprocessing (the teacher's eval transform, used for every number below and recorded "
+        f"in the ONNX metadata): {_preprocess_line(report)}",
         "",
         "## Gates",
         "",
@@ -130,8 +162,9 @@ def render_markdown(report: dict[str, Any]) -> str:
         )
         + f"; {100 * lat['budget_utilisation']:.0f}% of the budget used)",
         "",
-        "## Size",
+        "## Size and speed against the teacher",
         "",
+        f"- {speedup_summary(report)}",
         f"- teacher: {size['teacher_params']:,} params, {size['teacher_mflops']:.1f} MFLOPs",
         f"- student: {size['student_params']:,} params, {size['student_mflops']:.1f} MFLOPs "
         f"({size['param_ratio']:.1f}x fewer params), ONNX {size['onnx_bytes'] / 1024:.0f} KiB",
@@ -139,21 +172,32 @@ def render_markdown(report: dict[str, Any]) -> str:
         "## Student selection",
         "",
         f"Family `{sel['family']}`, target {sel['target_ms']:.3f} ms at p{sel['percentile']:g} "
-        f"(budget {sel['budget_ms']:g} ms less the safety margin).",
+        f"(budget {sel['budget_ms']:g} ms less the safety margin); a candidate must also be "
+        f"{sel.get('min_speedup', 1.0):g}x faster than the teacher. Timed at "
+        f"{sel.get('precision', 'fp32')} (the precision that ships).",
         "",
-        "| candidate | params | MFLOPs | host p50 ms | host p90 ms | predicted target ms | fits |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | --- |",
+        "| candidate | params | MFLOPs | host p50 ms | host p90 ms | predicted target ms | "
+        "speedup vs teacher | fits | qualifies |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |",
     ]
-
-    def num(value: float | None) -> str:
-        return "-" if value is None else f"{value:.3f}"
+    teacher_row = sel.get("teacher")
+    if teacher_row:
+        lines.append(
+            f"| teacher `{teacher_row['arch']}` (fp32) | {teacher_row['params']:,} | "
+            f"{teacher_row['mflops']:.1f} | {_num(teacher_row['p50_ms'])} | "
+            f"{_num(teacher_row['p90_ms'])} | - | 1.00x | "
+            f"{_yes(teacher_row['meets_budget'])} | - |"
+        )
 
     for c in sel["candidates"]:
-        fits = "not timed" if c["fits"] is None else ("yes" if c["fits"] else "no")
+        fits = "not timed" if c["fits"] is None else _yes(c["fits"])
+        qualifies = "-" if c["fits"] is None else _yes(c["fits"] and c.get("faster") is not False)
+        speedup = "-" if c.get("speedup") is None else f"{c['speedup']:.2f}x"
         name = f"**{c['name']}**" if c["name"] == sel["chosen"] else c["name"]
         lines.append(
-            f"| {name} | {c['params']:,} | {c['mflops']:.1f} | {num(c['p50_ms'])} | "
-            f"{num(c['p90_ms'])} | {num(c['predicted_ms'])} | {fits} |"
+            f"| {name} | {c['params']:,} | {c['mflops']:.1f} | {_num(c['p50_ms'])} | "
+            f"{_num(c['p90_ms'])} | {_num(c['predicted_ms'])} | {speedup} | {fits} | "
+            f"{qualifies} |"
         )
     loss = dist["loss"]
     lines += [

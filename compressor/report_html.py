@@ -158,7 +158,19 @@ def _verification(r: dict[str, Any]) -> str:
     out.append(
         f'</div><div><h3 id="size">Size ({_fmt(s("param_ratio"), ".1f", "x")} fewer params)</h3>'
     )
-    out.append(_table(["model", "params", "MFLOPs", "ONNX"], rows, (1, 2, 3)) + "</div></div>")
+    out.append(_table(["model", "params", "MFLOPs", "ONNX"], rows, (1, 2, 3)))
+    speed = _d(r.get("speedup"))
+    if speed.get("measured"):
+        slower = (_f(speed.get("speedup")) or 0.0) < 1
+        word = '<span class="fail">SLOWER than the teacher</span>' if slower else "faster"
+        out.append(
+            f'<p id="speedup">Measured: <b>{_fmt(speed.get("speedup"), ".2f", "x")}</b> {word} '
+            f"at p{_fmt(speed.get('percentile'), 'g')} ({_ms(speed.get('student_ms'))} vs "
+            f"teacher {_ms(speed.get('teacher_ms'))}, timed in alternation).</p>"
+        )
+    else:
+        out.append(f'<p id="speedup">Speedup not measured: {_e(speed.get("note", "n/a"))}</p>')
+    out.append("</div></div>")
     pc, budget, util = _fmt(p("percentile"), "g"), _f(p("latency_ms")), _f(t("budget_utilisation"))
     judged = _f(t("predicted_target_ms")) or _f(t("at_percentile_ms"))
     ok = None if judged is None or budget is None else judged <= budget
@@ -184,6 +196,13 @@ def _verification(r: dict[str, Any]) -> str:
     return _section("verification", "Verification", "".join(out))
 
 
+def _qualifies(c: dict[str, Any]) -> bool | None:
+    """Fits the budget and beats the teacher by the required factor (None: not timed)."""
+    if c.get("fits") is None:
+        return None
+    return bool(c.get("fits")) and c.get("faster") is not False
+
+
 def _selection(r: dict[str, Any]) -> str:
     """Every candidate timed, so a reader sees how close the chosen student came to the budget."""
     sel = _d(r.get("selection"))
@@ -204,12 +223,17 @@ def _selection(r: dict[str, Any]) -> str:
             links.append((x, host, x, pred))
         if name == chosen:
             pts["mark"].append((x, host if pred is None else pred, f"chosen: {name}"))
+    teacher = _d(sel.get("teacher"))
+    t_x, t_ms = _f(teacher.get("mflops")), _f(teacher.get("at_percentile_ms"))
+    if t_x is not None and t_ms is not None:
+        pts["teacher"] = [(t_x, t_ms, f"teacher {teacher.get('arch')}: {t_ms:.3f} ms (fp32)")]
     device = sel.get("calibrated_for") or "target"
     series = [
         {"name": f"host p{pc}, fits target", "points": pts["fit"], "color": PASS},
         {"name": f"host p{pc}, over target", "points": pts["over"], "color": FAIL},
         {"name": f"predicted on {device}", "points": pts["pred"], "marker": "diamond"},
         {"name": "chosen", "points": pts["mark"], "color": INK, "marker": "ring"},
+        {"name": "teacher", "points": pts.get("teacher", []), "color": WARN, "marker": "diamond"},
     ]
     budget = _get(r, "profile", "latency_ms") or sel.get("budget_ms")
     refs = [(budget, "budget", FAIL), (sel.get("target_ms"), "target (budget less margin)", WARN)]
@@ -223,19 +247,31 @@ def _selection(r: dict[str, Any]) -> str:
     rows = [
         [_e(c.get("name")), _fmt(c.get("params"), ",.0f"), _fmt(c.get("mflops"), ".1f")]
         + [_fmt(c.get(k)) for k in ("p50_ms", "p90_ms", "predicted_ms")]
+        + [_fmt(c.get("speedup"), ".2f", "x")]
         + [fits.get(c.get("fits"), '<span class="muted">not timed</span>')]
+        + [fits.get(_qualifies(c), "")]
         for c in cands
     ]
+    if t_x is not None:
+        rows.insert(0, [
+            f"teacher <code>{_e(teacher.get('arch'))}</code>",
+            _fmt(teacher.get("params"), ",.0f"), _fmt(t_x, ".1f"),
+            _fmt(teacher.get("p50_ms")), _fmt(teacher.get("p90_ms")), "", "1.00x",
+            fits.get(teacher.get("meets_budget"), ""), "",
+        ])  # fmt: skip
     mark = next((i for i, c in enumerate(cands) if c.get("name") == chosen), -1)
+    mark += 1 if t_x is not None and mark >= 0 else 0
     untimed = sum(c.get("fits") is None for c in cands)
     head = (
         f"<p>Family <code>{_e(sel.get('family') or 'n/a')}</code>, chosen <code>"
         f"{_e(chosen or 'n/a')}</code>; target {_ms(sel.get('target_ms'))} at p{pc} (budget "
-        f"{_ms(sel.get('budget_ms'))} less the safety margin)."
+        f"{_ms(sel.get('budget_ms'))} less the safety margin), at least "
+        f"{_fmt(sel.get('min_speedup'), 'g', 'x')} faster than the teacher, timed at "
+        f"{_e(sel.get('precision') or 'fp32')}."
         + (f" {untimed} candidate(s) not timed, so not plotted." if untimed else "")
     )
     cols = ["candidate", "params", "MFLOPs", "host p50 ms", "host p90 ms", "predicted target ms"]
-    table = _table([*cols, "fits"], rows, num=range(1, 6), mark=mark)
+    table = _table([*cols, "speedup", "fits", "qualifies"], rows, num=range(1, 7), mark=mark)
     body = f'{head}</p><div class="charts">{chart}</div>{table}'
     return _section("selection", "Student selection", body)
 

@@ -13,6 +13,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from torch import nn
+
 from compressor.calibrate import LatencyPredictor, host_predictor
 from compressor.errors import CompressorError
 from compressor.export import onnx_bytes
@@ -34,7 +36,30 @@ class Candidate:
     p90_ms: float | None = None
     at_percentile_ms: float | None = None
     predicted_ms: float | None = None  # predicted target latency (calibrated profiles only)
-    fits: bool | None = None  # None: not timed (the walk stopped before it)
+    fits: bool | None = None  # within the budget's target; None: not timed (the walk stopped)
+    speedup: float | None = None  # teacher / candidate at the percentile (None: teacher untimed)
+    faster: bool | None = None  # speedup >= the profile's min_speedup (None: not judged)
+    precision: str = "fp32"  # the precision timed: the one that ships ("int8" profiles)
+    fp32_at_percentile_ms: float | None = None  # int8 profiles: the fp32 graph, for reference
+
+    @property
+    def qualifies(self) -> bool:
+        """Fits the budget and is faster than the teacher by the required factor."""
+        return bool(self.fits) and self.faster is not False
+
+
+@dataclass(frozen=True)
+class TeacherTiming:
+    """The teacher's ONNX graph timed like the candidates (fp32, the profile's settings)."""
+
+    arch: str
+    params: int
+    mflops: float
+    at_percentile_ms: float | None  # None: the teacher could not be exported to ONNX
+    p50_ms: float | None = None
+    p90_ms: float | None = None
+    meets_budget: bool | None = None
+    note: str = ""  # why it was not timed
 
 
 @dataclass
@@ -49,6 +74,9 @@ class Selection:
     candidates: list[Candidate] = field(default_factory=list)
     calibrated_for: str | None = None  # target device name when latencies are predicted
     predictor: LatencyPredictor | None = None  # host -> target, measured during selection
+    teacher: TeacherTiming | None = None  # the teacher under the same settings
+    min_speedup: float = 1.0
+    precision: str = "fp32"
 
     def predict(self, host_ms: float, mflops: float) -> float | None:
         """Predicted target latency for a host measurement (None when not calibrated)."""
@@ -64,6 +92,9 @@ class Selection:
             "candidates": [asdict(c) for c in self.candidates],
             "calibrated_for": self.calibrated_for,
             "predictor": asdict(self.predictor) if self.predictor else None,
+            "teacher": asdict(self.teacher) if self.teacher else None,
+            "min_speedup": self.min_speedup,
+            "precision": self.precision,
         }
 
     @classmethod
@@ -71,13 +102,44 @@ class Selection:
         rows = [Candidate(**row) for row in data["candidates"]]
         pred = data.get("predictor")
         predictor = LatencyPredictor(tuple(pred["mflops"]), tuple(pred["ratios"])) if pred else None
-        return cls(**{**data, "candidates": rows, "predictor": predictor})
+        teacher = TeacherTiming(**data["teacher"]) if data.get("teacher") else None
+        return cls(**{**data, "candidates": rows, "predictor": predictor, "teacher": teacher})
+
+    @property
+    def chosen_candidate(self) -> Candidate:
+        return next(c for c in self.candidates if c.name == self.chosen)
 
 
 def profile_timer(profile: LatencyProfile) -> Timer:
     """The real timer: onnxruntime on CPU under the profile's settings."""
     settings = TimingSettings.from_profile(profile)
     return lambda model, shape: measure_onnx(model, shape, settings, profile.percentile)
+
+
+def time_teacher(
+    model: nn.Module, arch: str, profile: LatencyProfile, timer: Timer | None = None
+) -> TeacherTiming:
+    """Export the teacher and time it exactly as the candidates are timed.
+
+    A teacher that cannot be exported to ONNX (some TorchScript files) is returned untimed,
+    with the reason, and the speedup criterion is then not applied.
+    """
+    timer = timer or profile_timer(profile)
+    shape = profile.input_shape
+    params, mflops = count_params(model), round(count_flops(model, shape) / 1e6, 3)
+    try:
+        stats = timer(onnx_bytes(model, shape, profile.opset), shape)
+    except CompressorError as exc:
+        return TeacherTiming(arch, params, mflops, None, note=f"not timed: {exc}")
+    return TeacherTiming(
+        arch,
+        params,
+        mflops,
+        round(stats.at_percentile_ms, 4),
+        round(stats.p50_ms, 4),
+        round(stats.p90_ms, 4),
+        meets_budget=stats.at_percentile_ms <= profile.latency_ms,
+    )
 
 
 def select_student(
@@ -89,14 +151,20 @@ def select_student(
     candidates: tuple[str, ...] | None = None,
     patience: int = 2,
     on_candidate: Callable[[Candidate], None] | None = None,
+    teacher: TeacherTiming | None = None,
+    to_shipped: Callable[[bytes], bytes] | None = None,
 ) -> Selection:
-    """Choose the largest candidate (by FLOPs) whose latency at the percentile is <= target.
+    """Choose the largest candidate (by FLOPs) that fits the budget and beats the teacher.
 
-    ``candidates`` restricts the ladder to the given names (for example the architectures a
-    deployment runtime supports, or one fixed student whose fit should just be checked).
+    A candidate qualifies when its latency at the profile's percentile is <= the target (the
+    budget less the safety margin) and, when ``teacher`` was timed, the teacher is at least
+    ``profile.min_speedup`` times slower. ``to_shipped`` turns a candidate's fp32 ONNX into the
+    graph that would ship (int8 profiles), so candidates are judged at the shipped precision.
+    ``candidates`` restricts the ladder to the given names.
 
     Raises:
-        CompressorError: no candidate fits (the message names the fastest one's latency).
+        CompressorError: no candidate fits, or none is fast enough against the teacher (the
+            message names the teacher's latency and the fastest candidate's).
     """
     timer = timer or profile_timer(profile)
     ladder = get_family(family).ladder
@@ -111,17 +179,25 @@ def select_student(
     predictor = None
     if profile.calibration is not None:
         predictor = host_predictor(profile.calibration, shape, timer)
+    teacher_ms = teacher.at_percentile_ms if teacher else None
     rows = []
     for name in ladder:
         model = build_model(name, num_classes, shape[0])
         rows.append((name, model, count_params(model), count_flops(model, shape) / 1e6))
     rows.sort(key=lambda r: r[3])
-    table = [Candidate(name=n, params=p, mflops=round(f, 3)) for n, _, p, f in rows]
+    precision = "int8" if to_shipped is not None else "fp32"
+    table = [
+        Candidate(name=n, params=p, mflops=round(f, 3), precision=precision) for n, _, p, f in rows
+    ]
     misses = 0
     for (_, model, _, _), cand in zip(rows, table, strict=True):
         if misses >= patience:
             break
-        stats = timer(onnx_bytes(model, shape, profile.opset), shape)
+        graph = onnx_bytes(model, shape, profile.opset)
+        if to_shipped is not None:
+            cand.fp32_at_percentile_ms = round(timer(graph, shape).at_percentile_ms, 4)
+            graph = to_shipped(graph)
+        stats = timer(graph, shape)
         cand.p50_ms, cand.p90_ms = round(stats.p50_ms, 4), round(stats.p90_ms, 4)
         cand.at_percentile_ms = round(stats.at_percentile_ms, 4)
         judged = stats.at_percentile_ms
@@ -129,24 +205,16 @@ def select_student(
             judged = predictor.predict(stats.at_percentile_ms, cand.mflops)
             cand.predicted_ms = round(judged, 4)
         cand.fits = judged <= profile.target_ms
-        misses = 0 if cand.fits else misses + 1
+        if teacher_ms is not None:
+            cand.speedup = round(teacher_ms / max(stats.at_percentile_ms, 1e-9), 3)
+            cand.faster = teacher_ms >= profile.min_speedup * stats.at_percentile_ms
+        misses = 0 if cand.qualifies else misses + 1
         if on_candidate:
             on_candidate(cand)
-    fitting = [c for c in table if c.fits]
-    if not fitting:
-
-        def judged_ms(c: Candidate) -> float:
-            return (c.predicted_ms if c.predicted_ms is not None else c.at_percentile_ms) or 0.0
-
-        fastest = min((c for c in table if c.at_percentile_ms is not None), key=judged_ms)
-        where = " (predicted on the target)" if predictor is not None else ""
-        raise CompressorError(
-            f"no student fits the budget: the fastest candidate {fastest.name} takes "
-            f"{judged_ms(fastest):.3f} ms{where} at p{profile.percentile:g}, the budget is "
-            f"{profile.latency_ms:g} ms ({profile.target_ms:.3f} ms after the "
-            f"{profile.safety_margin:.0%} safety margin)"
-        )
-    chosen = max(fitting, key=lambda c: c.mflops)
+    qualifying = [c for c in table if c.qualifies]
+    if not qualifying:
+        raise CompressorError(_nothing_qualifies(table, profile, teacher, predictor is not None))
+    chosen = max(qualifying, key=lambda c: c.mflops)
     return Selection(
         family=family,
         chosen=chosen.name,
@@ -156,6 +224,82 @@ def select_student(
         candidates=table,
         calibrated_for=profile.calibration.device if profile.calibration else None,
         predictor=predictor,
+        teacher=teacher,
+        min_speedup=profile.min_speedup,
+        precision=precision,
+    )
+
+
+def choose_student(
+    profile: LatencyProfile,
+    teacher_model: nn.Module,
+    teacher_arch: str,
+    num_classes: int,
+    families: list[str],
+    *,
+    candidates: tuple[str, ...] | None = None,
+    on_candidate: Callable[[Candidate], None] | None = None,
+    to_shipped: Callable[[bytes], bytes] | None = None,
+    timer: Timer | None = None,
+    log: Callable[[str], None] = lambda _msg: None,
+) -> Selection:
+    """Time the teacher, then select from ``families`` in order of preference.
+
+    The first family with a qualifying candidate wins (the teacher's own family comes first
+    when it has one, see :func:`compressor.students.preferred_families`).
+    """
+    timer = timer or profile_timer(profile)
+    teacher = time_teacher(teacher_model, teacher_arch, profile, timer)
+    pct = f"p{profile.percentile:g}"
+    if teacher.at_percentile_ms is None:
+        log(f"warning: teacher {teacher.note}; the speedup criterion is not applied")
+    else:
+        log(f"teacher {teacher_arch}: {teacher.at_percentile_ms:.3f} ms at {pct} (fp32)")
+        if teacher.meets_budget:
+            log(
+                f"the teacher already meets the {profile.latency_ms:g} ms budget: compressing to "
+                f"the largest candidate at least {profile.min_speedup:g}x faster than it"
+            )
+    failure: CompressorError | None = None
+    for index, family in enumerate(families):
+        try:
+            return select_student(
+                profile, num_classes, family, timer=timer, candidates=candidates,
+                on_candidate=on_candidate, teacher=teacher, to_shipped=to_shipped,
+            )  # fmt: skip
+        except CompressorError as exc:
+            failure = exc
+            if index + 1 < len(families):
+                log(f"family {family}: {exc}; trying {families[index + 1]}")
+    assert failure is not None
+    raise failure
+
+
+def _nothing_qualifies(
+    table: list[Candidate], profile: LatencyProfile, teacher: TeacherTiming | None, predicted: bool
+) -> str:
+    """One line saying why no candidate qualified: the budget, or the teacher's speed."""
+
+    def judged_ms(c: Candidate) -> float:
+        return (c.predicted_ms if c.predicted_ms is not None else c.at_percentile_ms) or 0.0
+
+    timed = [c for c in table if c.at_percentile_ms is not None]
+    fastest = min(timed, key=lambda c: c.at_percentile_ms or 0.0)
+    pct = f"p{profile.percentile:g}"
+    if any(c.fits for c in timed) and teacher is not None and teacher.at_percentile_ms:
+        return (
+            f"no student is {profile.min_speedup:g}x faster than the teacher: the teacher "
+            f"{teacher.arch} takes {teacher.at_percentile_ms:.3f} ms at {pct} under the profile's "
+            f"settings, the fastest candidate {fastest.name} {fastest.at_percentile_ms:.3f} ms "
+            f"({fastest.speedup:.2f}x); lower budget.min_speedup in the profile or choose another "
+            "--family / --candidates"
+        )
+    where = " (predicted on the target)" if predicted else ""
+    return (
+        f"no student fits the budget: the fastest candidate {fastest.name} takes "
+        f"{judged_ms(fastest):.3f} ms{where} at {pct}, the budget is "
+        f"{profile.latency_ms:g} ms ({profile.target_ms:.3f} ms after the "
+        f"{profile.safety_margin:.0%} safety margin)"
     )
 
 

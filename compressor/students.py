@@ -129,9 +129,11 @@ def _torchvision(name: str, **kwargs: object) -> Builder:
     return build
 
 
-for _m in (0.25, 0.5, 0.75, 1.0):
+_MOBILENET_SMALL = (0.25, 0.5, 0.75, 1.0)
+_MOBILENET_LARGE = (0.75, 1.0, 1.25)
+for _m in _MOBILENET_SMALL:
     register(f"mobilenet_v3_small_x{_m}", _torchvision("mobilenet_v3_small", width_mult=_m))
-for _m in (0.75, 1.0):
+for _m in _MOBILENET_LARGE:
     register(f"mobilenet_v3_large_x{_m}", _torchvision("mobilenet_v3_large", width_mult=_m))
 
 
@@ -151,8 +153,15 @@ _REGNETS = (
     "regnet_x_1_6gf",
     "regnet_x_3_2gf",
 )
-for _r in _REGNETS[1:]:
+_REGNET_YS = ("regnet_y_400mf", "regnet_y_800mf", "regnet_y_1_6gf", "regnet_y_3_2gf")
+_RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101")
+_EFFICIENTNETS = ("efficientnet_b0", "efficientnet_b1", "efficientnet_b2", "efficientnet_b3")
+for _r in (*_REGNETS[1:], *_REGNET_YS, *_RESNETS, *_EFFICIENTNETS):
     register(_r, _torchvision(_r))
+_MOBILENETS = (
+    *(f"mobilenet_v3_small_x{m}" for m in _MOBILENET_SMALL),
+    *(f"mobilenet_v3_large_x{m}" for m in _MOBILENET_LARGE),
+)
 
 FAMILIES: dict[str, Family] = {
     "cifar_resnet": Family(
@@ -161,22 +170,61 @@ FAMILIES: dict[str, Family] = {
         64,
         "CIFAR-style ResNet, depth x width, for inputs up to 64 px",
     ),
+    "torchvision_mix": Family(
+        "torchvision_mix",
+        (
+            *_MOBILENETS[1:],
+            "regnet_y_400mf",
+            "efficientnet_b0",
+            "regnet_y_800mf",
+            "resnet18",
+            "efficientnet_b1",
+            "regnet_y_1_6gf",
+            "resnet34",
+            "efficientnet_b2",
+            "regnet_y_3_2gf",
+            "resnet50",
+        ),
+        4096,
+        "torchvision MobileNetV3, RegNetY, EfficientNet and ResNet from 20 MFLOPs to 4 GFLOPs: "
+        "the default above 64 px, covering budgets from ~1 ms to ~50 ms on 2 CPU threads",
+    ),
     "mobilenet_v3": Family(
         "mobilenet_v3",
-        (
-            *(f"mobilenet_v3_small_x{m}" for m in (0.25, 0.5, 0.75, 1.0)),
-            *(f"mobilenet_v3_large_x{m}" for m in (0.75, 1.0)),
-        ),
+        _MOBILENETS,
         4096,
         "torchvision MobileNetV3 small/large with width multipliers, for inputs above 64 px",
     ),
+    "resnet": Family("resnet", _RESNETS, 4096, "torchvision ResNet 18 to 101"),
+    "efficientnet": Family("efficientnet", _EFFICIENTNETS, 4096, "torchvision EfficientNet B0-B3"),
     "regnet": Family("regnet", _REGNETS, 4096, "torchvision RegNetX from 200MF up"),
+    "regnet_y": Family("regnet_y", _REGNET_YS, 4096, "torchvision RegNetY from 400MF up"),
 }
+
+# A torchvision teacher's own family, by name prefix: its smaller members are preferred.
+_TEACHER_FAMILIES = (
+    ("mobilenet_v3", "mobilenet_v3"),
+    ("resnet", "resnet"),
+    ("efficientnet_b", "efficientnet"),
+    ("regnet_y", "regnet_y"),
+    ("regnet_x", "regnet"),
+)
 
 
 def default_family(input_hw: tuple[int, int]) -> str:
-    """The family suited to an input resolution: CIFAR ResNets up to 64 px, MobileNetV3 above."""
-    return "cifar_resnet" if max(input_hw) <= 64 else "mobilenet_v3"
+    """The family suited to an input resolution: CIFAR ResNets up to 64 px, a torchvision mix
+    above."""
+    return "cifar_resnet" if max(input_hw) <= 64 else "torchvision_mix"
+
+
+def preferred_families(teacher_arch: str, input_hw: tuple[int, int]) -> list[str]:
+    """Families to try in order: the teacher's own (smaller members of what the user already
+    trusts at this resolution), then the default for the input size."""
+    default = default_family(input_hw)
+    if default == "cifar_resnet":
+        return [default]
+    own = next((fam for prefix, fam in _TEACHER_FAMILIES if teacher_arch.startswith(prefix)), None)
+    return [own, default] if own and own != default else [default]
 
 
 def get_family(name: str) -> Family:

@@ -51,6 +51,7 @@ class TeacherBundle:
     format: str
     path: str
     extra: dict[str, Any] = field(default_factory=dict)
+    preprocess: dict[str, Any] | None = None  # the eval transform a bundle records
 
     def describe(self) -> dict[str, Any]:
         """JSON-ready metadata (no tensors) for reports and ``inspect``."""
@@ -66,6 +67,7 @@ class TeacherBundle:
             "class_names": self.class_names,
             "sha256": self.sha256,
             "params": sum(p.numel() for p in self.model.parameters()),
+            "preprocess": self.preprocess,
         }
 
 
@@ -89,8 +91,13 @@ def save_bundle(
     std: Sequence[float],
     class_names: Sequence[str] | None,
     extra: Mapping[str, Any] | None = None,
+    preprocess: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Write a self-describing checkpoint atomically. Loadable with ``weights_only=True``."""
+    """Write a self-describing checkpoint atomically. Loadable with ``weights_only=True``.
+
+    ``preprocess`` is the eval transform (:meth:`compressor.preprocess.Preprocess.to_metadata`)
+    so that whoever loads the model feeds it the way it was trained.
+    """
     payload = {
         "format": BUNDLE_FORMAT,
         "arch": arch,
@@ -102,6 +109,7 @@ def save_bundle(
         "class_names": list(class_names) if class_names is not None else None,
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "extra": dict(extra or {}),
+        "preprocess": dict(preprocess) if preprocess else None,
     }
     return atomic_write(Path(path), lambda tmp: torch.save(payload, tmp))
 
@@ -321,4 +329,5 @@ def _from_bundle(obj: Mapping[str, Any], path: Path, sha: str, arch: str | None)
         format="bundle",
         path=str(path),
         extra=dict(obj.get("extra") or {}),
+        preprocess=dict(obj["preprocess"]) if isinstance(obj.get("preprocess"), Mapping) else None,
     )

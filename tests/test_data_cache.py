@@ -35,9 +35,9 @@ def _count_decodes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     calls: list[int] = []
     real = data_module._decode_all
 
-    def counting(samples, channels, size):
+    def counting(samples, preprocess):
         calls.append(len(samples))
-        return real(samples, channels, size)
+        return real(samples, preprocess)
 
     monkeypatch.setattr(data_module, "_decode_all", counting)
     return calls
