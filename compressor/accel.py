@@ -70,6 +70,10 @@ class StepSettings:
     channels_last: bool
     compiled: bool
     teacher_batchnorm_folded: bool = False
+    teacher_dtype: str = "float32"  # the frozen teacher's weights, cast once (see prepare_teacher)
+    batch_per_rank: int = 0  # samples per optimiser step on each process
+    world_size: int = 1
+    lr: float = 0.0  # the peak learning rate used (scaled with world_size, distill.py)
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -88,6 +92,23 @@ def to_memory_format(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
     return x
 
 
+@contextlib.contextmanager
+def exact_fp32() -> Iterator[None]:
+    """TF32 off for cuDNN convolutions and CUDA matmuls inside the block (restored after).
+
+    Ampere and later GPUs run fp32 convolutions in TF32 by default (10-bit mantissa, about
+    1e-3 relative error), which is as large as the tolerance of the folding check: with it on,
+    folding would be rejected at random on those GPUs. A no-op for CPU computations.
+    """
+    matmul, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
+    saved = (matmul.allow_tf32, cudnn.allow_tf32)
+    matmul.allow_tf32 = cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        matmul.allow_tf32, cudnn.allow_tf32 = saved
+
+
 def fold_batchnorm(model: nn.Module, example: torch.Tensor) -> tuple[nn.Module, bool]:
     """``model`` with eval-mode BatchNorm folded into the convolutions, if that is safe.
 
@@ -104,7 +125,7 @@ def fold_batchnorm(model: nn.Module, example: torch.Tensor) -> tuple[nn.Module, 
         from torch.fx.experimental.optimization import fuse
 
         folded = fuse(copy.deepcopy(model).eval())
-        with torch.no_grad():
+        with torch.no_grad(), exact_fp32():
             want = model(example).float()
             got = folded(example).float()
     except Exception as exc:  # not traceable: the unfolded teacher is correct, only slower
@@ -118,10 +139,41 @@ def fold_batchnorm(model: nn.Module, example: torch.Tensor) -> tuple[nn.Module, 
     return folded, True
 
 
+def configure_device(device: torch.device) -> None:
+    """Process-wide settings for training on ``device``: cuDNN autotuning on CUDA.
+
+    The step's shapes are fixed (full batches only when compiled, one short batch per epoch
+    otherwise), so ``cudnn.benchmark`` pays its search once per shape and then picks the
+    fastest convolution algorithms.
+    """
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+
+
+def teacher_dtype(model: nn.Module, device: torch.device, precision: str) -> torch.dtype | None:
+    """The dtype to cast the frozen teacher to once, or None to keep it in fp32.
+
+    Under autocast every step re-casts fp32 weights to bf16/fp16; a teacher already in that
+    dtype is used as is, with the same numbers (autocast would produce the same casts). Only on
+    CUDA (CPU half-precision kernels are slow or missing) and only when no batch-norm layer is
+    left (folded or absent): batch norm keeps fp32 parameters under autocast.
+    """
+    if device.type != "cuda" or precision not in _DTYPES:
+        return None
+    if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        return None
+    return _DTYPES[precision]
+
+
 def prepare_teacher(
-    teacher: nn.Module, device: torch.device, channels_last: bool, example: torch.Tensor
+    teacher: nn.Module,
+    device: torch.device,
+    channels_last: bool,
+    example: torch.Tensor,
+    precision: str = "fp32",
 ) -> tuple[nn.Module, bool]:
-    """The frozen teacher on ``device``: eval mode, no gradients, folded, in the memory format.
+    """The frozen teacher on ``device``: eval mode, no gradients, folded, in the memory format,
+    in the autocast dtype on CUDA (:func:`teacher_dtype`; call it under :func:`autocast`).
 
     ``example`` is a normalised float batch from the training data (on ``device``).
     """
@@ -129,6 +181,9 @@ def prepare_teacher(
     for p in teacher.parameters():
         p.requires_grad_(False)
     teacher, folded = fold_batchnorm(teacher, example)
+    dtype = teacher_dtype(teacher, device, precision)
+    if dtype is not None:
+        teacher = teacher.to(dtype)
     if channels_last and not isinstance(teacher, torch.jit.ScriptModule):
         teacher = teacher.to(memory_format=torch.channels_last)
     return teacher, folded
@@ -137,6 +192,10 @@ def prepare_teacher(
 def maybe_compile(model: nn.Module, enabled: bool) -> nn.Module:
     """``torch.compile(model)`` when asked; the returned module shares ``model``'s weights.
 
+    ``dynamic=False``: shapes are specialised, never turned symbolic. The training loop feeds
+    only full batches when compiling (distill.py drops an epoch's short last batch), so one
+    graph serves every step; without this, the first odd shape would make dynamo recompile
+    the whole step with symbolic shapes (slower kernels for every later step).
     TorchScript modules are already compiled by their own engine and are returned unchanged.
     Compilation happens lazily on the first call; :func:`compile_errors` turns its failures
     into one clear line.
@@ -144,7 +203,9 @@ def maybe_compile(model: nn.Module, enabled: bool) -> nn.Module:
     if not enabled or isinstance(model, torch.jit.ScriptModule):
         return model
     try:
-        return torch.compile(model, backend=COMPILE_BACKEND)  # type: ignore[return-value]
+        return torch.compile(  # type: ignore[return-value]
+            model, backend=COMPILE_BACKEND, dynamic=False
+        )
     except Exception as exc:  # e.g. an unsupported Python or platform
         raise CompressorError(f"--compile failed: {exc}; run without --compile") from exc
 

@@ -176,3 +176,66 @@ def test_channels_last_can_be_turned_off(digits_splits, teacher_path) -> None:
     assert result.step["channels_last"] is False and result.best_val_top1 > 0.5
     assert accel.resolve_channels_last(None, CPU) and accel.resolve_channels_last(None, CUDA)
     assert not accel.resolve_channels_last(False, CUDA)
+
+
+def test_batchnorm_folding_check_runs_without_tf32(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On Ampere/Hopper TF32 (on by default for cuDNN) is as coarse as the check's tolerance."""
+    import torch.fx.experimental.optimization as fx_opt
+
+    seen = []
+    real_fuse = fx_opt.fuse
+
+    def spying_fuse(model: nn.Module) -> nn.Module:
+        folded = real_fuse(model)
+
+        class Spy(nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.inner = folded
+
+            def forward(self, x: torch.Tensor) -> torch.Tensor:
+                seen.append(
+                    (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+                )
+                return self.inner(x)
+
+        return Spy()
+
+    monkeypatch.setattr(fx_opt, "fuse", spying_fuse)
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", True)
+    _folded, ok = accel.fold_batchnorm(_trained_bn_model(), _images())
+    assert ok and seen == [(False, False)]
+    assert torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32  # restored
+
+
+def test_teacher_cast_once_only_on_cuda_without_batchnorm(monkeypatch: pytest.MonkeyPatch) -> None:
+    folded, _ = accel.fold_batchnorm(_trained_bn_model(), _images())
+    assert accel.teacher_dtype(folded, CUDA, "bf16") == torch.bfloat16
+    assert accel.teacher_dtype(folded, CUDA, "fp16") == torch.float16
+    assert accel.teacher_dtype(folded, CUDA, "fp32") is None
+    assert accel.teacher_dtype(folded, CPU, "bf16") is None  # CPU half kernels: slow or missing
+    assert accel.teacher_dtype(_trained_bn_model(), CUDA, "bf16") is None  # BN stays fp32
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+    accel.configure_device(CPU)
+    assert torch.backends.cudnn.benchmark is False
+    accel.configure_device(CUDA)
+    assert torch.backends.cudnn.benchmark is True
+
+
+def test_compiled_step_never_recompiles_for_the_short_last_batch(
+    digits_splits, teacher_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The training split is not a multiple of the batch: compiled, the short batch is dropped."""
+    import torch._dynamo
+
+    monkeypatch.setattr(accel, "COMPILE_BACKEND", "eager")
+    monkeypatch.setattr(torch._dynamo.config, "error_on_recompile", True)
+    torch._dynamo.reset()
+    assert len(digits_splits.train) % 128 != 0
+    teacher = load_teacher(teacher_path).model
+    result = _distill(digits_splits, teacher, compile=True)
+    per_epoch = (len(digits_splits.train) // 128) * 128
+    assert all(row["samples"] == per_epoch for row in result.history)
+    plain = _distill(digits_splits, teacher)  # not compiled: every image, every epoch
+    assert all(row["samples"] == len(digits_splits.train) for row in plain.history)

@@ -1,16 +1,22 @@
 """CUDA-only checks of the fast path (deselected by default; run with ``pytest -m gpu``).
 
 These need a GPU, which the development machine of this project does not have: they are the
-first thing to run where one is available (``benchmarks/gpu_check.sh``).
+first thing to run where one is available (``benchmarks/gpu_check.sh``). There, the digits
+come from the packed folder named by ``COMPRESSOR_TEST_DIGITS`` (the GPU machine has no
+scikit-learn to build them).
 """
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 import torch
 
+from compressor import accel
 from compressor import distill as distill_module
-from compressor.distill import TrainConfig, distill
+from compressor.distill import TrainConfig, _predict_sharded, distill, predict_logits
 from compressor.losses import LossConfig
 from compressor.students import build_model
 from compressor.teacher import load_teacher
@@ -20,6 +26,18 @@ pytestmark = [
     pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
 ]
 MEAN, STD = (0.5,), (0.5,)
+CUDA = torch.device("cuda")
+
+
+@pytest.fixture(scope="session")
+def digits_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The packed digits when given (gpu_check.sh), else built as in conftest."""
+    packed = os.environ.get("COMPRESSOR_TEST_DIGITS")
+    if packed:
+        return Path(packed)
+    from compressor.demo import build_digits_imagefolder
+
+    return build_digits_imagefolder(tmp_path_factory.mktemp("digits") / "data")
 
 
 def _distill(digits_splits, teacher_path, **train):
@@ -61,3 +79,52 @@ def test_training_epoch_never_waits_for_the_gpu(
     monkeypatch.setattr(distill_module, "_train_epoch", strict)
     result = _distill(digits_splits, teacher_path, precision="bf16", augment=augment)
     assert len(result.history) == 4
+
+
+def test_teacher_is_cast_once_and_cudnn_autotunes(
+    digits_splits, teacher_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """B10: the folded teacher holds bf16 weights (autocast does not re-cast them per step)."""
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+    result = _distill(digits_splits, teacher_path, precision="bf16")
+    assert result.step["teacher_dtype"] == "bfloat16" and result.step["teacher_batchnorm_folded"]
+    assert torch.backends.cudnn.benchmark is True
+
+
+def test_batchnorm_folding_is_accepted_with_tf32_on(
+    teacher_path, digits_splits, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """B9: the folding check runs in exact fp32 even where TF32 is the default."""
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", True)
+    teacher = load_teacher(teacher_path).model.to(CUDA).eval()
+    x = (digits_splits.train.images[:64].to(CUDA).float() / 255 - 0.5) / 0.5
+    _folded, ok = accel.fold_batchnorm(teacher, x)
+    assert ok
+    assert torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32  # restored
+
+
+def test_sharded_bf16_prediction_agrees_with_fp32(teacher_path, digits_splits) -> None:
+    """B7: validation under the training precision, from device-resident images."""
+    teacher = load_teacher(teacher_path).model.to(CUDA).eval()
+    images = digits_splits.val.images
+    fp32 = predict_logits(teacher, images, MEAN, STD, CUDA)
+    bf16 = _predict_sharded(
+        teacher, images, mean=MEAN, std=STD, device=CUDA, classes=10, batch_size=512,
+        channels_last=True, precision="bf16", resident={id(images): images.to(CUDA)},
+    )  # fmt: skip
+    agree = (fp32.argmax(1) == bf16.argmax(1)).float().mean()
+    assert agree > 0.95 and torch.allclose(bf16, fp32, atol=0.1 * float(fp32.abs().max()))
+
+
+def test_compiled_step_compiles_once_on_cuda(
+    digits_splits, teacher_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """B6: full batches only, static shapes: no recompilation after the first step."""
+    import torch._dynamo
+
+    monkeypatch.setattr(accel, "COMPILE_BACKEND", "eager")  # inductor would take a minute
+    monkeypatch.setattr(torch._dynamo.config, "error_on_recompile", True)
+    torch._dynamo.reset()
+    result = _distill(digits_splits, teacher_path, compile=True)
+    assert result.step["compiled"] and len(result.history) == 4
