@@ -85,3 +85,51 @@ def test_unknown_precision_is_one_line_and_writes_nothing(
     assert result.exit_code == 2
     assert "unknown precision 'fp8' (choose one of: auto, fp32, bf16, fp16)" in result.output
     assert "Traceback" not in result.output and not out.exists()
+
+
+def _run_args(teacher: Path, data: Path, profile: Path, out: Path, *extra: str) -> list[str]:
+    return ["run", "--teacher", str(teacher), "--data", str(data), "--profile", str(profile),
+            "--out", str(out), "--candidates", "cifar_resnet8_w8", "--epochs", "1", "--quiet",
+            *extra]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("profile_keys", "extra", "message"),
+    [
+        (
+            {"input.shape": "[1, 96, 96]", "preprocess.resize_size": "80"},
+            (),
+            "resize size 80 cannot produce the 96x96 input",
+        ),
+        ({}, ("--resize-mode", "stretch"), "unknown resize mode 'stretch'"),
+        ({"preprocess.resize_mode": '"fit"'}, (), "key 'preprocess.resize_mode' is 'fit'"),
+        ({"preprocess.train_scale": "[0.9, 0.2]"}, (), "preprocess.train_scale"),
+    ],
+)
+def test_impossible_preprocessing_is_one_line_and_writes_nothing(
+    teacher_path: Path, digits_root: Path, tmp_path: Path, profile_keys, extra, message
+) -> None:
+    out = tmp_path / "run"
+    profile = write_profile(tmp_path / "p.toml", **profile_keys)
+    result = runner.invoke(app, _run_args(teacher_path, digits_root, profile, out, *extra))
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], result.stderr
+    assert not out.exists()
+
+
+def test_speedup_floor_nothing_meets_names_teacher_and_fastest(
+    teacher_path: Path, digits_root: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    profile = write_profile(tmp_path / "p.toml", **{"budget.min_speedup": "1000"})
+    result = runner.invoke(app, _run_args(teacher_path, digits_root, profile, out))
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert (
+        "no student is 1000x faster than the teacher: the teacher cifar_resnet20_w32 takes"
+        in (lines[0])
+    )
+    assert "the fastest candidate cifar_resnet8_w8" in lines[0]
+    assert not out.exists()
