@@ -372,5 +372,6 @@ def schema_markdown() -> str:
         for key, spec in keys.items():
             label = f"{section}.{key}" if section else key
             default = "required" if spec.default is None else repr(spec.default)
+            default = "not set" if spec.optional else default
             lines.append(f"| `{label}` | {spec.describe()} | {default} | {spec.help} |")
     return "\n".join(lines)
