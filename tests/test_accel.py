@@ -202,11 +202,15 @@ def test_batchnorm_folding_check_runs_without_tf32(monkeypatch: pytest.MonkeyPat
         return Spy()
 
     monkeypatch.setattr(fx_opt, "fuse", spying_fuse)
-    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
-    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", True)
-    _folded, ok = accel.fold_batchnorm(_trained_bn_model(), _images())
-    assert ok and seen == [(False, False)]
-    assert torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32  # restored
+    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
+    saved = (cudnn.allow_tf32, matmul.allow_tf32)  # not monkeypatch: matmul has no __dict__ slot
+    cudnn.allow_tf32 = matmul.allow_tf32 = True
+    try:
+        _folded, ok = accel.fold_batchnorm(_trained_bn_model(), _images())
+        assert ok and seen == [(False, False)]
+        assert cudnn.allow_tf32 and matmul.allow_tf32  # restored
+    finally:
+        cudnn.allow_tf32, matmul.allow_tf32 = saved
 
 
 def test_teacher_cast_once_only_on_cuda_without_batchnorm(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -233,9 +237,10 @@ def test_compiled_step_never_recompiles_for_the_short_last_batch(
     monkeypatch.setattr(torch._dynamo.config, "error_on_recompile", True)
     torch._dynamo.reset()
     assert len(digits_splits.train) % 128 != 0
+    torch.manual_seed(0)
+    cfg = TrainConfig(epochs=2, batch_size=128, device="cpu", compile=True)
+    student = build_model("cifar_resnet8_w8", 10, 1)
     teacher = load_teacher(teacher_path).model
-    result = _distill(digits_splits, teacher, compile=True)
-    per_epoch = (len(digits_splits.train) // 128) * 128
-    assert all(row["samples"] == per_epoch for row in result.history)
-    plain = _distill(digits_splits, teacher)  # not compiled: every image, every epoch
-    assert all(row["samples"] == len(digits_splits.train) for row in plain.history)
+    result = distill(teacher, student, digits_splits, MEAN, STD, LossConfig(), cfg)
+    per_epoch = (len(digits_splits.train) // 128) * 128  # uncompiled runs see every image
+    assert [row["samples"] for row in result.history] == [per_epoch, per_epoch]

@@ -95,13 +95,17 @@ def test_batchnorm_folding_is_accepted_with_tf32_on(
     teacher_path, digits_splits, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """B9: the folding check runs in exact fp32 even where TF32 is the default."""
-    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
-    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", True)
-    teacher = load_teacher(teacher_path).model.to(CUDA).eval()
-    x = (digits_splits.train.images[:64].to(CUDA).float() / 255 - 0.5) / 0.5
-    _folded, ok = accel.fold_batchnorm(teacher, x)
-    assert ok
-    assert torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32  # restored
+    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
+    saved = (cudnn.allow_tf32, matmul.allow_tf32)
+    cudnn.allow_tf32 = matmul.allow_tf32 = True
+    try:
+        teacher = load_teacher(teacher_path).model.to(CUDA).eval()
+        x = (digits_splits.train.images[:64].to(CUDA).float() / 255 - 0.5) / 0.5
+        _folded, ok = accel.fold_batchnorm(teacher, x)
+        assert ok
+        assert cudnn.allow_tf32 and matmul.allow_tf32  # restored
+    finally:
+        cudnn.allow_tf32, matmul.allow_tf32 = saved
 
 
 def test_sharded_bf16_prediction_agrees_with_fp32(teacher_path, digits_splits) -> None:
