@@ -8,12 +8,15 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+import torch
 from onnx import numpy_helper
 
 from compressor.data import normalize
+from compressor.distill import TrainConfig, distill
 from compressor.errors import CompressorError
 from compressor.export import export_onnx, read_metadata
 from compressor.latency import LatencyStats
+from compressor.losses import LossConfig
 from compressor.quantize import (
     QuantizeResult,
     choose_types,
@@ -21,13 +24,16 @@ from compressor.quantize import (
     decide_int8,
     quantize_int8,
 )
-from compressor.teacher import load_teacher
+from compressor.students import build_model
+from compressor.teacher import load_teacher, save_bundle
 from compressor.verify import VerifyReport, onnx_logits, topk_accuracy
 
 from .conftest import TINY_SHAPE
 
-# Measured on the conftest teacher (resnet8_w16, 4 epochs, 8x8 digits, 450 test images):
+# Measured on the model trained below (resnet8_w16, 4 epochs, 8x8 digits, 450 test images):
 # fp32 top-1 0.9622, int8 0.9600 (VNNI and non-VNNI settings alike), top-1 agreement 0.998.
+# The conftest teacher is not used: it is a large model trained briefly (top-1 0.65) whose
+# near-tied logits make int8 disagree with fp32 on 8% of images, so "close" would mean nothing.
 # The tolerances leave room for other CPUs' kernels without letting a broken calibration pass
 # (an uncalibrated or wrongly normalised model lands far below).
 TOP1_TOLERANCE = 0.02
@@ -36,8 +42,21 @@ CALIBRATION_IMAGES = 200
 
 
 @pytest.fixture(scope="module")
-def bundle(teacher_path: Path):
-    return load_teacher(teacher_path)
+def bundle(tmp_path_factory: pytest.TempPathFactory, digits_splits):
+    """A small, well-trained fp32 model (the recipe of the original conftest teacher)."""
+    torch.manual_seed(0)
+    model = build_model("cifar_resnet8_w16", 10, 1)
+    result = distill(
+        None, model, digits_splits, (0.5,), (0.5,), LossConfig(method="ce", bias_aware=False),
+        TrainConfig(epochs=4, batch_size=64, lr=0.1, hflip=False, device="cpu"),
+    )  # fmt: skip
+    path = tmp_path_factory.mktemp("int8_model") / "model.pt"
+    save_bundle(
+        path, result.student, "cifar_resnet8_w16", num_classes=10, in_channels=1,
+        input_size=TINY_SHAPE[1:], mean=(0.5,), std=(0.5,),
+        class_names=digits_splits.class_names,
+    )  # fmt: skip
+    return load_teacher(path)
 
 
 @pytest.fixture(scope="module")
@@ -83,8 +102,9 @@ def test_int8_model_is_valid_qdq_and_close_to_fp32(
     int8 = onnx_logits(path, test.images, bundle.mean, bundle.std)
     fp32_top1, int8_top1 = topk_accuracy(fp32, labels, 1), topk_accuracy(int8, labels, 1)
     assert fp32_top1 > 0.85  # the fixture really is trained, so "close" means something
-    assert abs(fp32_top1 - int8_top1) <= TOP1_TOLERANCE
-    assert (fp32.argmax(1) == int8.argmax(1)).mean() >= MIN_AGREEMENT
+    agreement = (fp32.argmax(1) == int8.argmax(1)).mean()
+    assert abs(fp32_top1 - int8_top1) <= TOP1_TOLERANCE, (fp32_top1, int8_top1, agreement)
+    assert agreement >= MIN_AGREEMENT, (fp32_top1, int8_top1, agreement)
     assert not np.array_equal(fp32, int8)  # it really runs integer arithmetic
 
 

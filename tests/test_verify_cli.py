@@ -8,7 +8,8 @@ import pytest
 from typer.testing import CliRunner
 
 from compressor.cli import app
-from tests.conftest import perturb_one_weight, write_profile
+from tests.conftest import write_profile
+from tests.onnx_tamper import shift_output_bias
 
 runner = CliRunner()
 
@@ -50,15 +51,17 @@ def test_verify_passes_and_writes_reports_and_junit(
 def test_perturbed_weight_fails_parity_with_exit_1(
     exported: Path, teacher_path: Path, digits_root: Path, tmp_path: Path
 ) -> None:
-    tampered = perturb_one_weight(exported, tmp_path / "tampered.onnx")
+    tampered = shift_output_bias(exported, tmp_path / "tampered.onnx", 0.05)
     junit = tmp_path / "gates.xml"
     result = _verify(
         tampered, digits_root, write_profile(tmp_path / "p.toml"),
         "--reference", str(teacher_path), "--junit", str(junit), "--json",
     )  # fmt: skip
     assert result.exit_code == 1, result.output
-    failed = [g["name"] for g in json.loads(result.stdout)["gates"] if not g["passed"]]
-    assert "parity_max_abs_logit_diff" in failed
+    report = json.loads(result.stdout)
+    failed = [g["name"] for g in report["gates"] if not g["passed"]]
+    assert "parity_max_abs_logit_diff" in failed and not report["passed"]
+    assert report["parity"]["max_abs_logit_diff"] == pytest.approx(0.05, abs=1e-4)
     failures = ET.parse(junit).getroot().findall("./testsuite/testcase/failure")
     assert len(failures) == len(failed)
 
