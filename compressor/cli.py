@@ -224,6 +224,14 @@ def run(
     resize_mode: ResizeModeOpt = None,
     resize_size: ResizeSizeOpt = None,
     interpolation: InterpolationOpt = None,
+    student_init: Annotated[
+        Path | None,
+        typer.Option(
+            help="Pretrained student weights (state dict or bundle of the chosen arch), or a "
+            "folder of <arch>.pt files for the ladder; the classifier is re-initialised when the "
+            "class count differs."
+        ),
+    ] = None,
     trust_checkpoint: Annotated[
         bool, typer.Option(help="Allow unpickling arbitrary objects (runs code!).")
     ] = False,
@@ -295,6 +303,7 @@ def run(
             resize_mode=resize_mode,
             resize_size=resize_size,
             interpolation=interpolation,
+            student_init=student_init,
         )
         outcome = run_pipeline(cfg, _logger(quiet or json_out))
     _finish(outcome, json_out, started)

@@ -98,6 +98,7 @@ class DistillResult:
     resumed_from_epoch: int | None = None
     world_size: int = 1
     step: dict[str, Any] = field(default_factory=dict)  # precision, memory format, compile
+    student_init: dict[str, Any] | None = None  # pretrained weights loaded (student_init.py)
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)

@@ -30,6 +30,7 @@ from compressor.progress import Progress
 from compressor.quantize import decide_int8, int8_for_timing, quantize_int8
 from compressor.report import provenance, write_report
 from compressor.select import Candidate, Selection, choose_student
+from compressor.student_init import load_student_init
 from compressor.students import (
     build_model,
     count_flops,
@@ -70,6 +71,7 @@ class RunConfig:
     resize_mode: str | None = None  # the teacher's eval transform, as stated on the CLI
     resize_size: int | None = None
     interpolation: str | None = None
+    student_init: Path | None = None  # pretrained student weights: a file, or a folder of <arch>.pt
 
 
 @dataclass
@@ -125,6 +127,7 @@ def load_run_config(out: Path) -> RunConfig:
             **{
                 **raw,
                 "teacher": Path(raw["teacher"]),
+                "student_init": Path(raw["student_init"]) if raw.get("student_init") else None,
                 "data": Path(raw["data"]),
                 "out": out,
                 "candidates": tuple(raw["candidates"]) if raw["candidates"] else None,
@@ -283,6 +286,7 @@ def _run_stages(cfg: RunConfig, log: Log) -> RunOutcome | None:
                 log=log,
             )
             log(f"chosen: {chosen.chosen}")
+            _initial_student(cfg, chosen.chosen, teacher, log)  # bad weights: exit before writing
             if not cfg.resume:
                 prepare_output_folder(out, cfg.overwrite)
                 marker = {"compressor": __version__, "config": _config_dict(cfg)}
@@ -489,8 +493,7 @@ def _distill_stage(
         log("resume: distillation done before")
         saved = read_json(out / "distill.json")
         return DistillResult(student=load_teacher(out / "student.pt").model, **saved)
-    torch.manual_seed(cfg.train.seed)  # student initialisation is part of the seeded run
-    student = build_model(selection.chosen, teacher.num_classes, teacher.in_channels)
+    student, init = _initial_student(cfg, selection.chosen, teacher, log)
     log(f"distilling {selection.chosen} for {cfg.train.epochs} epochs")
     train_config = replace(cfg.train, crop_scale=(profile.train_scale[0], profile.train_scale[1]))
     progress = Progress(log)
@@ -514,6 +517,7 @@ def _distill_stage(
     )
     if result.resumed_from_epoch:
         log(f"resumed training after epoch {result.resumed_from_epoch}")
+    result.student_init = init
     if not distributed.info().is_main:
         return result
     save_bundle(
@@ -531,6 +535,24 @@ def _distill_stage(
     )
     write_json_atomic(out / "distill.json", result.to_dict())
     return result
+
+
+def _initial_student(
+    cfg: RunConfig, arch: str, teacher: TeacherBundle, log: Log
+) -> tuple[torch.nn.Module, dict[str, Any] | None]:
+    """The student before training: seeded random weights, then ``--student-init`` if given."""
+    torch.manual_seed(cfg.train.seed)  # student initialisation is part of the seeded run
+    student = build_model(arch, teacher.num_classes, teacher.in_channels)
+    if cfg.student_init is None:
+        return student, None
+    init = load_student_init(student, arch, cfg.student_init, cfg.trust_checkpoint)
+    if init is None:
+        log(f"--student-init {cfg.student_init} has no {arch}.pt: {arch} starts from scratch")
+        return student, None
+    head = f", classifier re-initialised ({len(init.reinitialised)} tensors)"
+    loaded = f"student starts from {init.path}: {init.loaded_tensors} tensors"
+    log(loaded + head * bool(init.reinitialised))
+    return student, init.to_dict()
 
 
 def _load_teacher(cfg: RunConfig, profile: LatencyProfile) -> TeacherBundle:
@@ -589,8 +611,8 @@ def _load_data(
 
 def _config_dict(cfg: RunConfig) -> dict[str, Any]:
     out = asdict(cfg)
-    for key in ("teacher", "data", "out"):
-        out[key] = str(out[key])
+    for key in ("teacher", "data", "out", "student_init"):
+        out[key] = str(out[key]) if out[key] is not None else None
     return out
 
 
@@ -626,6 +648,7 @@ def build_report(
             "world_size": distilled["world_size"],
             "best_epoch": distilled["best_epoch"],
             "best_val_top1": distilled["best_val_top1"],
+            "student_init": distilled.get("student_init"),
             "teacher_val_top1": distilled["teacher_val_top1"],
             "seconds": distilled["seconds"],
             "history": distilled["history"],

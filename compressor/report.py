@@ -98,6 +98,13 @@ def speedup_summary(report: dict[str, Any]) -> str:
     return text + (" (the student has MORE parameters)" if ratio < 1 else "")
 
 
+def _init_line(init: dict[str, Any] | None) -> str:
+    if not init:
+        return "random (from scratch)"
+    head = ", classifier re-initialised" if init.get("reinitialised") else ""
+    return f"`{init['path']}` ({init['loaded_tensors']} tensors loaded{head})"
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     """A human-readable summary of a run report (suitable for a pull-request comment)."""
     acc, lat, size = report["accuracy"], report["latency"], report["size"]
@@ -211,6 +218,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"{dist['seconds']:.1f} s; "
         f"best validation epoch {dist['best_epoch']} (val top-1 {_pct(dist['best_val_top1'])}, "
         f"teacher {_pct(dist['teacher_val_top1'])})",
+        f"- student initialisation: {_init_line(dist.get('student_init'))}",
         "",
         "| epoch | loss | val top-1 | b(e) | teacher wrong |",
         "| ---: | ---: | ---: | ---: | ---: |",

@@ -1,0 +1,110 @@
+"""--student-init: pretrained weights for the chosen student, head replaced, mismatches refused."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from compressor.cli import app
+from compressor.errors import CompressorError
+from compressor.student_init import load_student_init
+from compressor.students import build_model
+from compressor.teacher import save_bundle
+from tests.conftest import write_profile
+
+runner = CliRunner()
+ARCH = "cifar_resnet8_w8"
+
+
+def _pretrained(path: Path, classes: int = 5, arch: str = ARCH) -> dict[str, torch.Tensor]:
+    torch.manual_seed(1)
+    state = build_model(arch, classes, 1).state_dict()
+    torch.save({"state_dict": {f"module.{k}": v for k, v in state.items()}}, path)
+    return state
+
+
+def test_weights_load_and_the_head_is_replaced_for_another_class_count(tmp_path: Path) -> None:
+    source = _pretrained(tmp_path / "w.pt", classes=5)
+    torch.manual_seed(0)
+    model = build_model(ARCH, 10, 1)
+    fresh_head = model.fc.weight.detach().clone()
+    init = load_student_init(model, ARCH, tmp_path / "w.pt")
+    assert init is not None and sorted(init.reinitialised) == ["fc.bias", "fc.weight"]
+    assert init.loaded_tensors == len(source) - 2
+    own = model.state_dict()
+    for key, value in source.items():
+        if not key.startswith("fc."):
+            assert torch.equal(own[key], value), key
+    assert torch.equal(model.fc.weight, fresh_head) and model.fc.weight.shape[0] == 10
+
+
+def test_same_class_count_loads_everything_from_a_bundle(tmp_path: Path) -> None:
+    torch.manual_seed(3)
+    trained = build_model(ARCH, 10, 1)
+    save_bundle(tmp_path / "b.pt", trained, ARCH, num_classes=10, in_channels=1,
+                input_size=(8, 8), mean=(0.5,), std=(0.5,), class_names=None)  # fmt: skip
+    model = build_model(ARCH, 10, 1)
+    init = load_student_init(model, ARCH, tmp_path / "b.pt")
+    assert init is not None and init.reinitialised == []
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(model.state_dict().values(), trained.state_dict().values(), strict=True)
+    )
+
+
+def test_folder_is_used_only_for_candidates_that_have_weights(tmp_path: Path) -> None:
+    _pretrained(tmp_path / f"{ARCH}.pt")
+    assert load_student_init(build_model(ARCH, 10, 1), ARCH, tmp_path) is not None
+    other = "cifar_resnet8_w16"
+    assert load_student_init(build_model(other, 10, 1), other, tmp_path) is None
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda p: _pretrained(p, arch="cifar_resnet14_w16"), "does not match its architecture"),
+        (lambda p: p.write_bytes(b"not a checkpoint"), "not a readable PyTorch checkpoint"),
+        (lambda p: torch.save({"epoch": 3}, p), "no state dict found"),
+    ],
+)
+def test_mismatched_or_broken_weights_are_one_clear_error(tmp_path: Path, make, message) -> None:
+    make(tmp_path / "w.pt")
+    with pytest.raises(CompressorError, match=message):
+        load_student_init(build_model(ARCH, 10, 1), ARCH, tmp_path / "w.pt")
+
+
+def test_cli_refuses_mismatched_init_before_writing(
+    teacher_path: Path, digits_root: Path, tmp_path: Path
+) -> None:
+    _pretrained(tmp_path / "w.pt", arch="cifar_resnet14_w16")
+    out = tmp_path / "run"
+    result = runner.invoke(app, [
+        "run", "--teacher", str(teacher_path), "--data", str(digits_root),
+        "--profile", str(write_profile(tmp_path / "p.toml")), "--out", str(out),
+        "--candidates", ARCH, "--epochs", "1", "--quiet", "--student-init", str(tmp_path / "w.pt"),
+    ])  # fmt: skip
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "does not match its architecture" in lines[0]
+    assert not out.exists()
+
+
+def test_cli_run_reports_what_was_loaded(
+    teacher_path: Path, digits_root: Path, tmp_path: Path
+) -> None:
+    _pretrained(tmp_path / "w.pt", classes=4)
+    out = tmp_path / "run"
+    result = runner.invoke(app, [
+        "run", "--teacher", str(teacher_path), "--data", str(digits_root),
+        "--profile", str(write_profile(tmp_path / "p.toml")), "--out", str(out),
+        "--candidates", ARCH, "--epochs", "1", "--quiet", "--student-init", str(tmp_path / "w.pt"),
+    ])  # fmt: skip
+    assert result.exit_code in (0, 1), result.output
+    init = json.loads((out / "report.json").read_text())["distillation"]["student_init"]
+    assert init["path"] == str(tmp_path / "w.pt") and sorted(init["reinitialised"]) == [
+        "fc.bias", "fc.weight"]  # fmt: skip
+    assert "student initialisation: `" in (out / "report.md").read_text()
