@@ -77,16 +77,20 @@ def test_mismatched_or_broken_weights_are_one_clear_error(tmp_path: Path, make, 
         load_student_init(build_model(ARCH, 10, 1), ARCH, tmp_path / "w.pt")
 
 
+def _run_with_init(teacher: Path, data: Path, tmp_path: Path, out: Path):
+    return runner.invoke(app, [
+        "run", "--teacher", str(teacher), "--data", str(data),
+        "--profile", str(write_profile(tmp_path / "p.toml")), "--out", str(out),
+        "--candidates", ARCH, "--epochs", "1", "--quiet", "--student-init", str(tmp_path / "w.pt"),
+    ])  # fmt: skip
+
+
 def test_cli_refuses_mismatched_init_before_writing(
     teacher_path: Path, digits_root: Path, tmp_path: Path
 ) -> None:
     _pretrained(tmp_path / "w.pt", arch="cifar_resnet14_w16")
     out = tmp_path / "run"
-    result = runner.invoke(app, [
-        "run", "--teacher", str(teacher_path), "--data", str(digits_root),
-        "--profile", str(write_profile(tmp_path / "p.toml")), "--out", str(out),
-        "--candidates", ARCH, "--epochs", "1", "--quiet", "--student-init", str(tmp_path / "w.pt"),
-    ])  # fmt: skip
+    result = _run_with_init(teacher_path, digits_root, tmp_path, out)
     assert result.exit_code == 2, result.output
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "does not match its architecture" in lines[0]
@@ -98,11 +102,7 @@ def test_cli_run_reports_what_was_loaded(
 ) -> None:
     _pretrained(tmp_path / "w.pt", classes=4)
     out = tmp_path / "run"
-    result = runner.invoke(app, [
-        "run", "--teacher", str(teacher_path), "--data", str(digits_root),
-        "--profile", str(write_profile(tmp_path / "p.toml")), "--out", str(out),
-        "--candidates", ARCH, "--epochs", "1", "--quiet", "--student-init", str(tmp_path / "w.pt"),
-    ])  # fmt: skip
+    result = _run_with_init(teacher_path, digits_root, tmp_path, out)
     assert result.exit_code in (0, 1), result.output
     init = json.loads((out / "report.json").read_text())["distillation"]["student_init"]
     assert init["path"] == str(tmp_path / "w.pt") and sorted(init["reinitialised"]) == [
