@@ -14,10 +14,9 @@ from typing import Any
 
 import onnx
 
-from compressor import __version__
 from compressor.data import load_image_folder
 from compressor.errors import CompressorError
-from compressor.export import ExportResult, export_onnx
+from compressor.export import ExportResult, export_onnx, model_metadata
 from compressor.io import write_json_atomic, write_text_atomic
 from compressor.preprocess import Preprocess, resolve_preprocess
 from compressor.profile import LatencyProfile, load_profile
@@ -48,18 +47,14 @@ def export_student(
         shape,  # type: ignore[arg-type]
         out,
         opset=opset or (prof.opset if prof else 18),
-        metadata={
-            "class_names": bundle.class_names or [str(i) for i in range(bundle.num_classes)],
-            "mean": list(bundle.mean),
-            "std": list(bundle.std),
-            "preprocess": _bundle_preprocess(bundle, shape).to_metadata(),
-            "input_layout": "NCHW",
-            "input_shape": list(shape),
-            "arch": bundle.arch,
-            "profile": prof.name if prof else bundle.extra.get("profile", ""),
-            "teacher_sha256": bundle.extra.get("teacher_sha256", ""),
-            "compressor_version": __version__,
-        },
+        metadata=model_metadata(
+            class_names=bundle.class_names or [str(i) for i in range(bundle.num_classes)],
+            preprocess=_bundle_preprocess(bundle, shape).to_metadata(),
+            input_shape=shape,
+            arch=bundle.arch,
+            profile=prof.name if prof else bundle.extra.get("profile", ""),
+            teacher_sha256=bundle.extra.get("teacher_sha256", ""),
+        ),
     )
 
 

@@ -69,6 +69,34 @@ def onnx_bytes(model: nn.Module, input_shape: tuple[int, int, int], opset: int) 
     return proto.SerializeToString()
 
 
+def model_metadata(
+    *,
+    class_names: list[str],
+    preprocess: dict[str, Any],
+    input_shape: tuple[int, ...],
+    arch: str,
+    profile: str,
+    teacher_sha256: str,
+) -> dict[str, Any]:
+    """What a deployed file says about itself: classes, the eval transform, provenance.
+
+    ``mean``/``std`` stay as top-level keys (the first metadata format) next to the full
+    ``preprocess`` description.
+    """
+    return {
+        "class_names": class_names,
+        "mean": list(preprocess["mean"]),
+        "std": list(preprocess["std"]),
+        "preprocess": preprocess,
+        "input_layout": "NCHW",
+        "input_shape": list(input_shape),
+        "arch": arch,
+        "profile": profile,
+        "teacher_sha256": teacher_sha256,
+        "compressor_version": __version__,
+    }
+
+
 def add_metadata(proto: onnx.ModelProto, metadata: Mapping[str, Any]) -> None:
     """Store metadata as string properties; non-strings are JSON-encoded."""
     del proto.metadata_props[:]

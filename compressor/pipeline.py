@@ -20,7 +20,7 @@ from compressor.data import DatasetSplits, load_image_folder, normalize
 from compressor.data_cache import default_cache_dir
 from compressor.distill import DistillResult, TrainConfig, distill
 from compressor.errors import CompressorError
-from compressor.export import export_onnx, onnx_bytes
+from compressor.export import export_onnx, model_metadata, onnx_bytes
 from compressor.io import read_json, write_json_atomic
 from compressor.latency import TimingSettings, measure_alternating
 from compressor.losses import LossConfig
@@ -311,18 +311,14 @@ def _run_stages(cfg: RunConfig, log: Log) -> RunOutcome | None:
             shape,
             out / "student.onnx",
             opset=profile.opset,
-            metadata={
-                "class_names": data.class_names,
-                "mean": list(teacher.mean),
-                "std": list(teacher.std),
-                "preprocess": preprocess.to_metadata(),
-                "input_layout": "NCHW",
-                "input_shape": list(shape),
-                "arch": selection.chosen,
-                "profile": profile.name,
-                "teacher_sha256": teacher.sha256,
-                "compressor_version": __version__,
-            },
+            metadata=model_metadata(
+                class_names=data.class_names,
+                preprocess=preprocess.to_metadata(),
+                input_shape=shape,
+                arch=selection.chosen,
+                profile=profile.name,
+                teacher_sha256=teacher.sha256,
+            ),
         ).to_dict()
         write_json_atomic(out / "export.json", exported)
 
