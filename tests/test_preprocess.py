@@ -135,3 +135,35 @@ def test_normalisation_matches_torchvision_normalize() -> None:
     images = torch.randint(0, 256, (4, 3, 8, 8), dtype=torch.uint8)
     expected = T.Normalize(MEAN, STD)(images.float() / 255)
     torch.testing.assert_close(normalize(images, MEAN, STD), expected)
+
+
+def test_verify_reads_the_transform_from_the_onnx_metadata(tmp_path: Path) -> None:
+    """`compressor verify` on an exported file feeds it the way it was trained, without flags."""
+    from compressor.commands import export_student, verify_model
+    from compressor.students import build_model
+    from compressor.teacher import save_bundle
+    from tests.conftest import write_profile
+
+    root = _photo_folder(tmp_path / "data", per_class=8)
+    torch.manual_seed(0)
+    model = build_model("cifar_resnet8_w8", 3).eval()
+    spec = _spec(64)
+    save_bundle(tmp_path / "s.pt", model, "cifar_resnet8_w8", num_classes=3, in_channels=3,
+                input_size=(64, 64), mean=MEAN, std=STD, class_names=["class0", "class1", "class2"],
+                preprocess=spec.to_metadata())  # fmt: skip
+    export_student(tmp_path / "s.pt", tmp_path / "s.onnx", opset=18)
+    profile = write_profile(tmp_path / "p.toml", **{"input.shape": "[3, 64, 64]"})
+    outcome = verify_model(tmp_path / "s.onnx", root, str(profile))
+    assert outcome.result["preprocess"]["resize_mode"] == "center-crop"
+    assert outcome.result["preprocess"]["resize_size"] == 73
+
+    ds = torchvision.datasets.ImageFolder(
+        str(root / "test"),
+        T.Compose([T.Resize(73), T.CenterCrop(64), T.ToTensor(), T.Normalize(MEAN, STD)]),
+    )
+    with torch.no_grad():
+        logits = torch.cat([model(x) for x, _ in torch.utils.data.DataLoader(ds, batch_size=8)])
+    assert outcome.result["student_top1"] == pytest.approx(top1(logits, torch.tensor(ds.targets)))
+    flags = {"resize_mode": "squash"}
+    squashed = verify_model(tmp_path / "s.onnx", root, str(profile), preprocess=flags)
+    assert squashed.result["preprocess"]["resize_mode"] == "squash"
