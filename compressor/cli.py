@@ -629,33 +629,39 @@ def select_cmd(
     debug: DebugOpt = False,
 ) -> None:
     from compressor.io import write_json_atomic
+    from compressor.pipeline import shipped_graph
     from compressor.profile import load_profile
-    from compressor.select import format_table, select_student
-    from compressor.students import default_family
+    from compressor.select import choose_student, format_table, select_student
+    from compressor.students import default_family, preferred_families
     from compressor.teacher import load_teacher
 
     with user_errors(debug):
         prof = load_profile(profile)
+        hw = (prof.input_shape[1], prof.input_shape[2])
+        subset = tuple(c.strip() for c in candidates.split(",")) if candidates else None
         if teacher is not None:
             bundle = load_teacher(teacher, arch=arch, trust_checkpoint=trust_checkpoint)
-            classes = bundle.num_classes
             if bundle.in_channels != prof.input_shape[0]:
                 raise CompressorError(
                     f"teacher expects {bundle.in_channels}-channel input but profile "
                     f"'{prof.name}' has {prof.input_shape[0]} channel(s)"
                 )
+            families = [family] if family else preferred_families(bundle.arch, hw)
+            selection = choose_student(
+                prof, bundle.model, bundle.arch, bundle.num_classes,
+                families if not subset or family else [default_family(hw)],
+                candidates=subset, to_shipped=shipped_graph(prof),
+                log=lambda m: typer.echo(m, err=True),
+            )  # fmt: skip
         elif num_classes is not None:
-            classes = num_classes
+            selection = select_student(
+                prof, num_classes, family or default_family(hw), candidates=subset,
+                to_shipped=shipped_graph(prof),
+            )  # fmt: skip
         else:
             raise CompressorError(
                 "give --teacher (or --num-classes) so students get the right head"
             )
-        selection = select_student(
-            prof,
-            classes,
-            family or default_family(prof.input_shape[1:]),  # type: ignore[arg-type]
-            candidates=tuple(c.strip() for c in candidates.split(",")) if candidates else None,
-        )
         if out is not None:
             write_json_atomic(out / "selection.json", selection.to_dict())
     if json_out:

@@ -282,7 +282,7 @@ def _run_stages(cfg: RunConfig, log: Log) -> RunOutcome | None:
                 families,
                 candidates=cfg.candidates,
                 on_candidate=on_candidate,
-                to_shipped=_shipped_graph(profile),
+                to_shipped=shipped_graph(profile),
                 log=log,
             )
             log(f"chosen: {chosen.chosen}")
@@ -584,7 +584,7 @@ def resolve_run_preprocess(
     )
 
 
-def _shipped_graph(profile: LatencyProfile) -> Callable[[bytes], bytes] | None:
+def shipped_graph(profile: LatencyProfile) -> Callable[[bytes], bytes] | None:
     """How selection turns a candidate into the graph that ships (int8 profiles)."""
     if profile.quantization != "int8":
         return None

@@ -304,22 +304,31 @@ def _nothing_qualifies(
 
 
 def format_table(selection: Selection) -> str:
-    """The candidate table as aligned text (for the terminal)."""
+    """The candidate table as aligned text (for the terminal), the teacher's row first."""
     predicted = selection.calibrated_for is not None
+
+    def ms(v: float | None) -> str:
+        return f"{v:10.3f}" if v is not None else f"{'-':>10}"
+
     head = f"{'candidate':<24}{'params':>10}{'MFLOPs':>10}{'p50 ms':>10}{'p90 ms':>10}"
-    head += f"{'target ms':>11}  fits" if predicted else "  fits"
-    lines = [head]
+    head += f"{'target ms':>11}" if predicted else ""
+    lines = [head + f"{'speedup':>9}  fits  qualifies"]
+    t = selection.teacher
+    if t is not None:
+        budget = "-" if t.meets_budget is None else ("yes" if t.meets_budget else "no")
+        lines.append(
+            f"{'teacher ' + t.arch:<24}{t.params:>10,}{t.mflops:>10.1f}{ms(t.p50_ms)}"
+            f"{ms(t.p90_ms)}" + (f" {ms(None)}" if predicted else "") + f"{'1.00x':>9}  {budget}"
+        )
     for c in selection.candidates:
-
-        def ms(v: float | None) -> str:
-            return f"{v:10.3f}" if v is not None else f"{'-':>10}"
-
         fits = "-" if c.fits is None else ("yes" if c.fits else "no")
+        ok = "-" if c.fits is None else ("yes" if c.qualifies else "no")
+        speedup = "-" if c.speedup is None else f"{c.speedup:.2f}x"
         mark = "  <- chosen" if c.name == selection.chosen else ""
         lines.append(
             f"{c.name:<24}{c.params:>10,}{c.mflops:>10.1f}"
             f"{ms(c.p50_ms)}{ms(c.p90_ms)}"
             + (f" {ms(c.predicted_ms)}" if predicted else "")
-            + f"  {fits}{mark}"
+            + f"{speedup:>9}  {fits:<4}  {ok}{mark}"
         )
     return "\n".join(lines)

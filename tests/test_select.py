@@ -282,7 +282,9 @@ def test_format_table_marks_chosen_untimed_and_misses(tmp_path: Path, named_expo
     selection = select_student(_profile(tmp_path, 5.0), 10, "cifar_resnet",
                                timer=_timer(latency), candidates=SMALL)  # fmt: skip
     head, *lines = format_table(selection).splitlines()
-    assert head.split() == ["candidate", "params", "MFLOPs", "p50", "ms", "p90", "ms", "fits"]
+    assert head.split() == [
+        "candidate", "params", "MFLOPs", "p50", "ms", "p90", "ms", "speedup", "fits", "qualifies"
+    ]  # fmt: skip
     assert lines[0].startswith("cifar_resnet8_w8") and lines[0].endswith("yes  <- chosen")
     assert "19,810" in lines[0] and "1.000" in lines[0]
     assert lines[1].endswith("  no") and lines[2].endswith("  no")

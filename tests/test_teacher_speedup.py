@@ -144,3 +144,15 @@ def test_selection_round_trips_with_teacher(timings) -> None:
     again = Selection.from_dict(sel.to_dict())
     assert again.teacher == sel.teacher and again.chosen == sel.chosen
     assert again.candidates[2].speedup == sel.candidates[2].speedup
+
+
+def test_table_shows_the_teacher_first_and_each_speedup(timings) -> None:
+    from compressor.select import format_table
+
+    sel = _select(_profile(min_speedup=1.5), _ladder_timer(timings), teacher_ms=4.5)
+    sel.teacher = TeacherTiming("resnet18", 11_000_000, 1800.0, 4.5, 4.4, 4.5, True)
+    head, teacher_row, *rows = format_table(sel).splitlines()
+    assert head.split()[-3:] == ["speedup", "fits", "qualifies"]
+    assert teacher_row.startswith("teacher resnet18") and "1.00x" in teacher_row
+    assert rows[2].split()[-5:] == ["1.50x", "yes", "yes", "<-", "chosen"]
+    assert rows[3].split()[-3:] == ["1.12x", "yes", "no"]
