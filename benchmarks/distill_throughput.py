@@ -24,6 +24,7 @@ workers; teacher statistics and folding), not the evaluation.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import statistics
@@ -192,7 +193,7 @@ def _student(args: argparse.Namespace, seed: int) -> nn.Module:
     return build_model(args.student, 10, 3)
 
 
-def throughput(bench: Bench) -> None:
+def throughput(bench: Bench) -> dict[str, dict[str, object]]:
     args = bench.args
     variants: dict[str, Callable[[nn.Module, nn.Module], Curve]] = {
         "reference": lambda t, s: reference_loop(bench, t, s, args.epochs, False),
@@ -217,11 +218,18 @@ def throughput(bench: Bench) -> None:
     # Ratios are taken within a repeat (same machine state), then summarised over repeats.
     print("\n| loop | images/s per repeat | ratio to reference per repeat | median ratio |")
     print("| --- | --- | --- | ---: |")
+    table: dict[str, dict[str, object]] = {}
     for name, values in rows.items():
         ratios = [v / r for v, r in zip(values, rows["reference"], strict=True)]
         per = ", ".join(f"{v:.0f}" for v in values)
         per_ratio = ", ".join(f"{q:.2f}x" for q in ratios)
         print(f"| {name} | {per} | {per_ratio} | {statistics.median(ratios):.2f}x |")
+        table[name] = {
+            "images_per_second": values,
+            "ratio_to_reference": ratios,
+            "median_ratio": statistics.median(ratios),
+        }
+    return table
 
 
 def time_to_accuracy(bench: Bench) -> None:
@@ -286,6 +294,7 @@ def main() -> None:
     )
     parser.add_argument("--no-data-cache", action="store_true")
     parser.add_argument("--skip", choices=["throughput", "tta"], help="run only one part")
+    parser.add_argument("--json", type=Path, help="also write the throughput table as JSON")
     args = parser.parse_args()
     for key, value in PRESETS[args.preset].items():
         if getattr(args, key) is None:
@@ -299,7 +308,21 @@ def main() -> None:
     )
     bench = load(args, device)
     if args.skip != "throughput":
-        throughput(bench)
+        table = throughput(bench)
+        if args.json:
+            payload = {
+                "command": "python " + " ".join(sys.argv),
+                "device": str(device),
+                "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+                "teacher": args.teacher,
+                "student": args.student,
+                "batch_size": args.batch_size,
+                "training_images": args.subset,
+                "epochs_per_repeat": args.epochs,
+                "repeats": args.repeats,
+                "loops": table,
+            }
+            args.json.write_text(json.dumps(payload, indent=2) + "\n")
     if args.skip != "tta":
         time_to_accuracy(bench)
 
