@@ -178,7 +178,14 @@ def run(
         typer.Option(help="Comma-separated subset of the family's ladder to consider."),
     ] = None,
     epochs: Annotated[int, typer.Option(min=1, help="Training epochs.")] = 30,
-    batch_size: Annotated[int, typer.Option(min=1, help="Training batch size.")] = 128,
+    batch_size: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Training batch size per process (per GPU under torchrun, where the peak "
+            "learning rate is scaled by the number of processes; see docs/throughput.md).",
+        ),
+    ] = 128,
     lr: Annotated[float, typer.Option(min=0.0, help="Peak learning rate (SGD, cosine).")] = 0.05,
     method: Annotated[
         str, typer.Option(help="Base distillation loss: kd, dkd or ce (no teacher term).")
