@@ -218,11 +218,15 @@ def _crops(images: torch.Tensor, pad: int) -> list[torch.Tensor]:
     return [padded[..., dy : dy + h, dx : dx + w] for dy, dx in shifts]
 
 
-@pytest.mark.parametrize("hflip", [False, True])
-def test_augment_is_a_random_shifted_crop_and_flip(hflip: bool) -> None:
-    images = torch.randint(1, 256, (64, 3, 16, 16), dtype=torch.uint8)
-    out = augment(images, torch.Generator().manual_seed(0), hflip=hflip)
-    crops = _crops(images, pad=2)  # 1/8 of the 16 px side
+@pytest.mark.parametrize(("hflip", "side", "pad"), [(False, 16, 2), (True, 16, 2), (None, 8, 1)])
+def test_augment_is_a_random_shifted_crop_and_flip(hflip: bool | None, side: int, pad: int) -> None:
+    images = torch.randint(1, 256, (64, 3, side, side), dtype=torch.uint8)
+    generator = torch.Generator().manual_seed(0)
+    if hflip is None:  # the default flips
+        hflip, out = True, augment(images, generator)
+    else:
+        out = augment(images, generator, hflip=hflip)
+    crops = _crops(images, pad=pad)  # 1/8 of the side, at least 1 px
     shifts, flips = [], 0
     for n in range(images.shape[0]):
         match = [k for k, crop in enumerate(crops) if torch.equal(out[n], crop[n])]
@@ -230,8 +234,13 @@ def test_augment_is_a_random_shifted_crop_and_flip(hflip: bool) -> None:
         assert len(match) + len(flipped) == 1, n  # exactly one crop, flipped or not
         shifts += match + flipped
         flips += len(flipped)
-    assert len(set(shifts)) > 10  # many different shifts, not the identity every time
-    assert shifts.count(0) < 10
+    offsets = [(dy, dx) for dy in range(2 * pad + 1) for dx in range(2 * pad + 1)]
+    offsets.remove((pad, pad))
+    offsets = [(pad, pad), *offsets]  # the order of _crops
+    seen = [offsets[k] for k in shifts]
+    assert {dy for dy, _ in seen} == set(range(2 * pad + 1))  # every vertical shift occurs
+    assert {dx for _, dx in seen} == set(range(2 * pad + 1))  # and every horizontal one
+    assert shifts.count(0) < 20  # not the identity every time
     if hflip:
         assert 16 < flips < 48  # about half flipped
     else:

@@ -183,12 +183,14 @@ def test_alternating_rounds_use_their_own_seed_and_median_cold_start(monkeypatch
     calls: list[tuple[bytes, int]] = []
     cold = {(b"a", 0): 9.0, (b"a", 1): 1.0, (b"a", 2): 5.0}
 
-    def fake_session(model, input_shape, settings, seed):
+    settings = TimingSettings(min_iterations=10, min_seconds=0.0)
+
+    def fake_session(model, input_shape, given, seed):
+        assert input_shape == (1, 8, 8) and given is settings
         calls.append((model, seed))
         return np.full(settings.min_iterations, 1.0 + seed), cold.get((model, seed), 2.0)
 
     monkeypatch.setattr(latency, "_time_session", fake_session)
-    settings = TimingSettings(min_iterations=10, min_seconds=0.0)
     a, b = latency.measure_alternating([b"a", b"b"], (1, 8, 8), settings, percentile=50.0)
     assert calls == [(b"a", 0), (b"b", 0), (b"b", 1), (b"a", 1), (b"a", 2), (b"b", 2)]
     assert (a.cold_start_ms, b.cold_start_ms) == (5.0, 2.0)

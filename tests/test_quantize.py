@@ -291,3 +291,29 @@ def test_alternating_latencies_decide_the_speed_question() -> None:
     paired = (_report(0.93, 1.0).latency, _report(0.93, 1.1).latency)
     decision = decide_int8(fp32, int8, 0.05, latencies=paired)
     assert not decision.use_int8 and "1.100 ms vs fp32 1.000 ms" in decision.reason
+
+
+def test_decide_reason_quotes_the_ratio_and_the_gate() -> None:
+    decision = decide_int8(_report(0.93, 1.0), _report(0.92, 0.5), max_top1_drop=0.05)
+    assert decision.use_int8
+    assert decision.reason == (
+        "kept int8: p90 0.500 ms vs fp32 1.000 ms (2.00x faster) and int8 top-1 0.9200 is "
+        "3.00 points below the teacher's 0.9500, within the 5.00-point gate."
+    )
+
+
+def test_decide_drop_exactly_at_the_gate_keeps_int8() -> None:
+    # binary fractions: teacher 0.75 - int8 0.5 == 0.25 exactly
+    assert decide_int8(_report(0.5, 2.0, 0.75), _report(0.5, 1.0, 0.75), 0.25).use_int8
+    assert not decide_int8(_report(0.5, 2.0, 0.75), _report(0.5, 1.0, 0.75), 0.2).use_int8
+
+
+def test_decide_takes_the_teacher_from_whichever_report_has_it() -> None:
+    # int8's report without a teacher: fp32's teacher (0.95) is the reference, 5 points away
+    fp32, int8 = _report(0.93, 2.0, teacher=0.95), _report(0.90, 1.0, teacher=None)
+    decision = decide_int8(fp32, int8, max_top1_drop=0.04)
+    assert not decision.use_int8 and "below the teacher's 0.9500" in decision.reason
+    # both carry one: int8's own is used
+    fp32, int8 = _report(0.93, 2.0, teacher=0.99), _report(0.90, 1.0, teacher=0.92)
+    decision = decide_int8(fp32, int8, max_top1_drop=0.04)
+    assert decision.use_int8 and "the teacher's 0.9200" in decision.reason

@@ -186,6 +186,8 @@ def test_latency_is_the_median_repeat_and_spread_is_kept(
     assert [g.name for g in report.gates] == ["min_top1", "latency_p75"]
     assert report.teacher_top1 is None and report.top1_drop is None and report.parity is None
     as_dict = report.to_dict()
+    fields = {f.name for f in dataclasses.fields(report)}
+    assert set(as_dict) == fields | {"latency_spread", "passed"}
     assert as_dict["passed"] is True and as_dict["latency"]["at_percentile_ms"] == 3.0
     assert as_dict["latency_spread"] == report.latency_spread
 
