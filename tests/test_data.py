@@ -245,3 +245,57 @@ def test_augment_is_a_random_shifted_crop_and_flip(hflip: bool | None, side: int
         assert 16 < flips < 48  # about half flipped
     else:
         assert flips == 0
+
+
+def test_held_out_split_is_stratified_split_with_seed_plus_one(tmp_path: Path) -> None:
+    from compressor.data import scan_image_folder
+
+    truth = _unique_images(tmp_path / "flat", per_class=10, classes=2, seed=6)
+    data = load_image_folder(tmp_path / "flat", (3, 8, 8), seed=4)
+    _, files = scan_image_folder(tmp_path / "flat")  # the decode order
+    labels = torch.tensor([label for _, label in files])
+    _, held = stratified_split(labels, 0.2, 5)
+    order = {}
+    for path, _ in files:
+        pixels = np.asarray(Image.open(path).convert("RGB")).transpose(2, 0, 1)
+        order[len(order)] = _digest(pixels)
+    assert _hashed(data.test) == [order[i] for i in held.tolist()]
+    assert set(order.values()) == set(truth)
+    default = load_image_folder(tmp_path / "flat", (3, 8, 8))  # seed 0 unless told
+    seed0 = load_image_folder(tmp_path / "flat", (3, 8, 8), seed=0)
+    assert _hashed(default.test) == _hashed(seed0.test)
+    assert _hashed(default.val) == _hashed(seed0.val)
+    assert data.root == str(tmp_path / "flat")
+
+
+def test_decoded_with_the_default_preprocess_recorded(tmp_path: Path) -> None:
+    from compressor.data import default_preprocess
+
+    _unique_images(tmp_path / "flat", per_class=5, classes=2, seed=7)
+    data = load_image_folder(tmp_path / "flat", (3, 8, 8))
+    assert data.preprocess == default_preprocess((3, 8, 8))
+    with pytest.raises(ValueError, match="preprocess is for"):
+        load_image_folder(tmp_path / "flat", (3, 8, 8), preprocess=default_preprocess((3, 4, 4)))
+    with pytest.raises(ValueError, match="preprocess is for"):
+        load_image_folder(tmp_path / "flat", (3, 8, 8), preprocess=default_preprocess((1, 8, 8)))
+
+
+def test_skipped_files_of_train_and_test_are_both_counted(tmp_path: Path) -> None:
+    _unique_images(tmp_path / "d" / "train", per_class=10, classes=2, seed=8)
+    _unique_images(tmp_path / "d" / "test", per_class=2, classes=2, seed=9)
+    (tmp_path / "d" / "train" / "class0" / "broken.png").write_text("no")
+    (tmp_path / "d" / "test" / "class1" / "broken.png").write_text("no")
+    data = load_image_folder(tmp_path / "d", (3, 8, 8))
+    assert sorted(Path(p).parent.parent.name for p in data.skipped) == ["test", "train"]
+
+
+def test_test_folder_with_one_or_no_readable_image(tmp_path: Path) -> None:
+    _unique_images(tmp_path / "d" / "train", per_class=10, classes=2, seed=10)
+    for c in (0, 1):
+        (tmp_path / "d" / "test" / f"class{c}").mkdir(parents=True)
+        (tmp_path / "d" / "test" / f"class{c}" / "broken.png").write_text("no")
+    with pytest.raises(CompressorError, match="the test split has no readable images"):
+        load_image_folder(tmp_path / "d", (3, 8, 8))
+    pixels = np.zeros((8, 8, 3), dtype=np.uint8)
+    Image.fromarray(pixels, "RGB").save(tmp_path / "d" / "test" / "class0" / "one.png")
+    assert len(load_image_folder(tmp_path / "d", (3, 8, 8)).test) == 1

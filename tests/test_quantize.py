@@ -317,3 +317,9 @@ def test_decide_takes_the_teacher_from_whichever_report_has_it() -> None:
     fp32, int8 = _report(0.93, 2.0, teacher=0.99), _report(0.90, 1.0, teacher=0.92)
     decision = decide_int8(fp32, int8, max_top1_drop=0.04)
     assert decision.use_int8 and "the teacher's 0.9200" in decision.reason
+
+
+def test_cpu_flags_tolerates_undecodable_bytes(tmp_path: Path) -> None:
+    info = tmp_path / "cpuinfo"
+    info.write_bytes(b"model name\t: caf\xe9 cpu\nflags\t\t: avx2 avx512_vnni\n")
+    assert cpu_flags(info) == {"avx2", "avx512_vnni"}
