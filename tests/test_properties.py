@@ -202,3 +202,10 @@ def test_plain_kd_and_dkd_equal_the_reference(c: dict) -> None:
     st_, tt, yt = torch.from_numpy(s), torch.from_numpy(t), torch.from_numpy(y)
     np.testing.assert_allclose(per_sample(st_, tt, yt).numpy(), rows, rtol=1e-4, atol=1e-4)
     assert float(base(st_, tt, yt)) == pytest.approx(float(np.mean(rows)), **TOL)
+
+
+def test_bias_weight_names_the_valid_epoch_range() -> None:
+    from compressor.losses import bias_weight
+
+    with pytest.raises(ValueError, match=r"in \[0, 4\]; got 5$"):
+        bias_weight(5, 5)

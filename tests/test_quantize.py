@@ -160,6 +160,7 @@ def test_per_channel_gives_one_scale_per_output_channel(
         ({"avx2", "avx512f", "avx512bw"}, "x86_64", ("QUInt8", "QInt8", True)),
         (set(), "", ("QUInt8", "QInt8", True)),
         ({"asimd", "asimddp"}, "aarch64", ("QInt8", "QInt8", False)),
+        ({"asimd"}, "arm64", ("QInt8", "QInt8", False)),  # macOS names it arm64
     ],
 )
 def test_choose_types_follows_instruction_set(flags, machine, expected) -> None:
