@@ -182,10 +182,11 @@ def test_cpu_flags_reads_x86_and_arm(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("calibration", "message"),
     [
-        (np.zeros((0, *TINY_SHAPE), np.float32), "empty"),
-        (np.zeros(TINY_SHAPE, np.float32), "4-D"),
+        (np.zeros((0, *TINY_SHAPE), np.float32), "^calibration set is empty"),
+        (np.zeros(TINY_SHAPE, np.float32), r"4-D \(N, C, H, W\) array, got \(1, 8, 8\)$"),
+        ([[1.0]], r"4-D \(N, C, H, W\) array, got list$"),
         (np.zeros((4, 3, 8, 8), np.float32), "expects"),
-        (np.full((4, *TINY_SHAPE), np.nan, np.float32), "NaN"),
+        (np.full((4, *TINY_SHAPE), np.nan, np.float32), "^calibration data contains NaN"),
     ],
 )
 def test_bad_calibration_raises_and_writes_nothing(
@@ -324,3 +325,10 @@ def test_cpu_flags_tolerates_undecodable_bytes(tmp_path: Path) -> None:
     info = tmp_path / "cpuinfo"
     info.write_bytes(b"model name\t: caf\xe9 cpu\nflags\t\t: avx2 avx512_vnni\n")
     assert cpu_flags(info) == {"avx2", "avx512_vnni"}
+
+
+def test_float64_calibration_is_converted(
+    fp32_path: Path, calibration: np.ndarray, tmp_path: Path
+) -> None:
+    result = quantize_int8(fp32_path, tmp_path / "int8.onnx", calibration[:64].astype(np.float64))
+    assert result.calibration_count == 64 and result.qdq_nodes > 0
