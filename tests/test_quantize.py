@@ -332,3 +332,17 @@ def test_float64_calibration_is_converted(
 ) -> None:
     result = quantize_int8(fp32_path, tmp_path / "int8.onnx", calibration[:64].astype(np.float64))
     assert result.calibration_count == 64 and result.qdq_nodes > 0
+
+
+@pytest.mark.parametrize(
+    ("flags", "machine", "reason"),
+    [
+        ({"avx2"}, "x86_64", "x86 without VNNI: U8S8, 7-bit weights avoid saturation"),
+        (set(), "riscv64", "unknown CPU (riscv64): U8S8, 7-bit weights avoid saturation"),
+        (set(), "", "unknown CPU (no cpuinfo): U8S8, 7-bit weights avoid saturation"),
+        ({"avx512_vnni", "amx_int8"}, "x86_64", "x86 with amx_int8/avx512_vnni: U8S8, no "
+         "saturation risk"),
+    ],
+)  # fmt: skip
+def test_choose_types_says_why(flags, machine, reason) -> None:
+    assert choose_types(flags, machine).choice_reason == reason

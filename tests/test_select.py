@@ -127,6 +127,7 @@ def named_export():
     real_flops = select.count_flops
 
     def fake_bytes(model, shape, opset) -> bytes:
+        assert tuple(shape) == (1, 8, 8) and opset == 18  # the profile's input and opset
         return names[count_params(model)].encode()
 
     def cached_flops(model, shape) -> int:
@@ -243,7 +244,8 @@ def test_table_rows_carry_the_timer_numbers(tmp_path: Path, named_export) -> Non
     rows = [(c.name, c.p50_ms, c.p90_ms, c.at_percentile_ms) for c in selection.candidates]
     assert rows == [(pair[0], 1.0, 1.5, 1.1235), (pair[1], 2.0, 2.5, 2.1235)]
     small, large = selection.candidates
-    assert small.params == 19810 and 0 < small.mflops < large.mflops
+    assert small.params == 19810 and (small.mflops, large.mflops) == (0.387, 1.527)
+    assert selection.family == "cifar_resnet" and selection.chosen == pair[1]
     assert small.mflops == round(small.mflops, 3) and small.predicted_ms is None
     # the table survives a JSON round trip (selection.json is read back by --resume)
     from compressor.select import Selection
