@@ -312,6 +312,8 @@ def test_selection_round_trips_through_json_with_predictor_and_teacher() -> None
 
 
 def test_format_table_golden() -> None:
+    import dataclasses
+
     from compressor.select import format_table
 
     selection = _constructed_selection()
@@ -323,6 +325,9 @@ def test_format_table_golden() -> None:
         "cifar_resnet14_w16         174,970       3.3     4.000     5.000      9.000    2.00x  no    no",  # noqa: E501
         "cifar_resnet20_w16         272,186       5.1         -         -          -        -  -     -",  # noqa: E501
     ]
+    for meets, mark in ((True, "yes"), (None, "-")):  # the teacher's own budget verdict
+        selection.teacher = dataclasses.replace(selection.teacher, meets_budget=meets)
+        assert format_table(selection).splitlines()[1].endswith(f"1.00x  {mark}")
     selection.calibrated_for = None  # host latencies: no target column
     assert format_table(selection).splitlines()[2] == (
         "cifar_resnet8_w8            19,810       0.4     1.000     1.500    7.20x  yes   yes"
