@@ -310,14 +310,16 @@ def format_table(selection: Selection) -> str:
     def ms(v: float | None) -> str:
         return f"{v:10.3f}" if v is not None else f"{'-':>10}"
 
-    head = f"{'candidate':<24}{'params':>10}{'MFLOPs':>10}{'p50 ms':>10}{'p90 ms':>10}"
+    t = selection.teacher
+    width = max([24, *(len(c.name) + 1 for c in selection.candidates)])
+    width = max(width, len(f"teacher {t.arch}") + 1) if t is not None else width
+    head = f"{'candidate':<{width}}{'params':>10}{'MFLOPs':>10}{'p50 ms':>10}{'p90 ms':>10}"
     head += f"{'target ms':>11}" if predicted else ""
     lines = [head + f"{'speedup':>9}  fits  qualifies"]
-    t = selection.teacher
     if t is not None:
         budget = "-" if t.meets_budget is None else ("yes" if t.meets_budget else "no")
         lines.append(
-            f"{'teacher ' + t.arch:<24}{t.params:>10,}{t.mflops:>10.1f}{ms(t.p50_ms)}"
+            f"{'teacher ' + t.arch:<{width}}{t.params:>10,}{t.mflops:>10.1f}{ms(t.p50_ms)}"
             f"{ms(t.p90_ms)}" + (f" {ms(None)}" if predicted else "") + f"{'1.00x':>9}  {budget}"
         )
     for c in selection.candidates:
@@ -326,7 +328,7 @@ def format_table(selection: Selection) -> str:
         speedup = "-" if c.speedup is None else f"{c.speedup:.2f}x"
         mark = "  <- chosen" if c.name == selection.chosen else ""
         lines.append(
-            f"{c.name:<24}{c.params:>10,}{c.mflops:>10.1f}"
+            f"{c.name:<{width}}{c.params:>10,}{c.mflops:>10.1f}"
             f"{ms(c.p50_ms)}{ms(c.p90_ms)}"
             + (f" {ms(c.predicted_ms)}" if predicted else "")
             + f"{speedup:>9}  {fits:<4}  {ok}{mark}"
