@@ -28,8 +28,8 @@ def test_torchvision_students_take_classes_and_channels(name: str) -> None:
 
 def test_default_family_by_input_size() -> None:
     assert default_family((32, 32)) == "cifar_resnet"
-    assert default_family((224, 224)) == "mobilenet_v3"
-    assert set(FAMILIES) >= {"cifar_resnet", "mobilenet_v3", "regnet"}
+    assert default_family((224, 224)) == "torchvision_mix"
+    assert set(FAMILIES) >= {"cifar_resnet", "torchvision_mix", "mobilenet_v3", "resnet", "regnet"}
 
 
 def test_unknown_names() -> None:
