@@ -318,19 +318,19 @@ def test_format_table_golden() -> None:
 
     selection = _constructed_selection()
     assert format_table(selection).splitlines() == [
-        "candidate                   params    MFLOPs    p50 ms    p90 ms  target ms  speedup  fits  qualifies",  # noqa: E501
-        "teacher cifar_resnet20_w32 1,084,010      20.2     8.000     9.500          -    1.00x  no",  # noqa: E501
-        "cifar_resnet8_w8            19,810       0.4     1.000     1.500      2.500    7.20x  yes   yes",  # noqa: E501
-        "cifar_resnet8_w16           77,754       1.5     2.000     2.500      4.500    4.00x  yes   yes  <- chosen",  # noqa: E501
-        "cifar_resnet14_w16         174,970       3.3     4.000     5.000      9.000    2.00x  no    no",  # noqa: E501
-        "cifar_resnet20_w16         272,186       5.1         -         -          -        -  -     -",  # noqa: E501
+        "candidate                      params    MFLOPs    p50 ms    p90 ms  target ms  speedup  fits  qualifies",  # noqa: E501
+        "teacher cifar_resnet20_w32  1,084,010      20.2     8.000     9.500          -    1.00x  no",  # noqa: E501
+        "cifar_resnet8_w8               19,810       0.4     1.000     1.500      2.500    7.20x  yes   yes",  # noqa: E501
+        "cifar_resnet8_w16              77,754       1.5     2.000     2.500      4.500    4.00x  yes   yes  <- chosen",  # noqa: E501
+        "cifar_resnet14_w16            174,970       3.3     4.000     5.000      9.000    2.00x  no    no",  # noqa: E501
+        "cifar_resnet20_w16            272,186       5.1         -         -          -        -  -     -",  # noqa: E501
     ]
     for meets, mark in ((True, "yes"), (None, "-")):  # the teacher's own budget verdict
         selection.teacher = dataclasses.replace(selection.teacher, meets_budget=meets)
         assert format_table(selection).splitlines()[1].endswith(f"1.00x  {mark}")
     selection.calibrated_for = None  # host latencies: no target column
     assert format_table(selection).splitlines()[2] == (
-        "cifar_resnet8_w8            19,810       0.4     1.000     1.500    7.20x  yes   yes"
+        "cifar_resnet8_w8               19,810       0.4     1.000     1.500    7.20x  yes   yes"
     )
 
 
