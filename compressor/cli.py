@@ -128,12 +128,6 @@ InterpolationOpt = Annotated[
 ]
 
 
-def _preprocess_flags(
-    resize_mode: str | None, resize_size: int | None, interpolation: str | None
-) -> dict[str, Any]:
-    return {"resize_mode": resize_mode, "resize_size": resize_size, "interpolation": interpolation}
-
-
 DataCacheOpt = Annotated[
     bool,
     typer.Option(
@@ -496,7 +490,11 @@ def verify_cmd(
             out=out,
             junit=junit,
             trust_checkpoint=trust_checkpoint,
-            preprocess=_preprocess_flags(resize_mode, resize_size, interpolation),
+            preprocess={
+                "resize_mode": resize_mode,
+                "resize_size": resize_size,
+                "interpolation": interpolation,
+            },
         )
     if json_out:
         typer.echo(json.dumps(outcome.result, indent=2))
@@ -639,7 +637,7 @@ def select_cmd(
     from compressor.pipeline import shipped_graph
     from compressor.profile import load_profile
     from compressor.select import choose_student, format_table, select_student
-    from compressor.students import default_family, preferred_families
+    from compressor.students import default_family, families_to_try
     from compressor.teacher import load_teacher
 
     with user_errors(debug):
@@ -653,10 +651,9 @@ def select_cmd(
                     f"teacher expects {bundle.in_channels}-channel input but profile "
                     f"'{prof.name}' has {prof.input_shape[0]} channel(s)"
                 )
-            families = [family] if family else preferred_families(bundle.arch, hw)
             selection = choose_student(
                 prof, bundle.model, bundle.arch, bundle.num_classes,
-                families if not subset or family else [default_family(hw)],
+                families_to_try(family, bool(subset), bundle.arch, hw),
                 candidates=subset, to_shipped=shipped_graph(prof),
                 log=lambda m: typer.echo(m, err=True),
             )  # fmt: skip

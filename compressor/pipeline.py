@@ -35,12 +35,11 @@ from compressor.students import (
     build_model,
     count_flops,
     count_params,
-    default_family,
+    families_to_try,
     get_family,
-    preferred_families,
 )
 from compressor.teacher import TeacherBundle, load_teacher, save_bundle
-from compressor.verify import VerifyReport, verify_onnx
+from compressor.verify import VerifyReport, make_gate, verify_onnx
 
 Log = Callable[[str], None]
 T = TypeVar("T")
@@ -250,12 +249,7 @@ def _run_stages(cfg: RunConfig, log: Log) -> RunOutcome | None:
         log(f"resume: selection done before, student {selection.chosen}")
     else:
         input_hw = (profile.input_shape[1], profile.input_shape[2])
-        if cfg.family:
-            families = [cfg.family]
-        elif cfg.candidates:
-            families = [default_family(input_hw)]
-        else:
-            families = preferred_families(teacher.arch, input_hw)
+        families = families_to_try(cfg.family, bool(cfg.candidates), teacher.arch, input_hw)
         family = families[0]
 
         progress = Progress(log)
@@ -286,7 +280,8 @@ def _run_stages(cfg: RunConfig, log: Log) -> RunOutcome | None:
                 log=log,
             )
             log(f"chosen: {chosen.chosen}")
-            _initial_student(cfg, chosen.chosen, teacher, log)  # bad weights: exit before writing
+            # bad --student-init weights end the run here, before anything is written
+            _initial_student(cfg, chosen.chosen, teacher, lambda _m: None)
             if not cfg.resume:
                 prepare_output_folder(out, cfg.overwrite)
                 marker = {"compressor": __version__, "config": _config_dict(cfg)}
@@ -349,9 +344,7 @@ def _run_stages(cfg: RunConfig, log: Log) -> RunOutcome | None:
             int8_gates = [g for g in int8["verify"]["gates"]]
             parity = [g for g in report["gates"] if g["name"].startswith("parity_")]
             report["gates"] = parity + [{**g, "name": f"int8_{g['name']}"} for g in int8_gates]
-            report["passed"] = all(g["passed"] for g in report["gates"])
-            report["exit_code"] = 0 if report["passed"] else 1
-            report["failed_gates"] = [g["name"] for g in report["gates"] if not g["passed"]]
+            _set_verdict(report)
     ships_int8 = bool(int8 and int8["decision"]["use_int8"])
     report["shipped_model"] = str(out / ("student.int8.onnx" if ships_int8 else "student.onnx"))
     report["shipped"] = {
@@ -410,21 +403,14 @@ def _speedup_vs_teacher(
 def _add_speedup_gate(report: dict[str, Any]) -> None:
     """A shipped student slower than its teacher fails the run: it compresses nothing."""
     speed = report["speedup"]
-    if not speed.get("measured"):
-        return
-    value = speed["speedup"]
-    ok = value >= 1.0
-    detail = f"{value:.2f}x >= 1x: " + ("ok" if ok else f"missed by {1.0 - value:.3g}x")
-    report["gates"].append(
-        {
-            "name": "faster_than_teacher",
-            "passed": ok,
-            "value": value,
-            "threshold": 1.0,
-            "comparison": ">=",
-            "detail": detail,
-        }
-    )
+    if speed.get("measured"):
+        gate = make_gate("faster_than_teacher", speed["speedup"], 1.0, ">=", "x")
+        report["gates"].append(asdict(gate))
+        _set_verdict(report)
+
+
+def _set_verdict(report: dict[str, Any]) -> None:
+    """``passed``, ``exit_code`` and ``failed_gates`` from the report's gates."""
     report["passed"] = all(g["passed"] for g in report["gates"])
     report["exit_code"] = 0 if report["passed"] else 1
     report["failed_gates"] = [g["name"] for g in report["gates"] if not g["passed"]]

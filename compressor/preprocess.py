@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -193,11 +193,6 @@ def resolve_preprocess(
         mean=tuple(float(m) for m in mean),
         std=tuple(float(s) for s in std),
     )
-
-
-def with_size(spec: Preprocess, size: tuple[int, int]) -> Preprocess:
-    """The same transform for another input size (the resize default follows the size)."""
-    return replace(spec, size=size)
 
 
 def _resize_shorter(image: Image.Image, short: int, resample: Image.Resampling) -> Image.Image:

@@ -198,7 +198,7 @@ def render_markdown(report: dict[str, Any]) -> str:
 
     for c in sel["candidates"]:
         fits = "not timed" if c["fits"] is None else _yes(c["fits"])
-        qualifies = "-" if c["fits"] is None else _yes(c["fits"] and c.get("faster") is not False)
+        qualifies = "-" if c["fits"] is None else _yes(c.get("qualifies"))
         speedup = "-" if c.get("speedup") is None else f"{c['speedup']:.2f}x"
         name = f"**{c['name']}**" if c["name"] == sel["chosen"] else c["name"]
         lines.append(

@@ -196,13 +196,6 @@ def _verification(r: dict[str, Any]) -> str:
     return _section("verification", "Verification", "".join(out))
 
 
-def _qualifies(c: dict[str, Any]) -> bool | None:
-    """Fits the budget and beats the teacher by the required factor (None: not timed)."""
-    if c.get("fits") is None:
-        return None
-    return bool(c.get("fits")) and c.get("faster") is not False
-
-
 def _selection(r: dict[str, Any]) -> str:
     """Every candidate timed, so a reader sees how close the chosen student came to the budget."""
     sel = _d(r.get("selection"))
@@ -249,7 +242,7 @@ def _selection(r: dict[str, Any]) -> str:
         + [_fmt(c.get(k)) for k in ("p50_ms", "p90_ms", "predicted_ms")]
         + [_fmt(c.get("speedup"), ".2f", "x")]
         + [fits.get(c.get("fits"), '<span class="muted">not timed</span>')]
-        + [fits.get(_qualifies(c), "")]
+        + [fits.get(c.get("qualifies") if c.get("fits") is not None else None, "")]
         for c in cands
     ]
     if t_x is not None:

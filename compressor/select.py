@@ -89,7 +89,7 @@ class Selection:
             "budget_ms": self.budget_ms,
             "target_ms": self.target_ms,
             "percentile": self.percentile,
-            "candidates": [asdict(c) for c in self.candidates],
+            "candidates": [{**asdict(c), "qualifies": c.qualifies} for c in self.candidates],
             "calibrated_for": self.calibrated_for,
             "predictor": asdict(self.predictor) if self.predictor else None,
             "teacher": asdict(self.teacher) if self.teacher else None,
@@ -99,7 +99,10 @@ class Selection:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Selection:
-        rows = [Candidate(**row) for row in data["candidates"]]
+        rows = [
+            Candidate(**{k: v for k, v in row.items() if k != "qualifies"})
+            for row in data["candidates"]
+        ]
         pred = data.get("predictor")
         predictor = LatencyPredictor(tuple(pred["mflops"]), tuple(pred["ratios"])) if pred else None
         teacher = TeacherTiming(**data["teacher"]) if data.get("teacher") else None

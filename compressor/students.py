@@ -217,6 +217,18 @@ def default_family(input_hw: tuple[int, int]) -> str:
     return "cifar_resnet" if max(input_hw) <= 64 else "torchvision_mix"
 
 
+def families_to_try(
+    family: str | None, has_candidates: bool, teacher_arch: str, input_hw: tuple[int, int]
+) -> list[str]:
+    """The families selection walks: the one asked for; the default when a candidate subset
+    is given (its names are the default ladder's); else the teacher's own, then the default."""
+    if family:
+        return [family]
+    if has_candidates:
+        return [default_family(input_hw)]
+    return preferred_families(teacher_arch, input_hw)
+
+
 def preferred_families(teacher_arch: str, input_hw: tuple[int, int]) -> list[str]:
     """Families to try in order: the teacher's own (smaller members of what the user already
     trusts at this resolution), then the default for the input size."""

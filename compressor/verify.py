@@ -91,7 +91,7 @@ def topk_accuracy(logits: np.ndarray, labels: np.ndarray, k: int) -> float:
     return float((top == labels[:, None]).any(axis=1).mean())
 
 
-def _gate(name: str, value: float, threshold: float, comparison: str, unit: str = "") -> Gate:
+def make_gate(name: str, value: float, threshold: float, comparison: str, unit: str = "") -> Gate:
     passed = value <= threshold if comparison == "<=" else value >= threshold
     verdict = "ok" if passed else f"missed by {abs(value - threshold):.4g}{unit}"
     detail = f"{value:.4g}{unit} {comparison} {threshold:.4g}{unit}: {verdict}"
@@ -122,14 +122,14 @@ def verify_onnx(
     student_top1 = topk_accuracy(logits, labels, 1)
     classes = logits.shape[1]
     student_top5 = topk_accuracy(logits, labels, 5) if classes >= 10 else None
-    gates = [_gate("min_top1", student_top1, profile.min_top1, ">=")]
+    gates = [make_gate("min_top1", student_top1, profile.min_top1, ">=")]
 
     teacher_top1 = top1_drop = None
     if teacher is not None:
         t_logits = predict_logits(teacher, test.images, mean, std, torch.device("cpu")).numpy()
         teacher_top1 = topk_accuracy(t_logits, labels, 1)
         top1_drop = teacher_top1 - student_top1
-        gates.append(_gate("max_top1_drop", top1_drop, profile.max_top1_drop, "<="))
+        gates.append(make_gate("max_top1_drop", top1_drop, profile.max_top1_drop, "<="))
 
     parity = None
     if reference is not None:
@@ -142,10 +142,12 @@ def verify_onnx(
             "images": int(labels.size),
         }
         gates.append(
-            _gate("parity_top1_agreement", parity["top1_agreement"], profile.min_agreement, ">=")
+            make_gate(
+                "parity_top1_agreement", parity["top1_agreement"], profile.min_agreement, ">="
+            )
         )
         gates.append(
-            _gate(
+            make_gate(
                 "parity_max_abs_logit_diff",
                 parity["max_abs_logit_diff"],
                 profile.max_abs_logit_diff,
@@ -163,7 +165,7 @@ def verify_onnx(
     predicted = predict_target(latency.at_percentile_ms) if predict_target else None
     judged = predicted if predicted is not None else latency.at_percentile_ms
     name = f"latency_p{profile.percentile:g}" + ("_predicted_target" if predicted else "")
-    gates.append(_gate(name, judged, profile.latency_ms, "<=", " ms"))
+    gates.append(make_gate(name, judged, profile.latency_ms, "<=", " ms"))
     return VerifyReport(
         images=int(labels.size),
         student_top1=student_top1,
