@@ -272,7 +272,11 @@ def bias_aware_distillation(
         w_right = b if n_r else 0.0
         w_rect = (1.0 - b) if n_w else 0.0
         denom = w_right + w_rect
-        distill = (w_right * l_right + w_rect * l_rect) / denom if denom > 0 else zero
+        # renormalise the Python floats first: a b below float32's range would turn into 0 in a
+        # float32 product, and 0 / b is then NaN; b / b is exactly 1 for any b > 0
+        distill = zero
+        if denom > 0:
+            distill = (w_right / denom) * l_right + (w_rect / denom) * l_rect
     return {"distill": distill, "right": l_right, "rectified": l_rect, "n_wrong": n_wrong}
 
 
@@ -317,10 +321,13 @@ def bias_aware_distillation_batched(
         distill = l_right
     else:
         l_rect = masked_mean(per_row, wrong, n_wrong)
-        w_right = b * (n_right > 0).float()
-        w_rect = (1.0 - b) * (n_wrong > 0).float()
-        denom = w_right + w_rect
-        distill = (w_right * l_right + w_rect * l_rect) / denom.clamp_min(1e-12)
+        # the renormalised weights, chosen per case rather than divided on the device (a b
+        # below float32's range is 0 there, and any clamp of the denominator shrinks the term):
+        # both subsets -> (b, 1 - b); one subset -> 1 for it (0 if its weight is 0); none -> 0
+        has_right, has_wrong = n_right > 0, n_wrong > 0
+        w_right = torch.where(has_wrong, b, float(b > 0.0)) * has_right
+        w_rect = torch.where(has_right, 1.0 - b, float(b < 1.0)) * has_wrong
+        distill = w_right * l_right + w_rect * l_rect
     return {"distill": distill, "right": l_right, "rectified": l_rect, "n_wrong": n_wrong}
 
 
