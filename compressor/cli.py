@@ -193,7 +193,10 @@ def run(
     temperature: Annotated[float, typer.Option(help="Distillation temperature T.")] = 4.0,
     alpha: Annotated[float, typer.Option(help="DKD target-class weight.")] = 1.0,
     beta: Annotated[float, typer.Option(help="DKD non-target-class weight.")] = 8.0,
-    warmup_epochs: Annotated[int, typer.Option(help="DKD warm-up epochs.")] = 20,
+    warmup_epochs: Annotated[
+        int | None,
+        typer.Option(help="DKD warm-up epochs [default: min(20, max(1, epochs // 4))]."),
+    ] = None,
     schedule: Annotated[
         str, typer.Option(help="Bias weight b(e): cos2, linear or constant.")
     ] = "cos2",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 
 import numpy as np
@@ -13,6 +14,7 @@ from torch import Tensor, nn
 from compressor.losses import (
     DistillationLoss,
     LossConfig,
+    auto_warmup_epochs,
     bias_aware_distillation,
     bias_aware_distillation_batched,
     bias_weight,
@@ -322,6 +324,62 @@ def test_module_composition_and_dkd_warmup() -> None:
     torch.testing.assert_close(no_warm(s, t, y, 0)["loss"], 0.5 * ce + 0.5 * _dkd(s, t, y))
 
 
+def _dkd_warmup_factors(cfg: LossConfig, total: int) -> list[float]:
+    s, t, y = _all_wrong_batch(seed=2)
+    loss_fn = DistillationLoss(cfg, total)
+    return [loss_fn(s, t, y, epoch)["warmup"].item() for epoch in range(total)]
+
+
+@pytest.mark.parametrize(("total", "expected_w"), [(1, 1), (3, 1), (10, 2), (100, 20), (240, 20)])
+@pytest.mark.parametrize("bias_aware", [True, False])
+def test_dkd_auto_warmup_completes_within_the_schedule(
+    total: int, expected_w: int, bias_aware: bool
+) -> None:
+    cfg = LossConfig(method="dkd", bias_aware=bias_aware)
+    assert cfg.warmup_epochs is None  # the default scales with the schedule
+    assert auto_warmup_epochs(total) == expected_w == cfg.effective_warmup_epochs(total)
+    assert DistillationLoss(cfg, total).warmup_epochs == expected_w
+    factors = _dkd_warmup_factors(cfg, total)
+    expected = [min(1.0, (e + 1) / expected_w) for e in range(total)]
+    assert factors == pytest.approx(expected)
+    # Full weight by the end of the first quarter (epoch E // 4) and for the rest of the run.
+    assert all(f == 1.0 for f in factors[total // 4 :])
+    assert factors[-1] == 1.0
+
+
+def test_dkd_auto_warmup_rule_over_many_schedules() -> None:
+    for total in range(1, 400):
+        w = auto_warmup_epochs(total)
+        assert 1 <= w <= 20 and w - 1 <= total // 4 < total
+    assert [auto_warmup_epochs(e) for e in (4, 7, 8, 40, 79, 80, 81)] == [1, 1, 2, 10, 19, 20, 20]
+    with pytest.raises(ValueError, match="total_epochs"):
+        auto_warmup_epochs(0)
+
+
+def test_dkd_explicit_warmup_is_honoured() -> None:
+    factors = _dkd_warmup_factors(LossConfig(method="dkd", warmup_epochs=7), 10)
+    assert factors == pytest.approx([1 / 7, 2 / 7, 3 / 7, 4 / 7, 5 / 7, 6 / 7, 1, 1, 1, 1])
+    assert _dkd_warmup_factors(LossConfig(method="dkd", warmup_epochs=0), 3) == [1.0, 1.0, 1.0]
+    assert LossConfig(warmup_epochs=20).effective_warmup_epochs(10) == 20
+
+
+def test_dkd_explicit_warmup_longer_than_the_schedule_warns_and_is_honoured() -> None:
+    cfg = LossConfig(method="dkd", warmup_epochs=20)
+    with pytest.warns(UserWarning, match="does not complete within 10 epochs.*0.50"):
+        loss_fn = DistillationLoss(cfg, 10)
+    assert loss_fn.warmup_epochs == 20
+    s, t, y = _all_wrong_batch(seed=2)
+    assert loss_fn(s, t, y, 9)["warmup"].item() == pytest.approx(0.5)
+
+
+def test_warmup_that_fits_or_is_unused_does_not_warn() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        DistillationLoss(LossConfig(method="dkd", warmup_epochs=10), 10)
+        DistillationLoss(LossConfig(method="kd", warmup_epochs=20), 10)  # KD has no warm-up
+        DistillationLoss(LossConfig(method="dkd"), 1)
+
+
 def test_method_ce_is_cross_entropy_only() -> None:
     s, t, y = _all_wrong_batch()
     out = DistillationLoss(LossConfig(method="ce", ce_weight=0.2), 10)(s, t, y, 0)
@@ -342,6 +400,8 @@ def test_method_ce_is_cross_entropy_only() -> None:
         ({"beta": "8"}, "beta"),
         ({"warmup_epochs": -1}, "warmup_epochs"),
         ({"warmup_epochs": 2.5}, "warmup_epochs"),
+        ({"warmup_epochs": "auto"}, "warmup_epochs"),
+        ({"warmup_epochs": True}, "warmup_epochs"),
         ({"schedule": "cos"}, "schedule"),
         ({"rectification": "flip"}, "rectification"),
     ],
