@@ -249,3 +249,11 @@ def test_all_wrong_batch_gives_the_rectified_loss_for_any_b_below_one(b: float) 
         got = fn(s, t, y, loss, b, "swap")
         assert float(got["rectified"]) > 0.1
         assert float(got["distill"]) == pytest.approx(float(got["rectified"]), rel=1e-6)
+
+
+def test_bias_aware_paths_check_the_labels_shape() -> None:
+    s, t, y = (torch.from_numpy(a) for a in _batch(0, [True, False, True], 4))
+    for fn, loss in KD_PATHS:
+        for bad in (y[:2], y.reshape(3, 1)):
+            with pytest.raises(ValueError, match=r"^target must be \(N,\) with N=3; got \("):
+                fn(s, t, bad, loss, 0.5)
