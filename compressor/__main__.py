@@ -2,4 +2,5 @@
 
 from compressor.cli import main
 
-main()
+if __name__ == "__main__":  # data-loading workers import this module again: do not re-run
+    main()

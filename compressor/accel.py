@@ -74,6 +74,7 @@ class StepSettings:
     batch_per_rank: int = 0  # samples per optimiser step on each process
     world_size: int = 1
     lr: float = 0.0  # the peak learning rate used (scaled with world_size, distill.py)
+    nhwc_unsafe_layer: str | None = None  # why the CPU step runs NCHW (nhwc_unsafe_layer())
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -83,6 +84,29 @@ def resolve_channels_last(requested: bool | None, device: torch.device) -> bool:
     """``None``: NHWC on CUDA (tensor cores want it) and on CPU (oneDNN convolutions are
     faster in it: 1.2-1.4x for the whole distillation step, docs/throughput.md)."""
     return device.type in ("cuda", "cpu") if requested is None else requested
+
+
+ONEDNN_IC_BLOCK = 16  # input channels per oneDNN block on AVX-512 (8 on AVX2)
+
+
+def nhwc_unsafe_layer(model: nn.Module) -> str | None:
+    """The first convolution whose NHWC backward pass oneDNN gets wrong on CPU, or None.
+
+    A 1x1 convolution with stride > 1 and fewer input channels (per group) than oneDNN's
+    block writes past its workspace when computing weight gradients in NHWC
+    (uxlfoundation/oneDNN#6035, open): "double free or corruption" aborts, or silently wrong
+    gradients, seen here with torch 2.14.1 for 8 -> 16 channels at 64 px and more (the
+    shortcut of ``cifar_resnet*_w8``). Such students train NCHW on CPU.
+    """
+    for name, module in model.named_modules():
+        if (
+            isinstance(module, nn.Conv2d)
+            and module.kernel_size == (1, 1)
+            and module.stride != (1, 1)
+            and module.in_channels // module.groups < ONEDNN_IC_BLOCK
+        ):
+            return name
+    return None
 
 
 def to_memory_format(x: torch.Tensor, channels_last: bool) -> torch.Tensor:

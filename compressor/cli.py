@@ -137,6 +137,21 @@ DataCacheOpt = Annotated[
     ),
 ]
 
+DataStorageOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--data-in-memory/--data-stream",
+        help="Decode every image into memory once (fast; unreadable files are skipped), or "
+        "stream batches from disk with worker processes. Default: in memory when the decoded "
+        "images fit a quarter of the available RAM, streamed otherwise.",
+        show_default=False,
+    ),
+]
+
+
+def _storage(in_memory: bool | None) -> str:
+    return "auto" if in_memory is None else ("memory" if in_memory else "stream")
+
 
 @app.command(
     help=f"Run every stage: select, distill, export, verify, report.\n\nExample:\n\n  {EXAMPLE_RUN}"
@@ -217,6 +232,7 @@ def run(
     precision: PrecisionOpt = "auto",
     compile_step: CompileOpt = False,
     data_cache: DataCacheOpt = True,
+    data_in_memory: DataStorageOpt = None,
     seed: Annotated[int, typer.Option(help="Seed for splits, init and augmentation.")] = 0,
     val_fraction: Annotated[
         float, typer.Option(min=0.01, max=0.5, help="Validation split carved from train.")
@@ -304,6 +320,7 @@ def run(
             mean=_floats(mean, "mean"),
             std=_floats(std, "std"),
             data_cache=data_cache,
+            data_storage=_storage(data_in_memory),
             resize_mode=resize_mode,
             resize_size=resize_size,
             interpolation=interpolation,

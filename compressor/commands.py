@@ -152,7 +152,9 @@ def verify_model(
             f"{model_path} was exported for input {shape}, profile '{profile.name}' has "
             f"{list(profile.input_shape)}"
         )
-    splits = load_image_folder(data, profile.input_shape, seed=seed, preprocess=spec)
+    splits = load_image_folder(
+        data, profile.input_shape, seed=seed, preprocess=spec, storage="auto"
+    )
     classes = meta.get("class_names")
     if classes and list(classes) != splits.class_names:
         raise CompressorError(

@@ -1,9 +1,12 @@
-"""Image data: ImageFolder trees decoded once into uint8 tensors, seeded splits, batching.
+"""Image data: ImageFolder trees as seeded train/val/test splits, decoded in memory or streamed.
 
-Small-image datasets (CIFAR-sized, the embedded digits) fit in memory as ``uint8`` tensors of
-shape (N, C, H, W); decoding once and normalising per batch is far faster than a per-sample
-DataLoader, and the same tensors can be moved to a GPU. Broken or non-image files are skipped
-and counted (the count goes into the report) rather than aborting a long job.
+Datasets that fit (CIFAR-sized, the embedded digits, a few thousand photos) are decoded once
+into ``uint8`` tensors of shape (N, C, H, W): normalising per batch is far faster than a
+per-sample DataLoader, and the same tensors can be moved to a GPU. Larger ones are streamed
+from disk by DataLoader workers (:mod:`compressor.streaming`); the choice is automatic
+(:func:`compressor.streaming.choose_storage`) unless forced. Both kinds of split answer
+``read`` and ``iter_batches`` with the same pixels. Broken or non-image files are skipped and
+counted (the count goes into the report) rather than aborting a long job.
 """
 
 from __future__ import annotations
@@ -18,11 +21,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 
 from compressor.data_cache import cached_decode
 from compressor.errors import CompressorError
 from compressor.preprocess import SMALL_INPUT, Preprocess, resolve_preprocess
+from compressor.streaming import (
+    StorageChoice,
+    StreamedSplit,
+    choose_storage,
+    decode_file,
+    streamed_split,
+)
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 
@@ -37,21 +46,48 @@ class Split:
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
+    def subset(self, index: torch.Tensor) -> Split:
+        return Split(self.images[index], self.labels[index])
+
+    def read(self, index: torch.Tensor) -> torch.Tensor:
+        """uint8 (len(index), C, H, W) rows."""
+        return self.images[index]
+
+    def iter_batches(
+        self, order: torch.Tensor, batch_size: int, pin_memory: bool = False
+    ) -> Iterator[torch.Tensor]:
+        """uint8 batches of the rows in ``order`` (pinned for a fast copy to a GPU)."""
+        for start in range(0, len(order), batch_size):
+            batch = self.images[order[start : start + batch_size]]
+            yield batch.pin_memory() if pin_memory else batch
+
+
+ImageSplit = Split | StreamedSplit  # in memory or streamed from disk: same questions, same pixels
+
+
+def as_split(images: torch.Tensor | ImageSplit) -> ImageSplit:
+    """A bare uint8 tensor as an (unlabelled) in-memory split; splits pass through."""
+    if isinstance(images, torch.Tensor):
+        return Split(images, torch.zeros(images.shape[0], dtype=torch.long))
+    return images
+
 
 @dataclass
 class DatasetSplits:
     """Train / validation / test splits of one dataset, plus where they came from."""
 
-    train: Split
-    val: Split
-    test: Split
+    train: ImageSplit
+    val: ImageSplit
+    test: ImageSplit
     class_names: list[str]
     root: str
     test_source: str  # "test/", "val/" or "held-out split (seed N)"
     skipped: list[str] = field(default_factory=list)
     preprocess: Preprocess | None = None  # the eval transform every split was decoded with
+    storage: StorageChoice | None = None  # in memory or streamed, and why
 
     def describe(self) -> dict[str, object]:
+        storage = self.storage.to_dict() if self.storage else {"storage": "memory"}
         return {
             "root": self.root,
             "classes": len(self.class_names),
@@ -63,6 +99,7 @@ class DatasetSplits:
             "skipped_files": len(self.skipped),
             "skipped_examples": self.skipped[:10],
             "preprocess": self.preprocess.to_metadata() if self.preprocess else None,
+            **storage,
         }
 
 
@@ -95,15 +132,6 @@ def default_preprocess(input_shape: tuple[int, int, int]) -> Preprocess:
     return resolve_preprocess((height, width), channels, (0.5,) * channels, (0.5,) * channels)
 
 
-def _decode(path: Path, preprocess: Preprocess) -> np.ndarray | None:
-    """One image as (C, H, W) uint8 after the eval transform, or None when it is unreadable."""
-    try:
-        with Image.open(path) as opened:
-            return preprocess.apply(opened)
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
-        return None
-
-
 def decode_images(
     samples: Sequence[tuple[Path, int]],
     channels: int,
@@ -126,7 +154,7 @@ def _decode_all(
     """Decode files in parallel threads (PIL releases the GIL)."""
     workers = max(1, min(8, os.cpu_count() or 1))
     with ThreadPoolExecutor(workers) as pool:
-        arrays = list(pool.map(lambda s: _decode(s[0], preprocess), samples, chunksize=64))
+        arrays = list(pool.map(lambda s: decode_file(s[0], preprocess), samples, chunksize=64))
     kept = [i for i, a in enumerate(arrays) if a is not None]
     skipped = [str(samples[i][0]) for i, a in enumerate(arrays) if a is None]
     if not kept:
@@ -154,10 +182,6 @@ def stratified_split(
     return torch.cat(rest).sort().values, torch.cat(held).sort().values
 
 
-def _subset(split: Split, index: torch.Tensor) -> Split:
-    return Split(split.images[index], split.labels[index])
-
-
 def load_image_folder(
     root: Path,
     input_shape: tuple[int, int, int],
@@ -168,63 +192,84 @@ def load_image_folder(
     cache_dir: Path | None = None,
     log: Callable[[str], None] | None = None,
     preprocess: Preprocess | None = None,
+    storage: str = "memory",
+    processes_per_host: int = 1,
 ) -> DatasetSplits:
     """Load ``root`` as ``train/`` + ``test/`` (or ``val/``), or as one tree split by seed.
 
     Every split is decoded with the same eval transform ``preprocess`` (default: centre crop
     for inputs of 64 px and more, a plain resize below). The validation split is always carved
     from the training images, so model selection never sees the test images the report quotes.
-    With ``cache_dir`` the decoded tensors are kept on disk between runs (see
-    :mod:`compressor.data_cache`).
+    ``storage`` is ``memory`` (decode everything now; with ``cache_dir`` the decoded tensors
+    are kept on disk between runs, see :mod:`compressor.data_cache`), ``stream`` (decode batch
+    by batch when asked) or ``auto`` (:func:`compressor.streaming.choose_storage`).
     """
     root = Path(root)
     channels, height, width = input_shape
-    size = (height, width)
     spec = preprocess or default_preprocess(input_shape)
-    if spec.size != size or spec.channels != channels:
+    if spec.size != (height, width) or spec.channels != channels:
         raise ValueError(f"preprocess is for {spec.channels}x{spec.size}, input is {input_shape}")
-    decode = functools.partial(decode_images, channels=channels, size=size, preprocess=spec)
-    test_dir = next((root / d for d in ("test", "val") if (root / d).is_dir()), None)
-    if (root / "train").is_dir():
-        classes, train_files = scan_image_folder(root / "train")
-        if test_dir is not None:
-            test_classes, test_files = scan_image_folder(test_dir)
-            if test_classes != classes:
-                raise CompressorError(
-                    f"{test_dir} classes {test_classes[:5]} differ from train classes {classes[:5]}"
-                )
-            full, skipped = decode(train_files, cache_dir=cache_dir, log=log)
-            test, skipped_test = decode(test_files, cache_dir=cache_dir, log=log)
-            skipped += skipped_test
-            test_source = f"{test_dir.name}/"
-        else:
-            full, skipped = decode(train_files, cache_dir=cache_dir, log=log)
-            test = None
-    else:
-        classes, files = scan_image_folder(root)
-        full, skipped = decode(files, cache_dir=cache_dir, log=log)
-        test = None
+    classes, train_files, test_files, test_dir = _layout(root)
+    choice = choose_storage(
+        storage, len(train_files) + len(test_files or ()), input_shape, processes_per_host
+    )
+    if log and storage == "auto":
+        log(f"data: {choice.reason}")
+
+    def load(files: list[tuple[Path, int]]) -> tuple[ImageSplit, list[str]]:
+        if choice.mode == "stream":
+            return streamed_split(files, spec)
+        return decode_images(files, channels, (height, width), cache_dir, log, spec)
+
+    full, skipped = load(train_files)
+    test = None
+    if test_files is not None:
+        test, skipped_test = load(test_files)
+        skipped += skipped_test
     if len(full) == 0:
         raise CompressorError(
             f"{root}: no readable images ({len(skipped)} files could not be decoded)"
         )
     if test is None:
         rest, held = stratified_split(full.labels, test_fraction, seed + 1)
-        test, full = _subset(full, held), _subset(full, rest)
+        test, full = full.subset(held), full.subset(rest)
         test_source = f"held-out split ({test_fraction:.0%}, seed {seed + 1})"
+    else:
+        test_source = f"{test_dir.name}/" if test_dir else "test/"
     if len(test) == 0:
         raise CompressorError(f"{root}: the test split has no readable images")
     train_idx, val_idx = stratified_split(full.labels, val_fraction, seed)
     return DatasetSplits(
-        train=_subset(full, train_idx),
-        val=_subset(full, val_idx),
+        train=full.subset(train_idx),
+        val=full.subset(val_idx),
         test=test,
         class_names=classes,
         root=str(root),
         test_source=test_source,
         skipped=skipped,
         preprocess=spec,
+        storage=choice,
     )
+
+
+def _layout(
+    root: Path,
+) -> tuple[list[str], list[tuple[Path, int]], list[tuple[Path, int]] | None, Path | None]:
+    """(classes, training files, test files or None, test folder): ``train/`` + ``test/`` or
+    ``val/``, ``train/`` alone, or one flat tree of class folders."""
+    test_dir = next((root / d for d in ("test", "val") if (root / d).is_dir()), None)
+    if not (root / "train").is_dir():
+        classes, files = scan_image_folder(root)
+        return classes, files, None, None
+    classes, train_files = scan_image_folder(root / "train")
+    if test_dir is None:
+        return classes, train_files, None, None
+    test_classes, test_files = scan_image_folder(test_dir)
+    if test_classes != classes:
+        raise CompressorError(
+            f"{test_dir} classes {test_classes[:5]} differ from train classes {classes[:5]}"
+        )
+    return classes, train_files, test_files, test_dir
 
 
 def normalize(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:

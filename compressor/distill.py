@@ -29,13 +29,14 @@ from compressor.accel import (
     configure_device,
     grad_scaler,
     maybe_compile,
+    nhwc_unsafe_layer,
     prepare_teacher,
     resolve_channels_last,
     resolve_precision,
     to_memory_format,
 )
 from compressor.batchnorm import recalibrate_batchnorm
-from compressor.data import DatasetSplits, Split, batches, normalize, train_augment
+from compressor.data import DatasetSplits, ImageSplit, Split, as_split, normalize, train_augment
 from compressor.errors import CompressorError
 from compressor.io import atomic_write
 from compressor.losses import DistillationLoss, LossConfig, bias_weight
@@ -128,25 +129,26 @@ def augment_seed(seed: int, rank: int, epoch: int) -> int:
 @torch.no_grad()
 def predict_logits(
     model: nn.Module,
-    images: torch.Tensor,
+    images: torch.Tensor | ImageSplit,
     mean: tuple[float, ...],
     std: tuple[float, ...],
     device: torch.device | None = None,
     batch_size: int | None = None,
     channels_last: bool | None = None,
 ) -> torch.Tensor:
-    """Logits (N, classes) on CPU for uint8 images (N, C, H, W), in eval mode."""
+    """Logits (N, classes) on CPU for uint8 images (N, C, H, W) or a split, in eval mode."""
     device = device or next(model.parameters()).device
     batch_size = batch_size or inference_batch_size(device)
     channels_last = resolve_channels_last(channels_last, device)
     model = model.to(device)
     was_training = model.training
     model.eval()
+    split = as_split(images)
+    order = torch.arange(len(split))
+    pin = device.type == "cuda"
     outs = [
-        model(to_memory_format(normalize(images[idx].to(device), mean, std), channels_last))
-        .float()
-        .cpu()
-        for idx in batches(images.shape[0], batch_size)
+        model(to_memory_format(normalize(batch.to(device), mean, std), channels_last)).float().cpu()
+        for batch in split.iter_batches(order, batch_size, pin)
     ]
     model.train(was_training)
     if not outs:
@@ -154,45 +156,101 @@ def predict_logits(
     return torch.cat(outs)
 
 
+class DeviceImages:
+    """A split as the training device sees it.
+
+    In-memory images stay resident on the device when they fit (on CPU: the tensor itself, no
+    copy); otherwise, and for streamed splits, each batch is copied from pinned host memory
+    without blocking. Indices come back on the device, for labels and cached teacher logits.
+    """
+
+    GPU_FRACTION = 0.4  # of the free GPU memory an in-memory split may occupy
+
+    def __init__(self, split: ImageSplit, device: torch.device) -> None:
+        self.split = split
+        self.device = device
+        self.resident: torch.Tensor | None = None
+        if isinstance(split, Split):
+            if device.type != "cuda":
+                self.resident = split.images.to(device)
+            elif split.images.numel() <= self.GPU_FRACTION * torch.cuda.mem_get_info(device)[0]:
+                self.resident = split.images.to(device, non_blocking=True)
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def read(self, index: torch.Tensor) -> torch.Tensor:
+        """A few rows, on the device."""
+        if self.resident is not None:
+            return self.resident[index.to(self.device)]
+        return self.split.read(index).to(self.device)
+
+    def batches(
+        self, order: torch.Tensor, batch_size: int
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """(indices, uint8 images) on the device, ``batch_size`` rows of ``order`` at a time."""
+        order_on_device = order.to(self.device, non_blocking=True)  # one copy per pass
+        if self.resident is not None:
+            for start in range(0, len(order), batch_size):
+                idx = order_on_device[start : start + batch_size]
+                yield idx, self.resident[idx]
+            return
+        pin = self.device.type == "cuda"
+        for k, batch in enumerate(self.split.iter_batches(order, batch_size, pin)):
+            idx = order_on_device[k * batch_size : (k + 1) * batch_size]
+            yield idx, batch.to(self.device, non_blocking=True)
+
+
 @torch.no_grad()
 def _predict_sharded(
     model: nn.Module,
-    images: torch.Tensor,
+    images: DeviceImages,
     *,
+    logits: bool,
     mean: tuple[float, ...],
     std: tuple[float, ...],
-    device: torch.device,
     classes: int,
     batch_size: int,
     channels_last: bool,
     precision: str,
-    resident: dict[int, torch.Tensor],
 ) -> torch.Tensor:
-    """Logits (N, classes) on CPU, on every rank, each rank computing one block of the rows.
+    """Logits (N, classes) float32, or predicted classes (N,) int64, on CPU, on every rank.
 
-    Runs under the training precision (autocast); ``resident`` maps the id of a CPU tensor to
-    its copy already on ``device`` (the training and validation images, moved once), so no batch
-    is copied from the host. Under DDP the model's buffers are first taken from rank 0 (BatchNorm
-    statistics drift apart between ranks during an epoch) and the blocks are summed over ranks.
-    With one process this equals :func:`predict_logits` at fp32.
+    Each rank computes one block of the rows, under the training precision (autocast). Logits
+    go to host memory batch by batch, so the teacher's pass over a large training split never
+    holds (N, classes) on a GPU. Under DDP the model's buffers are first taken from rank 0
+    (BatchNorm statistics drift apart between ranks during an epoch) and the blocks are summed
+    over ranks. With one process the logits equal :func:`predict_logits` at fp32.
     """
-    on_device = resident.get(id(images))
-    if on_device is None:
-        on_device = images.to(device)
     dinfo = distributed.info()
     if dinfo.world_size > 1:
         distributed.broadcast_buffers(model)
-    out = torch.zeros(on_device.shape[0], classes, device=device)
-    block = distributed.span(on_device.shape[0], dinfo.rank, dinfo.world_size)
+    n, device = len(images), images.device
+    block = distributed.span(n, dinfo.rank, dinfo.world_size)
+    out = torch.zeros(n, classes) if logits else torch.zeros(n, dtype=torch.long, device=device)
     was_training = model.training
     model.eval()
     with autocast(device, precision):
-        for start in range(block.start, block.stop, batch_size):
-            rows = slice(start, min(start + batch_size, block.stop))
-            x = to_memory_format(normalize(on_device[rows], mean, std), channels_last)
-            out[rows] = model(x).float()
+        for idx, batch in images.batches(torch.arange(block.start, block.stop), batch_size):
+            y = model(to_memory_format(normalize(batch, mean, std), channels_last)).float()
+            if logits:
+                out[idx.cpu()] = y.cpu()
+            else:
+                out[idx] = y.argmax(1)
     model.train(was_training)
-    return distributed.all_reduce_sum(out).cpu()
+    return _sum_over_ranks(out, device).cpu()
+
+
+def _sum_over_ranks(out: torch.Tensor, device: torch.device, rows: int = 65536) -> torch.Tensor:
+    """Sum ``out`` over ranks in chunks of ``rows`` rows (each rank filled only its block)."""
+    if distributed.info().world_size <= 1:
+        return out
+    if out.device == device:
+        return distributed.all_reduce_sum(out)
+    for start in range(0, out.shape[0], rows):
+        chunk = out[start : start + rows].to(device)
+        out[start : start + rows] = distributed.all_reduce_sum(chunk).cpu()
+    return out
 
 
 def _lr_factor(step: int, total_steps: int, warmup_steps: int, world_size: int) -> float:
@@ -215,9 +273,14 @@ def inference_batch_size(device: torch.device) -> int:
 
 def top1(logits: torch.Tensor, labels: torch.Tensor) -> float:
     """Fraction of rows whose argmax equals the label."""
+    return accuracy(logits.argmax(1), labels)
+
+
+def accuracy(predictions: torch.Tensor, labels: torch.Tensor) -> float:
+    """Fraction of predicted classes equal to the label (0 for no rows)."""
     if labels.numel() == 0:
         return 0.0
-    return float((logits.argmax(1) == labels).float().mean())
+    return float((predictions == labels).float().mean())
 
 
 def per_class_error(predictions: torch.Tensor, labels: torch.Tensor, classes: int) -> list[float]:
@@ -228,21 +291,21 @@ def per_class_error(predictions: torch.Tensor, labels: torch.Tensor, classes: in
 
 
 def _teacher_statistics(
-    data: DatasetSplits, train_logits: torch.Tensor | None, val_logits: torch.Tensor | None
+    data: DatasetSplits, train_pred: torch.Tensor | None, val_pred: torch.Tensor | None
 ) -> dict[str, Any]:
     """How wrong the teacher is on the (un-augmented) training split: the bias to remove.
 
-    The logits are the teacher's on the training and validation splits; ``None`` for
-    supervised training, which has no teacher and so no bias to measure.
+    The predictions are the teacher's classes on the training and validation splits; ``None``
+    for supervised training, which has no teacher and so no bias to measure.
     """
     classes = len(data.class_names)
     labels = data.train.labels
-    if train_logits is None or val_logits is None:
+    if train_pred is None or val_pred is None:
         pred = labels.clone()
         val_top1 = 1.0
     else:
-        pred = train_logits.argmax(1)
-        val_top1 = top1(val_logits, data.val.labels)
+        pred = train_pred
+        val_top1 = accuracy(val_pred, data.val.labels)
     confusion = torch.zeros(classes, classes, dtype=torch.long)
     confusion.index_put_((labels, pred), torch.ones_like(labels), accumulate=True)
     return {
@@ -271,24 +334,22 @@ def _load_state(path: Path) -> dict[str, Any]:
 
 def _batchnorm_recalibration(
     student: nn.Module,
-    train: Split,
+    train: DeviceImages,
     mean: tuple[float, ...],
     std: tuple[float, ...],
-    device: torch.device,
     cfg: TrainConfig,
 ) -> Callable[[], int]:
     """A function that recomputes the student's BatchNorm statistics on a fixed, seeded set of
     un-augmented training images (the same on every rank), see :mod:`compressor.batchnorm`."""
     count = min(cfg.bn_recalibration_images, len(train))
     pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(cfg.seed))[:count]
-    images = train.images[pick.sort().values]
-    channels_last = resolve_channels_last(cfg.channels_last, device)
-    size = cfg.eval_batch_size or inference_batch_size(device)
+    pick = pick.sort().values
+    channels_last = resolve_channels_last(cfg.channels_last, train.device)
+    size = cfg.eval_batch_size or inference_batch_size(train.device)
 
     def inputs() -> Iterator[torch.Tensor]:
-        for idx in batches(count, size):
-            x = normalize(images[idx].to(device, non_blocking=True), mean, std)
-            yield to_memory_format(x, channels_last)
+        for _idx, batch in train.batches(pick, size):
+            yield to_memory_format(normalize(batch, mean, std), channels_last)
 
     return lambda: recalibrate_batchnorm(student, inputs()) if count else 0
 
@@ -304,8 +365,8 @@ class _Step:
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     scaler: torch.amp.GradScaler
-    images: torch.Tensor  # uint8 (N, C, H, W) on the training device
-    labels: torch.Tensor
+    images: DeviceImages  # the training split as the device sees it
+    labels: torch.Tensor  # on the training device
     augment_gen: torch.Generator
     cfg: TrainConfig
     mean: tuple[float, ...]
@@ -334,10 +395,7 @@ def _train_epoch(
         {}, torch.zeros(classes, device=device), torch.zeros(classes, device=device),
         torch.zeros((), device=device),
     )  # fmt: skip
-    order = order.to(device, non_blocking=True)  # one copy per epoch, none per step
-    for start in range(0, len(order), batch_size):
-        idx = order[start : start + batch_size]
-        batch = step.images[idx]
+    for idx, batch in step.images.batches(order, batch_size):
         if cfg.augment:
             batch = train_augment(batch, step.augment_gen, cfg.hflip, cfg.crop_scale)
         x = to_memory_format(normalize(batch, step.mean, step.std), step.channels_last)
@@ -347,7 +405,7 @@ def _train_epoch(
             if step.teacher is None:
                 t_logits = s_logits.detach()
             elif step.teacher_cache is not None:
-                t_logits = step.teacher_cache[idx]
+                t_logits = _cached_logits(step.teacher_cache, idx)
             else:
                 with torch.inference_mode():
                     t_logits = step.teacher(x)
@@ -369,6 +427,13 @@ def _train_epoch(
     for value in (*sums.terms.values(), sums.wrong_per_class, sums.seen_per_class, sums.correct):
         distributed.all_reduce_sum(value)  # metrics over all ranks (no-op on one process)
     return sums
+
+
+def _cached_logits(cache: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """Rows of the teacher-logit cache, which lives beside the images (device or host)."""
+    if cache.device == idx.device:
+        return cache[idx]
+    return cache[idx.cpu()].to(idx.device, non_blocking=True)
 
 
 def _epoch_row(
@@ -422,12 +487,15 @@ def distill(
     device = resolve_device(cfg.device)
     precision = resolve_precision(cfg.precision, device)
     channels_last = resolve_channels_last(cfg.channels_last, device)
+    unsafe_layer = nhwc_unsafe_layer(student) if device.type == "cpu" else None
+    channels_last = channels_last and unsafe_layer is None  # oneDNN bug: see nhwc_unsafe_layer
     configure_device(device)
     started = time.perf_counter()
     classes = len(data.class_names)
     folded = False
     if teacher is not None:
-        example = normalize(data.train.images[:64].to(device), mean, std)
+        first = torch.arange(min(64, len(data.train)))
+        example = normalize(data.train.read(first).to(device), mean, std)
         teacher, folded = prepare_teacher(teacher, device, channels_last, example, precision)
     student = student.to(device)
     if channels_last:
@@ -445,24 +513,26 @@ def distill(
     # BatchNorm a batch large enough for good statistics, so no SyncBatchNorm is needed.
     per_rank_batch = cfg.batch_size
     peak_lr = cfg.lr * dinfo.world_size
-    train: Split = data.train
-    train_images = train.images.to(device, non_blocking=True)
-    train_labels = train.labels.to(device, non_blocking=True)
-    resident = {id(train.images): train_images, id(data.val.images): data.val.images.to(device)}
+    train = DeviceImages(data.train, device)
+    val = DeviceImages(data.val, device)
+    train_labels = data.train.labels.to(device, non_blocking=True)
     predict = functools.partial(
-        _predict_sharded, mean=mean, std=std, device=device, classes=classes,
+        _predict_sharded, mean=mean, std=std, classes=classes,
         batch_size=cfg.eval_batch_size or inference_batch_size(device),
-        channels_last=channels_last, precision=precision, resident=resident,
+        channels_last=channels_last, precision=precision,
     )  # fmt: skip
     # One teacher pass over the un-augmented training images serves the bias statistics and,
     # without augmentation, the logit cache (the teacher's output is then the same every epoch).
-    train_logits = predict(teacher, train.images) if teacher is not None else None
-    val_logits = predict(teacher, data.val.images) if teacher is not None else None
-    stats = _teacher_statistics(data, train_logits, val_logits)
-    teacher_cache = None
-    if train_logits is not None and not cfg.augment and cfg.cache_teacher:
-        teacher_cache = train_logits.to(device)
-    recalibrate_student = _batchnorm_recalibration(student, train, mean, std, device, cfg)
+    cache_logits = teacher is not None and not cfg.augment and cfg.cache_teacher
+    teacher_cache = train_pred = val_pred = None
+    if teacher is not None:
+        train_out = predict(teacher, train, logits=cache_logits)
+        train_pred = train_out.argmax(1) if cache_logits else train_out
+        val_pred = predict(teacher, val, logits=False)
+        if cache_logits:  # beside the images: on the device only if they are resident there
+            teacher_cache = train_out.to(device) if train.resident is not None else train_out
+    stats = _teacher_statistics(data, train_pred, val_pred)
+    recalibrate_student = _batchnorm_recalibration(student, train, mean, std, cfg)
 
     loss_fn = DistillationLoss(loss_config, cfg.epochs)
     optimizer = torch.optim.SGD(
@@ -487,7 +557,7 @@ def distill(
     settings = StepSettings(
         str(device), precision, channels_last, cfg.compile, folded,
         teacher_dtype=_dtype_name(teacher), batch_per_rank=per_rank_batch,
-        world_size=dinfo.world_size, lr=peak_lr,
+        world_size=dinfo.world_size, lr=peak_lr, nhwc_unsafe_layer=unsafe_layer,
     )  # fmt: skip
     shuffle = torch.Generator().manual_seed(cfg.seed)
     aug_gen = torch.Generator(device=device)  # seeded per epoch: augment_seed(seed, rank, epoch)
@@ -520,7 +590,7 @@ def distill(
         history, first_epoch = state["history"], state["epoch"]
     step = _Step(
         model=train_model, teacher=teacher_forward, teacher_cache=teacher_cache, loss_fn=loss_fn,
-        optimizer=optimizer, scheduler=scheduler, scaler=scaler, images=train_images,
+        optimizer=optimizer, scheduler=scheduler, scaler=scaler, images=train,
         labels=train_labels, augment_gen=aug_gen, cfg=cfg, mean=mean, std=std, device=device,
         precision=precision, channels_last=channels_last,
     )  # fmt: skip
@@ -542,7 +612,7 @@ def distill(
                     f"{epoch + 1}{kept if checkpoint else ''}; lower --lr or check the data"
                 )
             recalibrate_student()
-            val_top1 = top1(predict(student, data.val.images), data.val.labels)
+            val_top1 = accuracy(predict(student, val, logits=False), data.val.labels)
             row = _epoch_row(sums, epoch, loss_config, cfg, teacher is not None)
             row.update(
                 lr=optimizer.param_groups[0]["lr"],

@@ -78,6 +78,11 @@ def _local_layout() -> tuple[int, int]:
     return local_rank, max(_env_int("LOCAL_WORLD_SIZE", 1), local_rank + 1)
 
 
+def processes_per_host() -> int:
+    """How many processes of this job share this machine (torchrun's LOCAL_WORLD_SIZE)."""
+    return _local_layout()[1]
+
+
 def rank_device(requested: str) -> torch.device:
     """The device this process trains on for ``--device requested`` (see the module doc).
 

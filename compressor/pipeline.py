@@ -71,6 +71,7 @@ class RunConfig:
     resize_size: int | None = None
     interpolation: str | None = None
     student_init: Path | None = None  # pretrained student weights: a file, or a folder of <arch>.pt
+    data_storage: str = "auto"  # decoded images in memory, streamed from disk, or chosen by size
 
 
 @dataclass
@@ -427,7 +428,7 @@ def _int8_stage(
     """Quantize with ~300 training images, verify, and keep int8 only if it proves better."""
     out = cfg.out
     pick = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(cfg.train.seed))
-    calibration = normalize(data.train.images[pick[:300]], teacher.mean, teacher.std).numpy()
+    calibration = normalize(data.train.read(pick[:300]), teacher.mean, teacher.std).numpy()
     log(f"int8: calibrating on {len(calibration)} training images")
     quant = quantize_int8(out / "student.onnx", out / "student.int8.onnx", calibration)
     int8_verified = verify_onnx(
@@ -588,6 +589,8 @@ def _load_data(
         cache_dir=default_cache_dir() if cfg.data_cache else None,
         log=log,
         preprocess=preprocess,
+        storage=cfg.data_storage,
+        processes_per_host=distributed.processes_per_host(),
     )
 
 

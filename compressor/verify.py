@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from compressor.data import Split, batches, normalize
+from compressor.data import ImageSplit, as_split, normalize
 from compressor.distill import predict_logits
 from compressor.latency import LatencyStats, TimingSettings, create_session, measure_onnx
 from compressor.profile import LatencyProfile
@@ -73,15 +73,20 @@ class VerifyReport:
 
 
 def onnx_logits(
-    path: Path, images: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]
+    path: Path,
+    images: torch.Tensor | ImageSplit,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
 ) -> np.ndarray:
-    """Logits (N, classes) from onnxruntime for uint8 images (N, C, H, W), in batches of 256."""
+    """Logits (N, classes) from onnxruntime for uint8 images (N, C, H, W) or a split, in
+    batches of 256."""
     threads = max(1, os.cpu_count() or 1)
     session = create_session(path, TimingSettings(intra_op_threads=threads))
     name = session.get_inputs()[0].name
+    split = as_split(images)
     outs = [
-        session.run(None, {name: normalize(images[idx], mean, std).numpy()})[0]
-        for idx in batches(images.shape[0], 256)
+        session.run(None, {name: normalize(batch, mean, std).numpy()})[0]
+        for batch in split.iter_batches(torch.arange(len(split)), 256)
     ]
     return np.concatenate(outs) if outs else np.zeros((0, 0), dtype=np.float32)
 
@@ -100,7 +105,7 @@ def make_gate(name: str, value: float, threshold: float, comparison: str, unit: 
 
 def verify_onnx(
     onnx_path: Path,
-    test: Split,
+    test: ImageSplit,
     mean: tuple[float, ...],
     std: tuple[float, ...],
     profile: LatencyProfile,
@@ -118,7 +123,7 @@ def verify_onnx(
     latency gate judges the predicted target latency, and the host measurement is kept too.
     """
     labels = test.labels.numpy()
-    logits = onnx_logits(onnx_path, test.images, mean, std)
+    logits = onnx_logits(onnx_path, test, mean, std)
     student_top1 = topk_accuracy(logits, labels, 1)
     classes = logits.shape[1]
     student_top5 = topk_accuracy(logits, labels, 5) if classes >= 10 else None
@@ -126,14 +131,14 @@ def verify_onnx(
 
     teacher_top1 = top1_drop = None
     if teacher is not None:
-        t_logits = predict_logits(teacher, test.images, mean, std, torch.device("cpu")).numpy()
+        t_logits = predict_logits(teacher, test, mean, std, torch.device("cpu")).numpy()
         teacher_top1 = topk_accuracy(t_logits, labels, 1)
         top1_drop = teacher_top1 - student_top1
         gates.append(make_gate("max_top1_drop", top1_drop, profile.max_top1_drop, "<="))
 
     parity = None
     if reference is not None:
-        ref = predict_logits(reference, test.images, mean, std, torch.device("cpu")).numpy()
+        ref = predict_logits(reference, test, mean, std, torch.device("cpu")).numpy()
         diff = np.abs(ref - logits)
         parity = {
             "max_abs_logit_diff": float(diff.max()),

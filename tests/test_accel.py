@@ -244,3 +244,24 @@ def test_compiled_step_never_recompiles_for_the_short_last_batch(
     result = distill(teacher, student, digits_splits, MEAN, STD, LossConfig(), cfg)
     per_epoch = (len(digits_splits.train) // 128) * 128  # uncompiled runs see every image
     assert [row["samples"] for row in result.history] == [per_epoch, per_epoch]
+
+
+def test_nhwc_unsafe_layer_names_small_strided_pointwise_convolutions() -> None:
+    """oneDNN#6035: NHWC 1x1 stride-2 weight gradients with < 16 input channels are wrong or
+    abort; such students must train NCHW on CPU."""
+    nhwc_unsafe_layer = accel.nhwc_unsafe_layer
+    assert nhwc_unsafe_layer(build_model("cifar_resnet8_w8", 10, 3)) == "layers.1.shortcut.0"
+    assert nhwc_unsafe_layer(build_model("cifar_resnet8_w16", 10, 3)) is None
+    pointwise = nn.Sequential(nn.Conv2d(8, 16, 1, stride=1))
+    assert nhwc_unsafe_layer(pointwise) is None  # stride 1: no workspace, no bug
+    grouped = nn.Sequential(nn.Conv2d(64, 64, 1, stride=2, groups=8))
+    assert nhwc_unsafe_layer(grouped) == "0"  # 8 input channels per group
+
+
+def test_cpu_step_trains_nchw_when_the_student_has_an_unsafe_layer(digits_splits) -> None:
+    cfg = TrainConfig(epochs=1, batch_size=256, device="cpu", bn_recalibration_images=0)
+    for arch, unsafe in (("cifar_resnet8_w8", "layers.1.shortcut.0"), ("cifar_resnet8_w16", None)):
+        student = build_model(arch, 10, 1)
+        result = distill(None, student, digits_splits, (0.5,), (0.5,), LossConfig(method="ce"), cfg)
+        assert result.step["nhwc_unsafe_layer"] == unsafe
+        assert result.step["channels_last"] is (unsafe is None)

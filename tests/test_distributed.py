@@ -23,6 +23,7 @@ import torch.distributed as dist
 
 from compressor import distributed
 from compressor.distill import (
+    DeviceImages,
     TrainConfig,
     _lr_factor,
     _predict_sharded,
@@ -181,13 +182,14 @@ def test_augment_seed_differs_per_rank_and_epoch_and_is_stable() -> None:
 def test_sharded_prediction_equals_plain_prediction_on_one_process(digits_splits) -> None:
     torch.manual_seed(0)
     model = build_model("cifar_resnet8_w8", 10, 1).eval()
-    images = digits_splits.val.images
-    want = predict_logits(model, images, MEAN, STD, torch.device("cpu"), 32)
-    got = _predict_sharded(
-        model, images, mean=MEAN, std=STD, device=torch.device("cpu"), classes=10,
-        batch_size=32, channels_last=True, precision="fp32", resident={},
-    )  # fmt: skip
+    images = DeviceImages(digits_splits.val, torch.device("cpu"))
+    want = predict_logits(model, digits_splits.val, MEAN, STD, torch.device("cpu"), 32)
+    settings = dict(mean=MEAN, std=STD, classes=10, batch_size=32, channels_last=True,
+                    precision="fp32")  # fmt: skip
+    got = _predict_sharded(model, images, logits=True, **settings)
     assert torch.equal(got, want)
+    predicted = _predict_sharded(model, images, logits=False, **settings)
+    assert predicted.dtype == torch.long and torch.equal(predicted, want.argmax(1))
 
 
 def test_resume_with_another_world_size_is_refused(

@@ -16,7 +16,13 @@ import torch
 
 from compressor import accel
 from compressor import distill as distill_module
-from compressor.distill import TrainConfig, _predict_sharded, distill, predict_logits
+from compressor.distill import (
+    DeviceImages,
+    TrainConfig,
+    _predict_sharded,
+    distill,
+    predict_logits,
+)
 from compressor.losses import LossConfig
 from compressor.students import build_model
 from compressor.teacher import load_teacher
@@ -111,11 +117,12 @@ def test_batchnorm_folding_is_accepted_with_tf32_on(
 def test_sharded_bf16_prediction_agrees_with_fp32(teacher_path, digits_splits) -> None:
     """B7: validation under the training precision, from device-resident images."""
     teacher = load_teacher(teacher_path).model.to(CUDA).eval()
-    images = digits_splits.val.images
-    fp32 = predict_logits(teacher, images, MEAN, STD, CUDA)
+    images = DeviceImages(digits_splits.val, CUDA)
+    assert images.resident is not None and images.resident.is_cuda
+    fp32 = predict_logits(teacher, digits_splits.val, MEAN, STD, CUDA)
     bf16 = _predict_sharded(
-        teacher, images, mean=MEAN, std=STD, device=CUDA, classes=10, batch_size=512,
-        channels_last=True, precision="bf16", resident={id(images): images.to(CUDA)},
+        teacher, images, logits=True, mean=MEAN, std=STD, classes=10, batch_size=512,
+        channels_last=True, precision="bf16",
     )  # fmt: skip
     agree = (fp32.argmax(1) == bf16.argmax(1)).float().mean()
     assert agree > 0.95 and torch.allclose(bf16, fp32, atol=0.1 * float(fp32.abs().max()))
