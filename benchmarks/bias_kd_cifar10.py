@@ -86,22 +86,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def loss_configs(args: argparse.Namespace) -> dict[str, LossConfig]:
-    """One LossConfig per row. DKD's warm-up is scaled to the run: min(20, epochs // 4)."""
+    """One LossConfig per row. DKD's warm-up is the product's: it scales with the epochs."""
     defaults = dataclasses.asdict(LossConfig())
     overrides: dict[str, Any] = {}
     for item in args.loss:
         key, _, value = item.partition("=")
         if key not in defaults or key in ("method", "bias_aware"):
             raise SystemExit(f"--loss: unknown or fixed key {key!r}")
-        overrides[key] = type(defaults[key])(value)
-    warmup = min(20, args.epochs // 4)
-    dkd = {"warmup_epochs": warmup, **overrides}
+        overrides[key] = (int if defaults[key] is None else type(defaults[key]))(value)
     return {
         "ce": LossConfig(method="ce", bias_aware=False),
         "kd": LossConfig(method="kd", bias_aware=False, **overrides),
         "kd+bias": LossConfig(method="kd", bias_aware=True, **overrides),
-        "dkd": LossConfig(method="dkd", bias_aware=False, **dkd),
-        "dkd+bias": LossConfig(method="dkd", bias_aware=True, **dkd),
+        "dkd": LossConfig(method="dkd", bias_aware=False, **overrides),
+        "dkd+bias": LossConfig(method="dkd", bias_aware=True, **overrides),
     }
 
 
