@@ -257,3 +257,19 @@ def test_bias_aware_paths_check_the_labels_shape() -> None:
         for bad in (y[:2], y.reshape(3, 1)):
             with pytest.raises(ValueError, match=r"^target must be \(N,\) with N=3; got \("):
                 fn(s, t, bad, loss, 0.5)
+
+
+@pytest.mark.parametrize("right", [[True] * 4, [False] * 4, [True, False, False, True]])
+def test_the_base_loss_never_sees_an_empty_subset(right: list[bool]) -> None:
+    """``base`` is a mean over its rows (NaN on no rows for a plain mean): an empty subset's
+    term is the exact 0 without calling it."""
+    s, t, y = (torch.from_numpy(a) for a in _batch(2, right, 5))
+    sizes: list[int] = []
+
+    def base(s_: torch.Tensor, t_: torch.Tensor, y_: torch.Tensor) -> torch.Tensor:
+        sizes.append(len(y_))
+        return kd_per_sample(s_, t_, 4.0).mean()
+
+    got = bias_aware_distillation(s, t, y, base, 0.5, "swap")
+    assert sorted(sizes) == sorted(n for n in (sum(right), len(right) - sum(right)) if n)
+    assert all(math.isfinite(float(v)) for v in got.values())
