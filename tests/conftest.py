@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import Phase, settings
 
 from compressor.data import load_image_folder
 from compressor.demo import build_digits_imagefolder
@@ -16,6 +18,13 @@ from compressor.teacher import save_bundle
 
 TINY_SHAPE = (1, 8, 8)  # the digits' native resolution keeps every test fast
 TEACHER_ARCH = "cifar_resnet20_w32"  # several times slower than the test students (speedup rule)
+
+if "MUTANT_UNDER_TEST" in os.environ:
+    # Under mutmut only pass/fail counts: a property that fails is not shrunk to its smallest
+    # example (shrinking re-runs it hundreds of times, per killed mutant) and no example
+    # database is written. Loaded before the test modules, so their @settings inherit it.
+    settings.register_profile("mutmut", phases=(Phase.explicit, Phase.generate), database=None)
+    settings.load_profile("mutmut")
 
 
 def write_profile(path: Path, **overrides: object) -> Path:
