@@ -26,6 +26,7 @@ from compressor.losses import (
     dkd_per_sample,
     kd_loss,
     kd_per_sample,
+    rectify_teacher_logits,
 )
 
 TOL = {"rel": 1e-4, "abs": 1e-4}
@@ -273,3 +274,35 @@ def test_the_base_loss_never_sees_an_empty_subset(right: list[bool]) -> None:
     got = bias_aware_distillation(s, t, y, base, 0.5, "swap")
     assert sorted(sizes) == sorted(n for n in (sum(right), len(right) - sum(right)) if n)
     assert all(math.isfinite(float(v)) for v in got.values())
+
+
+def test_swap_is_the_default_rectification_of_both_paths() -> None:
+    s, t, y = (torch.from_numpy(a) for a in _batch(3, [True, False, False], 4))
+    for fn, loss in KD_PATHS:
+        default, swap = fn(s, t, y, loss, 0.5), fn(s, t, y, loss, 0.5, "swap")
+        assert float(default["distill"]) == float(swap["distill"]), fn.__name__
+        assert float(default["rectified"]) == float(swap["rectified"]) > 0.0, fn.__name__
+
+
+def test_rectify_checks_the_labels_shape() -> None:
+    _, t, y = (torch.from_numpy(a) for a in _batch(0, [True, False, True], 4))
+    for bad in (y[:2], y.reshape(3, 1)):
+        with pytest.raises(ValueError, match=r"^target must be \(N,\) with N=3; got \("):
+            rectify_teacher_logits(t, bad, "swap")
+
+
+def test_soft_rectification_at_exactly_the_threshold_rescales() -> None:
+    """``|a + c| < 1e-6`` falls back to swap; at exactly float32(1e-6) the rescale is used.
+
+    a = (z_y + 1)/2 = 33 * 2**-25 and c = z_p/2 = float32(1e-6) - a are exact in float32, so
+    a + c is float32(1e-6) exactly (the threshold as the comparison sees it)."""
+    threshold = float(np.float32(1e-6))
+    a = 33 * 2.0**-25
+    c = threshold - a
+    z_y, z_p = 2 * a - 1, 2 * c  # the teacher's top-1 is class 0 (z_p > 0 > z_y)
+    t = torch.tensor([[z_p, z_y, -5.0]], dtype=torch.float32)
+    assert float(np.float32(z_y)) == z_y and float(np.float32(z_p)) == z_p
+    out = rectify_teacher_logits(t, torch.tensor([1]), "soft")
+    scale = (z_y + z_p) / (a + c)
+    assert float(out[0, 1]) == pytest.approx(a * scale, rel=1e-5)  # about -0.98, not z_p
+    assert float(out[0, 0]) == pytest.approx(c * scale, rel=1e-5)
