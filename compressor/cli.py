@@ -197,8 +197,20 @@ def run(
     ] = 128,
     lr: Annotated[float, typer.Option(min=0.0, help="Peak learning rate (SGD, cosine).")] = 0.05,
     method: Annotated[
-        str, typer.Option(help="Base distillation loss: kd, dkd or ce (no teacher term).")
+        str,
+        typer.Option(
+            help="Base distillation loss: kd, dkd or ce (no teacher term); or auto: short "
+            "pilots of --auto-recipes from the same weights and batches, the best on the "
+            "validation split continued to the end (docs/benchmarks.md)."
+        ),
     ] = "kd",
+    auto_recipes: Annotated[
+        str | None,
+        typer.Option(
+            help="With --method auto: recipes to pilot, from ce, kd, kd+bias, dkd, dkd+bias "
+            "[default: ce,kd,kd+bias]."
+        ),
+    ] = None,
     bias_aware: Annotated[
         bool, typer.Option("--bias-aware/--no-bias-aware", help="Teacher-bias removal (AAAI 2025).")
     ] = True,
@@ -263,6 +275,7 @@ def run(
     from compressor.distill import TrainConfig
     from compressor.losses import LossConfig
     from compressor.pipeline import RunConfig, run_pipeline
+    from compressor.recipes import parse_recipes
 
     started = time.perf_counter()
     with user_errors(debug):
@@ -279,9 +292,12 @@ def run(
                 "missing " + ", ".join(f"--{n}" for n in missing) + f" (see: {EXAMPLE_RUN})"
             )
         assert teacher is not None and data is not None and profile is not None
+        pilots = parse_recipes(auto_recipes) if method == "auto" else None
+        if auto_recipes is not None and pilots is None:
+            raise CompressorError("--auto-recipes needs --method auto")
         try:
             loss = LossConfig(
-                method=method,
+                method="kd" if pilots else method,
                 bias_aware=bias_aware,
                 ce_weight=ce_weight,
                 temperature=temperature,
@@ -325,6 +341,7 @@ def run(
             resize_size=resize_size,
             interpolation=interpolation,
             student_init=student_init,
+            auto_recipes=pilots,
         )
         outcome = run_pipeline(cfg, _logger(quiet or json_out))
     _finish(outcome, json_out, started)
@@ -393,7 +410,7 @@ def distill_cmd(
     out: Annotated[Path, typer.Option(help="Run folder written by `compressor run`.")],
     epochs: Annotated[int | None, typer.Option(min=1, help="Training epochs.")] = None,
     lr: Annotated[float | None, typer.Option(min=0.0, help="Peak learning rate.")] = None,
-    method: Annotated[str | None, typer.Option(help="kd, dkd or ce.")] = None,
+    method: Annotated[str | None, typer.Option(help="kd, dkd, ce or auto.")] = None,
     bias_aware: Annotated[
         bool | None, typer.Option("--bias-aware/--no-bias-aware", help="Teacher-bias removal.")
     ] = None,
@@ -413,9 +430,15 @@ def distill_cmd(
     import dataclasses
 
     from compressor.pipeline import distill_stage_only, load_run_config
+    from compressor.recipes import parse_recipes
 
     with user_errors(debug):
         cfg = load_run_config(out)
+        if method is not None:  # auto pilots the default recipes, any other method ends auto
+            cfg = dataclasses.replace(
+                cfg, auto_recipes=parse_recipes(None) if method == "auto" else None
+            )
+            method = None if method == "auto" else method
         loss_changes: dict[str, Any] = {
             k: v
             for k, v in (("method", method), ("bias_aware", bias_aware),

@@ -30,6 +30,7 @@ from compressor.streaming import (
     StreamedSplit,
     choose_storage,
     decode_file,
+    default_workers,
     streamed_split,
 )
 
@@ -218,7 +219,7 @@ def load_image_folder(
 
     def load(files: list[tuple[Path, int]]) -> tuple[ImageSplit, list[str]]:
         if choice.mode == "stream":
-            return streamed_split(files, spec)
+            return streamed_split(files, spec, default_workers(processes_per_host))
         return decode_images(files, channels, (height, width), cache_dir, log, spec)
 
     full, skipped = load(train_files)

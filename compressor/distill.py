@@ -62,6 +62,7 @@ class TrainConfig:
     channels_last: bool | None = None  # None: the device's default (NHWC on CUDA and CPU)
     crop_scale: tuple[float, float] = (0.25, 1.0)  # RandomResizedCrop area range (>= 64 px)
     bn_recalibration_images: int = 1024  # precise BN before each validation; 0 turns it off
+    stop_after: int | None = None  # end after this many epochs of the `epochs` schedule (a pilot)
 
     def __post_init__(self) -> None:
         checks = {
@@ -74,6 +75,7 @@ class TrainConfig:
             "crop_scale": len(self.crop_scale) == 2
             and 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1,
             "bn_recalibration_images": self.bn_recalibration_images >= 0,
+            "stop_after": self.stop_after is None or 1 <= self.stop_after <= self.epochs,
         }
         for name, ok in checks.items():
             if not ok:
@@ -100,6 +102,7 @@ class DistillResult:
     world_size: int = 1
     step: dict[str, Any] = field(default_factory=dict)  # precision, memory format, compile
     student_init: dict[str, Any] | None = None  # pretrained weights loaded (student_init.py)
+    recipe_choice: dict[str, Any] | None = None  # --method auto: pilots and winner (recipes.py)
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -595,7 +598,7 @@ def distill(
         precision=precision, channels_last=channels_last,
     )  # fmt: skip
     with compile_errors(cfg.compile):  # a compiler failure is one clear line
-        for epoch in range(first_epoch, cfg.epochs):
+        for epoch in range(first_epoch, cfg.stop_after or cfg.epochs):
             epoch_start = time.perf_counter()
             student.train()
             order = distributed.shard(

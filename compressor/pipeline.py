@@ -28,6 +28,15 @@ from compressor.preprocess import Preprocess, resolve_preprocess
 from compressor.profile import LatencyProfile, load_profile
 from compressor.progress import Progress
 from compressor.quantize import decide_int8, int8_for_timing, quantize_int8
+from compressor.recipes import (
+    RECIPES,
+    PilotRow,
+    Trainer,
+    checkpoint_path,
+    choose_and_train,
+    pilot_epochs,
+    recipe_loss,
+)
 from compressor.report import provenance, write_report
 from compressor.select import Candidate, Selection, choose_student
 from compressor.student_init import load_student_init
@@ -45,6 +54,7 @@ Log = Callable[[str], None]
 T = TypeVar("T")
 RUN_MARKER = "run.json"
 TRAIN_STATE = "train_state.pt"
+PILOT_RECORD = "pilot.json"  # --method auto: the finished pilots
 
 
 @dataclass(frozen=True)
@@ -71,6 +81,7 @@ class RunConfig:
     resize_size: int | None = None
     interpolation: str | None = None
     student_init: Path | None = None  # pretrained student weights: a file, or a folder of <arch>.pt
+    auto_recipes: tuple[str, ...] | None = None  # --method auto: recipes to pilot (recipes.py)
     data_storage: str = "auto"  # decoded images in memory, streamed from disk, or chosen by size
 
 
@@ -131,6 +142,7 @@ def load_run_config(out: Path) -> RunConfig:
                 "data": Path(raw["data"]),
                 "out": out,
                 "candidates": tuple(raw["candidates"]) if raw["candidates"] else None,
+                "auto_recipes": tuple(raw["auto_recipes"]) if raw.get("auto_recipes") else None,
                 "mean": tuple(raw["mean"]) if raw["mean"] else None,
                 "std": tuple(raw["std"]) if raw["std"] else None,
                 "loss": LossConfig(**raw["loss"]),
@@ -476,28 +488,32 @@ def _distill_stage(
         log("resume: distillation done before")
         saved = read_json(out / "distill.json")
         return DistillResult(student=load_teacher(out / "student.pt").model, **saved)
-    student, init = _initial_student(cfg, selection.chosen, teacher, log)
+    _student, init = _initial_student(cfg, selection.chosen, teacher, log)  # checks, logs once
     log(f"distilling {selection.chosen} for {cfg.train.epochs} epochs")
     train_config = replace(cfg.train, crop_scale=(profile.train_scale[0], profile.train_scale[1]))
     progress = Progress(log)
-    progress.start("training epochs")
-    result = distill(
-        teacher.model,
-        student,
-        data,
-        teacher.mean,
-        teacher.std,
-        cfg.loss,
-        train_config,
-        on_epoch=lambda row: progress.tick(
-            "training epochs",
-            row["epoch"],
-            cfg.train.epochs,
-            f"loss {row['loss']:.4f}, val top-1 {row['val_top1']:.4f}",
-        ),
-        checkpoint=out / TRAIN_STATE,
-        resume=cfg.resume,
-    )
+
+    def train(loss: LossConfig, checkpoint: Path, stop_after: int | None) -> DistillResult:
+        """One training from the seeded (or --student-init) weights, resumed from
+        ``checkpoint`` when it exists; ``stop_after`` ends a pilot early."""
+        student, _ = _initial_student(cfg, selection.chosen, teacher, lambda _m: None)
+        last = stop_after or cfg.train.epochs
+        progress.start("training epochs")
+        return distill(
+            teacher.model, student, data, teacher.mean, teacher.std, loss,
+            replace(train_config, stop_after=stop_after),
+            on_epoch=lambda row: progress.tick(
+                "training epochs", row["epoch"], last,
+                f"loss {row['loss']:.4f}, val top-1 {row['val_top1']:.4f}",
+            ),
+            # a pilot's checkpoint is always continued: the winner's pilot is its first epochs
+            checkpoint=checkpoint, resume=cfg.resume or checkpoint != out / TRAIN_STATE,
+        )  # fmt: skip
+
+    if cfg.auto_recipes:
+        result = _choose_recipe_and_train(cfg, train, log)
+    else:
+        result = train(cfg.loss, out / TRAIN_STATE, None)
     if result.resumed_from_epoch:
         log(f"resumed training after epoch {result.resumed_from_epoch}")
     result.student_init = init
@@ -518,6 +534,41 @@ def _distill_stage(
     )
     write_json_atomic(out / "distill.json", result.to_dict())
     return result
+
+
+def _choose_recipe_and_train(cfg: RunConfig, train: Trainer, log: Log) -> DistillResult:
+    """``--method auto``: pilots on the validation split, then the winner to the end
+    (:mod:`compressor.recipes`); finished pilots are read back from pilot.json on resume."""
+    assert cfg.auto_recipes is not None
+    out = cfg.out
+    finished: dict[str, PilotRow] = {}
+    if cfg.resume and (out / PILOT_RECORD).is_file():
+        finished = {r["recipe"]: PilotRow(**r) for r in read_json(out / PILOT_RECORD)["pilots"]}
+    rows = list(finished.values())
+    n = pilot_epochs(cfg.train.epochs)
+    log(f"choosing the recipe: {n}-epoch pilots of {', '.join(cfg.auto_recipes)}")
+
+    def record(row: PilotRow) -> None:
+        rows.append(row)
+        log(f"pilot {row.recipe}: val top-1 {row.val_top1:.4f} ({row.seconds:.0f} s)")
+        if distributed.info().is_main:
+            write_json_atomic(out / PILOT_RECORD, {"pilots": [asdict(r) for r in rows]})
+
+    result, choice = choose_and_train(
+        cfg.auto_recipes, cfg.loss, cfg.train.epochs, train, out, finished, record
+    )
+    log(f"recipe chosen on validation: {choice.winner}")
+    if distributed.info().is_main:
+        for name in cfg.auto_recipes:
+            if name != choice.winner:
+                checkpoint_path(out, name).unlink(missing_ok=True)
+    result.recipe_choice = choice.to_dict()
+    return result
+
+
+def _loss_used(cfg: RunConfig, recipe_choice: dict[str, Any] | None) -> LossConfig:
+    """The loss the shipped student trained with: the auto winner's, or the configured one."""
+    return recipe_loss(recipe_choice["winner"], cfg.loss) if recipe_choice else cfg.loss
 
 
 def _initial_student(
@@ -626,7 +677,7 @@ def build_report(
         "data": data.describe(),
         "selection": selection.to_dict(),
         "distillation": {
-            "loss": asdict(cfg.loss),
+            "loss": asdict(_loss_used(cfg, distilled.get("recipe_choice"))),
             "train": asdict(cfg.train),
             "device": distilled["device"],
             "step": distilled["step"],
@@ -634,6 +685,7 @@ def build_report(
             "best_epoch": distilled["best_epoch"],
             "best_val_top1": distilled["best_val_top1"],
             "student_init": distilled.get("student_init"),
+            "recipe_choice": distilled.get("recipe_choice"),
             "teacher_val_top1": distilled["teacher_val_top1"],
             "seconds": distilled["seconds"],
             "history": distilled["history"],
@@ -706,6 +758,8 @@ DOWNSTREAM_OF_DISTILL = (
     "student.pt",
     "distill.json",
     TRAIN_STATE,
+    PILOT_RECORD,
+    *(checkpoint_path(Path(), recipe).name for recipe in RECIPES),
     "student.onnx",
     "export.json",
     "verify.json",

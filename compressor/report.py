@@ -219,6 +219,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"best validation epoch {dist['best_epoch']} (val top-1 {_pct(dist['best_val_top1'])}, "
         f"teacher {_pct(dist['teacher_val_top1'])})",
         f"- student initialisation: {_init_line(dist.get('student_init'))}",
+        *_recipe_lines(dist.get("recipe_choice")),
         "",
         "| epoch | loss | val top-1 | b(e) | teacher wrong |",
         "| ---: | ---: | ---: | ---: | ---: |",
@@ -320,3 +321,23 @@ def render_verify_markdown(result: dict[str, Any]) -> str:
             f"{p['max_abs_logit_diff']:.3g}, mean {p['mean_abs_logit_diff']:.3g}"
         )
     return "\n".join(lines) + "\n"
+
+
+def _recipe_lines(choice: dict[str, Any] | None) -> list[str]:
+    """``--method auto``: the pilot table and the winner (empty without auto)."""
+    if not choice:
+        return []
+    lines = [
+        f"- recipe chosen on the validation split: `{choice['winner']}` (pilots of "
+        f"{choice['pilot_epochs']} of {choice['total_epochs']} epochs, "
+        f"{choice['pilot_seconds']:.0f} s in all; the winner's pilot was continued)",
+        "",
+        "| recipe | pilot val top-1 | pilot time (s) | |",
+        "| --- | ---: | ---: | --- |",
+    ]
+    for row in choice["pilots"]:
+        won = "chosen" if row["recipe"] == choice["winner"] else ""
+        lines.append(
+            f"| {row['recipe']} | {_pct(row['val_top1'])} | {row['seconds']:.0f} | {won} |"
+        )
+    return lines

@@ -312,7 +312,27 @@ def _distillation(r: dict[str, Any]) -> str:
         f'{_pct(teacher)}).</p><div class="charts">{"".join(charts)}'
     )
     table = _table(["epoch", "loss", "val top-1", "b(e)", "teacher wrong"], rows, num=range(5))
-    return _section("distillation", "Distillation", f"{body}<div>{table}</div></div>")
+    pilots = _pilots(d("recipe_choice"))
+    return _section("distillation", "Distillation", f"{pilots}{body}<div>{table}</div></div>")
+
+
+def _pilots(choice: Any) -> str:
+    """``--method auto``: which recipe won its pilot on the validation split."""
+    if not isinstance(choice, dict) or not choice.get("pilots"):
+        return ""
+    pilots = [p for p in choice["pilots"] if isinstance(p, dict)]
+    rows = [
+        [_e(p.get("recipe")), _pct(p.get("val_top1")), _fmt(p.get("seconds"), ".0f", " s"),
+         "chosen" if p.get("recipe") == choice.get("winner") else ""]
+        for p in pilots
+    ]  # fmt: skip
+    intro = (
+        f"<p>Recipe chosen on the validation split: <code>{_e(choice.get('winner'))}</code> "
+        f"(pilots of {_e(choice.get('pilot_epochs'))} of {_e(choice.get('total_epochs'))} "
+        "epochs from the same weights and batches; the winner's pilot was continued).</p>"
+    )
+    mark = next((i for i, p in enumerate(pilots) if p.get("recipe") == choice.get("winner")), -1)
+    return intro + _table(["recipe", "pilot val top-1", "pilot time", ""], rows, (1, 2), mark)
 
 
 def step_summary(distillation: dict[str, Any]) -> str:

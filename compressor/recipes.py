@@ -1,0 +1,136 @@
+"""``--method auto``: the distillation recipe chosen on the user's own validation split.
+
+Whether teacher-bias removal helps depends on the teacher and the data (docs/benchmarks.md),
+so instead of trusting one default the run can measure: every candidate recipe trains a
+short pilot, the first ``pilot_epochs`` epochs of the full schedule, from the same initial
+weights and over the same batches; the recipe with the best validation top-1 (never test)
+wins, and its pilot is continued from its checkpoint to the end of the schedule, so the
+winner's training is exactly what an uninterrupted run of that recipe would have been and
+its pilot is not wasted. The cost is the losers' pilots.
+
+The trainer is passed in, so this module decides and records, and the training loop stays
+unaware of it (tests drive it with a stub trainer).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from compressor.errors import CompressorError
+from compressor.losses import LossConfig
+
+RECIPES: dict[str, dict[str, Any]] = {
+    "ce": {"method": "ce", "bias_aware": False},
+    "kd": {"method": "kd", "bias_aware": False},
+    "kd+bias": {"method": "kd", "bias_aware": True},
+    "dkd": {"method": "dkd", "bias_aware": False},
+    "dkd+bias": {"method": "dkd", "bias_aware": True},
+}
+DEFAULT_RECIPES = ("ce", "kd", "kd+bias")
+PILOT_FRACTION = 0.2  # of the schedule's epochs
+
+
+def parse_recipes(text: str | Sequence[str] | None) -> tuple[str, ...]:
+    """``"kd,kd+bias"`` (or a list) -> checked recipe names; None -> the default set."""
+    if text is None:
+        return DEFAULT_RECIPES
+    names = [n.strip() for n in (text.split(",") if isinstance(text, str) else text)]
+    names = [n for n in names if n]
+    unknown = [n for n in names if n not in RECIPES]
+    if unknown or len(names) < 2 or len(set(names)) != len(names):
+        raise CompressorError(
+            f"--auto-recipes needs two or more distinct recipes from {', '.join(RECIPES)}; "
+            f"got {text!r}"
+        )
+    return tuple(names)
+
+
+def recipe_loss(name: str, base: LossConfig) -> LossConfig:
+    """The base loss settings (temperature, weights, rectification...) with one recipe's
+    method and bias removal."""
+    return replace(base, **RECIPES[name])
+
+
+def pilot_epochs(total_epochs: int, fraction: float = PILOT_FRACTION) -> int:
+    """Epochs each pilot trains: ``fraction`` of the schedule, at least 1, fewer than all."""
+    if total_epochs <= 1:
+        return 1
+    return max(1, min(total_epochs - 1, round(total_epochs * fraction)))
+
+
+@dataclass(frozen=True)
+class PilotRow:
+    """One recipe's pilot: its best validation top-1 within the pilot epochs, and its cost."""
+
+    recipe: str
+    val_top1: float
+    epochs: int
+    seconds: float
+
+
+@dataclass
+class RecipeChoice:
+    """Every pilot and the winner (recorded in distill.json and the report)."""
+
+    pilots: list[PilotRow]
+    winner: str
+    pilot_epochs: int
+    total_epochs: int
+    pilot_seconds: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.pilot_seconds = sum(p.seconds for p in self.pilots)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> RecipeChoice:
+        pilots = [PilotRow(**p) for p in raw["pilots"]]
+        return cls(pilots, raw["winner"], raw["pilot_epochs"], raw["total_epochs"])
+
+
+# (loss, checkpoint, stop_after) -> a result with .best_val_top1 (a DistillResult)
+Trainer = Callable[[LossConfig, Path, int | None], Any]
+
+
+def choose_and_train(
+    recipes: Sequence[str],
+    base: LossConfig,
+    total_epochs: int,
+    trainer: Trainer,
+    state_dir: Path,
+    finished: Mapping[str, PilotRow] | None = None,
+    on_pilot: Callable[[PilotRow], None] = lambda _row: None,
+) -> tuple[Any, RecipeChoice]:
+    """Pilot every recipe, keep the best on validation, train it to the end of the schedule.
+
+    ``trainer(loss, checkpoint, stop_after)`` must resume from ``checkpoint`` when it exists
+    and stop after ``stop_after`` epochs of a ``total_epochs`` schedule (None: the end).
+    ``finished`` pilots (read back from a run folder on ``--resume``) are not run again. Ties
+    go to the recipe listed first (the default order is simplest first).
+    """
+    epochs = pilot_epochs(total_epochs)
+    rows: list[PilotRow] = []
+    for name in recipes:
+        if finished and name in finished:
+            rows.append(finished[name])
+            continue
+        began = time.perf_counter()
+        result = trainer(recipe_loss(name, base), checkpoint_path(state_dir, name), epochs)
+        row = PilotRow(name, float(result.best_val_top1), epochs, time.perf_counter() - began)
+        rows.append(row)
+        on_pilot(row)
+    winner = max(rows, key=lambda r: r.val_top1)  # max keeps the first of equals
+    final = trainer(recipe_loss(winner.recipe, base), checkpoint_path(state_dir, winner.recipe),
+                    None)  # fmt: skip
+    return final, RecipeChoice(rows, winner.recipe, epochs, total_epochs)
+
+
+def checkpoint_path(state_dir: Path, recipe: str) -> Path:
+    """``pilot_kd+bias.pt`` style names (the recipe names are file-name safe)."""
+    return state_dir / f"pilot_{recipe}.pt"
