@@ -393,10 +393,10 @@ def _cli(*args: str, nproc: int) -> subprocess.CompletedProcess[str]:
     return result
 
 
-def _run(teacher: Path, data: Path, profile: Path, out: Path, nproc: int) -> dict:
+def _run(teacher: Path, data: Path, profile: Path, out: Path, nproc: int, *extra: str) -> dict:
     _cli("run", "--teacher", str(teacher), "--data", str(data), "--profile", str(profile),
          "--out", str(out), "--epochs", "6", "--batch-size", "64", "--no-hflip",
-         "--candidates", "cifar_resnet8_w16", "--device", "cpu", "--quiet",
+         "--candidates", "cifar_resnet8_w16", "--device", "cpu", "--quiet", *extra,
          nproc=nproc)  # fmt: skip
     return json.loads((out / "report.json").read_text())
 
@@ -405,9 +405,11 @@ def test_two_process_gloo_run_matches_single_process_and_distill_runs_distribute
     teacher_path: Path, digits_root: Path, tmp_path: Path
 ) -> None:
     profile = write_profile(tmp_path / "p.toml")
-    ddp = _run(teacher_path, digits_root, profile, tmp_path / "ddp", nproc=2)
+    # the two-process run streams its images through DataLoader workers on every rank
+    ddp = _run(teacher_path, digits_root, profile, tmp_path / "ddp", 2, "--data-stream")
     single = _run(teacher_path, digits_root, profile, tmp_path / "single", nproc=1)
     assert ddp["distillation"]["world_size"] == 2 and single["distillation"]["world_size"] == 1
+    assert (ddp["data"]["storage"], single["data"]["storage"]) == ("stream", "memory")
     # every epoch saw the whole training split, summed over the two ranks
     train = ddp["data"]["train"]
     assert all(row["samples"] == (train // 2) * 2 for row in ddp["distillation"]["history"])
