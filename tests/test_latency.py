@@ -24,7 +24,7 @@ TICK = 2.0**-10  # seconds; powers of two keep the fake clock's sums exact
 
 class FakeClock:
     def __init__(self) -> None:
-        self.now = 0.0
+        self.now = 1024.0  # not 0: a difference taken the wrong way round must show
 
     def perf_counter(self) -> float:
         return self.now
@@ -198,3 +198,29 @@ def test_alternating_rounds_use_their_own_seed_and_median_cold_start(monkeypatch
     assert (a.min_ms, a.p99_ms) == (1.0, 3.0)
     one = latency.measure_alternating([b"a"], (1, 8, 8), settings, rounds=1)
     assert len(one) == 1 and one[0].iterations == 10 and one[0].percentile == 90.0
+
+
+def test_create_session_applies_the_settings_on_the_cpu(tmp_path: Path) -> None:
+    """A real (one-node) session, from a file and from bytes, carries the profile's options."""
+    from onnx import TensorProto, helper
+
+    io = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 2]) for n in ("x", "y")]
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g", io[:1], io[1:])
+    data = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]).SerializeToString()
+    path = tmp_path / "identity.onnx"
+    path.write_bytes(data)
+    settings = TimingSettings(
+        intra_op_threads=3,
+        inter_op_threads=2,
+        execution_mode="parallel",
+        graph_optimization="basic",
+    )
+    for source in (path, data):
+        session = latency.create_session(source, settings)
+        assert session.get_providers() == ["CPUExecutionProvider"]
+        options = session.get_session_options()
+        assert (options.intra_op_num_threads, options.inter_op_num_threads) == (3, 2)
+        assert options.execution_mode == ort.ExecutionMode.ORT_PARALLEL
+        assert options.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+        out = session.run(None, {"x": np.ones((1, 2), np.float32)})[0]
+        assert out.tolist() == [[1.0, 1.0]]
