@@ -106,6 +106,17 @@ def test_the_constructed_model_gives_the_constructed_logits(student_onnx, test_s
     assert topk_accuracy(TEACHER.numpy(), labels, 1) == 0.875
 
 
+def test_onnx_logits_of_no_images_is_an_empty_float32_array(student_onnx, test_split) -> None:
+    """Batches of 256 (300 images: two batches, in order); no images: an empty array, not an
+    error from concatenating nothing."""
+    many = test_split.images.repeat(75, 1, 1, 1)  # 4 one-hot images -> 300
+    logits = verify.onnx_logits(student_onnx, many, MEAN, STD)
+    single = verify.onnx_logits(student_onnx, test_split.images, MEAN, STD)
+    np.testing.assert_array_equal(logits, np.tile(single, (75, 1)))
+    empty = verify.onnx_logits(student_onnx, test_split.images[:0], MEAN, STD)
+    assert empty.shape == (0, 0) and empty.dtype == np.float32
+
+
 def test_all_gates_pass_at_their_exact_boundaries(
     student_onnx, test_split, timings, tmp_path: Path
 ) -> None:
