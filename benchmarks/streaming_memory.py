@@ -1,9 +1,11 @@
 """Peak memory and images/s of `compressor run` with images in memory vs streamed from disk.
 
 What it shows (docs/data.md): on generated 224-px ImageFolders of 2k and 20k images,
-  * peak RSS of one `compressor run --epochs 1` per (size, storage): the main process's high
-    water mark (wait4's ru_maxrss) and the peak of the summed PSS of the process and its
-    decode workers (polled from /proc every 0.25 s);
+  * peak memory of one `compressor run --epochs 1` per (size, storage): the main process's
+    high-water mark (VmHWM, read from /proc while it runs) and the peak of the summed PSS of
+    the process and its decode workers (polled every 0.25 s). Not wait4's ru_maxrss: Linux
+    carries the parent's RSS at fork/exec into the child's maximum, and this script holds the
+    in-memory data of its own data-path measurement;
   * the run's training images/s (samples / seconds of its one epoch, from report.json) and
     its wall time;
   * the data path alone: images/s of one shuffled pass over the training split, 128 per
@@ -122,6 +124,15 @@ def _tree_pss_kb(pid: int) -> int:
     return total
 
 
+def _vm_hwm_kb(pid: int) -> int:
+    """The process's resident high-water mark (kB) since its exec; 0 once it has exited."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+    except (OSError, StopIteration):
+        return 0
+
+
 def run_once(data: Path, teacher: Path, profile: Path, out: Path, storage: str) -> dict:
     cmd = [
         sys.executable, "-m", "compressor", "run", "--teacher", str(teacher),
@@ -132,19 +143,20 @@ def run_once(data: Path, teacher: Path, profile: Path, out: Path, storage: str) 
     ]  # fmt: skip
     began = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    peak_pss = [0]
+    peak_pss, hwm = [0], [0]
     done = threading.Event()
 
     def poll() -> None:
         while not done.is_set():
             peak_pss[0] = max(peak_pss[0], _tree_pss_kb(proc.pid))
+            hwm[0] = max(hwm[0], _vm_hwm_kb(proc.pid))
             time.sleep(0.25)
 
     watcher = threading.Thread(target=poll, daemon=True)
     watcher.start()
     stdout = proc.stdout.read() if proc.stdout else b""
     stderr = proc.stderr.read() if proc.stderr else b""
-    _, status, usage = os.wait4(proc.pid, 0)
+    _, status, _usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
     done.set()
     watcher.join()
@@ -157,7 +169,7 @@ def run_once(data: Path, teacher: Path, profile: Path, out: Path, storage: str) 
         "storage": storage,
         "exit_code": proc.returncode,
         "wall_s": round(wall, 1),
-        "peak_rss_main_mb": round(usage.ru_maxrss / 1024),
+        "peak_rss_main_mb": round(hwm[0] / 1024),
         "peak_pss_tree_mb": round(peak_pss[0] / 1024),
         "epoch_images_per_s": round(epoch["samples"] / epoch["seconds"], 1),
         "epoch_s": round(epoch["seconds"], 1),
