@@ -15,6 +15,7 @@ The pure functions do not detach the teacher; ``DistillationLoss`` does.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -342,7 +343,12 @@ class LossConfig:
         temperature: T > 0.
         alpha: DKD TCKD weight >= 0.
         beta: DKD NCKD weight >= 0.
-        warmup_epochs: DKD linear warm-up length, factor ``min(1, (e+1)/W)``; 0 = none.
+        warmup_epochs: DKD linear warm-up length W, factor ``min(1, (e+1)/W)``; 0 = none.
+            ``None`` (the default) scales it with the schedule of E epochs:
+            ``W = min(20, max(1, E // 4))`` (see :func:`auto_warmup_epochs`), so the warm-up
+            always ends within the first quarter of the run and never exceeds DKD's published
+            20 epochs. An explicit W is honoured as given; one longer than the schedule warns
+            (the distillation term then never reaches full weight).
         schedule: b(e) schedule, see ``bias_weight``.
         rectification: ``"swap"``, ``"soft"`` or ``"drop"``.
     """
@@ -353,7 +359,7 @@ class LossConfig:
     temperature: float = 4.0
     alpha: float = 1.0
     beta: float = 8.0
-    warmup_epochs: int = 20
+    warmup_epochs: int | None = None
     schedule: str = "cos2"
     rectification: str = "swap"
 
@@ -376,8 +382,36 @@ class LossConfig:
             if not (real and ok(v)):
                 raise ValueError(f"{name} must be a finite number {allowed_text}; got {v!r}")
         w = self.warmup_epochs
-        if isinstance(w, bool) or not isinstance(w, int) or w < 0:
-            raise ValueError(f"warmup_epochs must be an integer >= 0; got {w!r}")
+        if w is not None and (isinstance(w, bool) or not isinstance(w, int) or w < 0):
+            raise ValueError(f"warmup_epochs must be an integer >= 0 or None (auto); got {w!r}")
+
+    def effective_warmup_epochs(self, total_epochs: int) -> int:
+        """The DKD warm-up length W used for a run of ``total_epochs`` (0 = none)."""
+        if self.warmup_epochs is None:
+            return auto_warmup_epochs(total_epochs)
+        return self.warmup_epochs
+
+
+DKD_WARMUP_EPOCHS = 20  # Zhao et al. 2022 (240-epoch CIFAR-100 schedule): the cap of the auto rule
+
+
+def auto_warmup_epochs(total_epochs: int) -> int:
+    """DKD warm-up scaled to the schedule: ``min(20, max(1, E // 4))`` epochs.
+
+    DKD's published 20-epoch warm-up belongs to a 240-epoch schedule; a fixed 20 never completes
+    in a short run (at E = 10 the distillation term would end at half weight). A quarter of the
+    run, capped at 20, completes by epoch ``E // 4`` (0-based ``W - 1``) for every E >= 1, and
+    gives DKD's own 20 from E = 80 on. ``W = 1`` means no ramp (factor 1 from epoch 0).
+
+    Args:
+        total_epochs: E >= 1.
+
+    Returns:
+        W in [1, 20].
+    """
+    if total_epochs < 1:
+        raise ValueError(f"total_epochs must be >= 1; got {total_epochs}")
+    return min(DKD_WARMUP_EPOCHS, max(1, total_epochs // 4))
 
 
 class DistillationLoss(nn.Module):
@@ -385,7 +419,10 @@ class DistillationLoss(nn.Module):
 
     Args:
         config: the loss settings.
-        total_epochs: E, used by the b(e) schedule.
+        total_epochs: E, used by the b(e) schedule and the automatic DKD warm-up.
+
+    Attributes:
+        warmup_epochs: the effective DKD warm-up W for this run (0 = none).
     """
 
     def __init__(self, config: LossConfig, total_epochs: int) -> None:
@@ -394,6 +431,16 @@ class DistillationLoss(nn.Module):
             raise ValueError(f"total_epochs must be >= 1; got {total_epochs}")
         self.config = config
         self.total_epochs = total_epochs
+        self.warmup_epochs = config.effective_warmup_epochs(total_epochs)
+        if config.method == "dkd" and self.warmup_epochs > total_epochs:
+            warnings.warn(
+                f"DKD warm-up of {self.warmup_epochs} epochs does not complete within "
+                f"{total_epochs} epochs: the distillation term ends at weight "
+                f"{total_epochs / self.warmup_epochs:.2f}; omit warmup_epochs to scale it with "
+                "the schedule",
+                UserWarning,
+                stacklevel=2,
+            )
 
     def base_loss(self) -> BaseLoss:
         """The configured base loss as ``(student, teacher, target) -> scalar``."""
@@ -447,7 +494,8 @@ class DistillationLoss(nn.Module):
             out["distill"] = self.base_loss()(student_logits, teacher_logits, target)
         warmup = 1.0
         if cfg.method == "dkd":
-            warmup = min(1.0, (epoch + 1) / cfg.warmup_epochs) if cfg.warmup_epochs else 1.0
+            w = self.warmup_epochs
+            warmup = min(1.0, (epoch + 1) / w) if w else 1.0
             out["warmup"] = torch.full((), warmup, device=student_logits.device)
         out["loss"] = cfg.ce_weight * ce + (1.0 - cfg.ce_weight) * warmup * out["distill"]
         out["ce"] = ce
