@@ -1,0 +1,488 @@
+"""Bias-aware distillation in three teacher regimes on CIFAR-10 (issue #15 A).
+
+Does the bias-aware loss (Zhang et al., AAAI 2025) help, and when? One student architecture is
+distilled from three teachers of the same architecture that differ only in how they were trained:
+
+* ``weak``: a short run (10 epochs; the regime of ``bias_kd_cifar10.py``): wrong on about a
+  quarter of the training images;
+* ``strong``: trained long enough (100 epochs) that its error on the un-augmented training
+  images is < 5% (the paper's setting; checked and printed);
+* ``biased``: trained like ``strong`` but on labels where a fixed fraction (50%) of one class
+  (cat) is relabelled as a confusable class (dog): a systematic bias. The students always get the
+  clean labels.
+
+An optional fourth regime, ``moderate`` (``--regimes moderate``), trains the teacher 40% as long
+as ``strong`` (40 epochs): between the two in training error.
+
+Every teacher and student trains with the same augmentation (random crop + flip). A teacher
+trained with flips only fits its training images (0.05% error) but is wrong on 43% of the
+cropped views the student sees, so it would not be a well-trained teacher for this student.
+
+Rows: ``ce`` (no teacher; the same run serves every regime), ``kd``, ``kd+bias(swap)``,
+``kd+bias(soft)``, ``dkd``, ``dkd+bias(swap)`` (and, on request, the ablation
+``kd+bias(drop)``: elimination without rectification), each over several seeds. A seed fixes the
+student's initial weights and batch order, identical across rows, so the table gives paired
+differences against each row's base. All losses are the product's ``DistillationLoss`` with
+``LossConfig`` defaults apart from the method, ``bias_aware`` and ``rectification`` (so DKD's
+warm-up is the product's automatic one).
+
+To fit one shared CPU core the teacher's logits are computed once per regime on a fixed bank of
+augmented views (epoch e of every student sees view e of each image, crop + flip), and the
+training loop here is a lean copy of ``compressor.distill``'s recipe (SGD + Nesterov, weight
+decay 5e-4, cosine per step) without the validation pass: every number is the last epoch's, on
+the test split, so nothing is selected on it. Runs, teachers and logit banks are cached in
+``--cache-dir``; the results JSON is rewritten after every run and finished runs are reused::
+
+    nice -n 10 python benchmarks/bias_kd_regimes.py            # ~80 min on one shared core
+    python benchmarks/bias_kd_regimes.py --smoke                # ~2 min: checks the script only
+    python benchmarks/bias_kd_regimes.py --report-only          # re-print the tables
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import importlib.metadata
+import json
+import math
+import os
+import platform
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torchvision
+from PIL import Image
+
+from compressor.data import augment
+from compressor.losses import DistillationLoss, LossConfig
+from compressor.students import build_model, count_params
+
+MEAN = torch.tensor((0.4914, 0.4822, 0.4465)).view(1, 3, 1, 1)
+STD = torch.tensor((0.2470, 0.2435, 0.2616)).view(1, 3, 1, 1)
+CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+CAT, DOG = CLASSES.index("cat"), CLASSES.index("dog")
+REGIMES = ("weak", "moderate", "strong", "biased")  # "moderate" only on request (--regimes)
+ROWS: dict[str, LossConfig] = {
+    "ce": LossConfig(method="ce", bias_aware=False),
+    "kd": LossConfig(method="kd", bias_aware=False),
+    "kd+bias(swap)": LossConfig(method="kd", bias_aware=True, rectification="swap"),
+    "kd+bias(soft)": LossConfig(method="kd", bias_aware=True, rectification="soft"),
+    "dkd": LossConfig(method="dkd", bias_aware=False),
+    "dkd+bias(swap)": LossConfig(method="dkd", bias_aware=True, rectification="swap"),
+    "kd+bias(drop)": LossConfig(method="kd", bias_aware=True, rectification="drop"),  # ablation
+}
+DEFAULT_ROWS = ("ce", "kd", "kd+bias(swap)", "kd+bias(soft)", "dkd", "dkd+bias(swap)")
+BASE = {"kd": "ce", "dkd": "ce", "kd+bias(swap)": "kd", "kd+bias(soft)": "kd",
+        "dkd+bias(swap)": "dkd", "kd+bias(drop)": "kd"}  # fmt: skip
+PRESETS: dict[str, dict[str, Any]] = {
+    "cpu": dict(train_size=4000, test_size=10000, epochs=15, seeds=3, batch_size=64, lr=0.05,
+                student_arch="cifar_resnet8_w8", teacher_arch="cifar_resnet14_w16",
+                weak_epochs=10, strong_epochs=100, strong_augment="crop", noise_fraction=0.5),
+    "smoke": dict(train_size=400, test_size=1000, epochs=2, seeds=2, batch_size=64, lr=0.05,
+                  student_arch="cifar_resnet8_w8", teacher_arch="cifar_resnet8_w8",
+                  weak_epochs=1, strong_epochs=2, strong_augment="crop", noise_fraction=0.5),
+}  # fmt: skip
+DATA_SEED = 0  # the train subset, the relabelled cats, the teachers' init and augmentation
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
+    p.add_argument("--smoke", action="store_true", help="same as --preset smoke")
+    p.add_argument("--data", type=Path, default=Path("/work/shared/datasets/cifar10"))
+    p.add_argument("--cache-dir", type=Path, default=Path("~/.cache/compressor-bench"))
+    p.add_argument("--out", type=Path, help="results JSON (default: <cache-dir>/regimes_<preset>)")
+    p.add_argument("--regimes", type=lambda s: s.split(","), default=["weak", "strong", "biased"])
+    p.add_argument("--rows", type=lambda s: s.split(","), default=list(DEFAULT_ROWS))
+    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    p.add_argument("--report-only", action="store_true", help="print the tables of --out")
+    p.add_argument("--markdown", action="store_true", help="with --report-only: as Markdown")
+    for key, value in PRESETS["cpu"].items():
+        p.add_argument("--" + key.replace("_", "-"), type=type(value), help="overrides the preset")
+    args = p.parse_args(argv)
+    if args.smoke:
+        args.preset = "smoke"
+    for key, value in PRESETS[args.preset].items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    for name, given, allowed in (("regimes", args.regimes, REGIMES), ("rows", args.rows, ROWS)):
+        if bad := [x for x in given if x not in allowed]:
+            p.error(f"unknown {name} {bad}; choose from {','.join(allowed)}")
+    args.cache_dir = args.cache_dir.expanduser()
+    args.out = args.out or args.cache_dir / f"regimes_{args.preset}.json"
+    return args
+
+
+# ------------------------------------------------------------------------------------ data
+
+
+def _decode(paths: list[Path]) -> torch.Tensor:
+    arrays = [np.asarray(Image.open(p).convert("RGB"), dtype=np.uint8) for p in paths]
+    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+
+
+def load_data(args: argparse.Namespace) -> dict[str, torch.Tensor]:
+    """A class-balanced, seeded train subset and the first test images of each class (uint8)."""
+    cache = args.cache_dir / f"regimes_data_n{args.train_size}_t{args.test_size}_s{DATA_SEED}.pt"
+    if cache.exists():
+        return torch.load(cache)
+    g = torch.Generator().manual_seed(DATA_SEED)
+    out: dict[str, list] = {"train_x": [], "train_y": [], "test_x": [], "test_y": []}
+    for split, size in (("train", args.train_size), ("test", args.test_size)):
+        for label, name in enumerate(CLASSES):
+            files = sorted((args.data / split / name).glob("*.jpg"))
+            pick = torch.randperm(len(files), generator=g)[: size // len(CLASSES)].sort().values
+            out[f"{split}_x"].append(_decode([files[i] for i in pick.tolist()]))
+            out[f"{split}_y"].append(torch.full((len(pick),), label, dtype=torch.long))
+    data = {k: torch.cat(v) for k, v in out.items()}
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(data, cache)
+    return data
+
+
+def noisy_labels(labels: torch.Tensor, fraction: float) -> torch.Tensor:
+    """``labels`` with a seeded ``fraction`` of the cats relabelled as dogs."""
+    cats = (labels == CAT).nonzero().squeeze(1)
+    g = torch.Generator().manual_seed(DATA_SEED + 1)
+    flip = cats[torch.randperm(len(cats), generator=g)[: round(fraction * len(cats))]]
+    out = labels.clone()
+    out[flip] = DOG
+    return out
+
+
+def normalize(x: torch.Tensor) -> torch.Tensor:
+    return ((x.float() / 255 - MEAN) / STD).contiguous(memory_format=torch.channels_last)
+
+
+# ------------------------------------------------------------------------------- training
+
+
+def train(
+    model: torch.nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    epochs: int,
+    seed: int,
+    args: argparse.Namespace,
+    loss: LossConfig,
+    views: torch.Tensor | None = None,
+    teacher_logits: torch.Tensor | None = None,
+    tag: str = "",
+    augmentation: str = "crop",
+) -> float:
+    """SGD (Nesterov 0.9, wd 5e-4), cosine per step; returns the seconds spent.
+
+    ``views``/``teacher_logits`` (E, N, ...): epoch e trains on view e; without them each epoch
+    draws a fresh random crop + flip (``augmentation="crop"``) or flip only (``"flip"``) from a
+    generator seeded by ``seed``.
+    """
+    started = time.perf_counter()
+    model = model.to(memory_format=torch.channels_last).train()
+    opt = torch.optim.SGD(model.parameters(), args.lr, momentum=0.9, nesterov=True,
+                          weight_decay=5e-4)  # fmt: skip
+    loss_fn = DistillationLoss(loss, epochs)
+    n = len(labels)
+    steps_per_epoch = math.ceil(n / args.batch_size)
+    total, step = epochs * steps_per_epoch, 0
+    aug_gen = torch.Generator().manual_seed(10_000 + seed)
+    for epoch in range(epochs):
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1000 + epoch))
+        if views is not None:
+            epoch_x = views[epoch]
+        elif augmentation == "crop":
+            epoch_x = augment(images, aug_gen)
+        else:
+            flip = torch.rand(n, generator=aug_gen) < 0.5
+            epoch_x = torch.where(flip.view(n, 1, 1, 1), images.flip(3), images)
+        for i in range(0, n, args.batch_size):
+            idx = order[i : i + args.batch_size]
+            for group in opt.param_groups:
+                group["lr"] = args.lr * 0.5 * (1 + math.cos(math.pi * step / total))
+            logits = model(normalize(epoch_x[idx]))
+            t = teacher_logits[epoch][idx] if teacher_logits is not None else logits.detach()
+            out = loss_fn(logits, t, labels[idx], epoch)
+            opt.zero_grad(set_to_none=True)
+            out["loss"].backward()
+            opt.step()
+            step += 1
+        if tag:
+            print(f"  {tag} epoch {epoch}: loss {float(out['loss'].detach()):.3f}, "
+                  f"{time.perf_counter() - started:.0f}s", flush=True)  # fmt: skip
+    return time.perf_counter() - started
+
+
+@torch.no_grad()
+def logits_of(model: torch.nn.Module, images: torch.Tensor, batch: int = 500) -> torch.Tensor:
+    model.eval()
+    return torch.cat(
+        [model(normalize(images[i : i + batch])) for i in range(0, len(images), batch)]
+    )
+
+
+def evaluate(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    pred = logits.argmax(1)
+    cats = labels == CAT
+    return {
+        "top1": float((pred == labels).float().mean()),
+        "cat_acc": float((pred[cats] == CAT).float().mean()),
+        "cat_as_dog": float((pred[cats] == DOG).float().mean()),
+        "per_class": [float((pred[labels == c] == c).float().mean()) for c in range(len(CLASSES))],
+    }
+
+
+def key_of(*parts: object) -> str:
+    return hashlib.sha1(repr(parts).encode()).hexdigest()[:10]
+
+
+def get_teacher(regime: str, args: argparse.Namespace, data: dict, views: torch.Tensor) -> dict:
+    """Train (or load) the regime's teacher; return its statistics and the logits on the views."""
+    epochs = {"weak": args.weak_epochs, "moderate": max(1, args.strong_epochs * 2 // 5)}.get(
+        regime, args.strong_epochs
+    )
+    aug = "crop" if regime in ("weak", "moderate") else args.strong_augment
+    noise = args.noise_fraction if regime == "biased" else 0.0
+    settings = (args.teacher_arch, epochs, aug, noise, args.train_size, args.batch_size, args.lr)
+    path = args.cache_dir / f"regimes_teacher_{regime}_{key_of(*settings, views.shape)}.pt"
+    clean = data["train_y"]
+    labels = noisy_labels(clean, noise) if noise else clean
+    if path.exists():
+        print(f"{regime} teacher loaded from {path}", flush=True)
+        return torch.load(path)
+    torch.manual_seed(DATA_SEED)
+    model = build_model(args.teacher_arch, len(CLASSES), 3)
+    print(f"training the {regime} teacher: {args.teacher_arch}, {epochs} epochs ({aug}), "
+          f"{int((labels != clean).sum())} cats relabelled as dogs", flush=True)  # fmt: skip
+    seconds = train(model, data["train_x"], labels, epochs, DATA_SEED, args,
+                    LossConfig(method="ce", bias_aware=False), tag=f"{regime} teacher",
+                    augmentation=aug)  # fmt: skip
+    train_pred = logits_of(model, data["train_x"]).argmax(1)
+    bank = torch.stack([logits_of(model, v) for v in views])  # (E, N, C)
+    relabelled = labels != clean
+    info = {
+        "regime": regime, "arch": args.teacher_arch, "epochs": epochs, "augmentation": aug,
+        "noise_fraction": noise, "state_dict": model.state_dict(),
+        "params": count_params(model), "seconds": seconds,
+        "n_relabelled": int(relabelled.sum()),
+        "train_error": float((train_pred != clean).float().mean()),  # un-augmented, clean labels
+        "train_error_own_labels": float((train_pred != labels).float().mean()),
+        "relabelled_predicted_dog": float((train_pred[relabelled] == DOG).float().mean())
+        if noise else None,
+        "view_wrong_fraction": float((bank.argmax(2) != clean).float().mean()),
+        "test": evaluate(logits_of(model, data["test_x"]), data["test_y"]),
+        "bank": bank,
+    }  # fmt: skip
+    torch.save(info, path)
+    return info
+
+
+# -------------------------------------------------------------------------------- report
+
+
+def paired(diffs: list[float]) -> dict[str, Any]:
+    """Mean, sample std, wins, t and two-sided p of paired differences (p needs scipy)."""
+    n, mean = len(diffs), statistics.mean(diffs)
+    sd = statistics.stdev(diffs) if n > 1 else 0.0
+    t = mean / (sd / math.sqrt(n)) if n > 1 and sd > 0 else float("nan")
+    p = float("nan")
+    try:
+        from scipy import stats
+
+        p = float(2 * stats.t.sf(abs(t), n - 1)) if math.isfinite(t) else p
+    except ImportError:
+        pass
+    return {"n": n, "mean": mean, "sd": sd, "wins": sum(d > 0 for d in diffs), "t": t, "p": p}
+
+
+def pm(values: list[float], sign: str = "") -> str:
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{100 * statistics.mean(values):{sign}.2f} ± {100 * sd:.2f}"
+
+
+def _by_cell(out: dict[str, Any]) -> dict[tuple[str, str], dict[int, dict]]:
+    """``{(regime, row): {seed: run}}``; the shared ``ce`` runs appear under every regime."""
+    cells: dict[tuple[str, str], dict[int, dict]] = {}
+    for r in out["runs"]:
+        for regime in REGIMES if r["regime"] == "all" else [r["regime"]]:
+            cells.setdefault((regime, r["row"]), {})[r["seed"]] = r
+    return cells
+
+
+def _row(cells: dict, regime: str, row: str) -> dict[str, Any] | None:
+    """Accuracies of one (regime, row) and its paired differences to its base, or None."""
+    got = cells.get((regime, row), {})
+    if not got:
+        return None
+    seeds = sorted(got)
+    base = cells.get((regime, BASE.get(row, "")), {})
+    common = [k for k in seeds if k in base]
+    diff = {key: [got[k]["test"][key] - base[k]["test"][key] for k in common]
+            for key in ("top1", "cat_acc")}  # fmt: skip
+    return {
+        "acc": [got[k]["test"]["top1"] for k in seeds],
+        "cat": [got[k]["test"]["cat_acc"] for k in seeds],
+        "vs": paired(diff["top1"]) if common else None,
+        "cat_vs": diff["cat_acc"],
+    }
+
+
+def markdown(out: dict[str, Any]) -> str:
+    """The tables of docs/benchmarks.md: one per regime, then test top-1 by regime and row."""
+    cells, lines = _by_cell(out), []
+    regimes = [g for g in REGIMES if g in out["teachers"]]
+    for regime in regimes:
+        lines += [f"**{regime}**", "",
+                  "| row | test top-1 % | vs base, paired (mean ± sd) | better on | t | p "
+                  "| cat % | cat vs base | seeds 0 / 1 / 2 ... |",
+                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]  # fmt: skip
+        for row in ROWS:
+            if (r := _row(cells, regime, row)) is None:
+                continue
+            vs = ["", "", "", "", ""]
+            if d := r["vs"]:
+                vs = [f"{100 * d['mean']:+.2f} ± {100 * d['sd']:.2f} vs `{BASE[row]}`",
+                      f"{d['wins']}/{d['n']}", f"{d['t']:+.1f}", f"{d['p']:.2f}",
+                      pm(r["cat_vs"], "+")]  # fmt: skip
+            lines.append(f"| `{row}` | {pm(r['acc'])} | {vs[0]} | {vs[1]} | {vs[2]} | {vs[3]} | "
+                         f"{pm(r['cat'])} | {vs[4]} | "
+                         + " / ".join(f"{100 * v:.2f}" for v in r["acc"]) + " |")  # fmt: skip
+        lines.append("")
+    lines += ["| row | " + " | ".join(regimes) + " |", "| --- |" + " ---: |" * len(regimes)]
+    for row in ROWS:
+        means = []
+        for regime in regimes:
+            got = cells.get((regime, row), {})
+            means.append(f"{100 * statistics.mean(r['test']['top1'] for r in got.values()):.2f}"
+                         if got else "")  # fmt: skip
+        if any(means):
+            lines.append(f"| `{row}` | " + " | ".join(means) + " |")
+    return "\n".join(lines)
+
+
+def report(out: dict[str, Any]) -> str:
+    env, s = out["env"], out["settings"]
+    lines = [
+        f"command: {out['command']}",
+        f"hardware: {env['cpu']}, {env['cores']} cores, {env['torch_threads']} torch thread(s)",
+        f"versions: python {env['python']}, torch {env['torch']}, torchvision "
+        f"{env['torchvision']}, compressor {env['compressor']} (git {env['git']})",
+        f"data: {s['train_size']} train / {s['test_size']} test images (class-balanced); student "
+        f"{s['student_arch']} {s['epochs']} epochs, batch {s['batch_size']}, lr {s['lr']}",
+    ]
+    cells = _by_cell(out)
+    for regime in REGIMES:
+        if regime not in out["teachers"]:
+            continue
+        t = out["teachers"][regime]
+        lines += [
+            "",
+            f"== {regime}: teacher {t['arch']} {t['epochs']} epochs ({t['augmentation']})"
+            + (f", {t['n_relabelled']} train cats labelled dog" if t["n_relabelled"] else "")
+            + f": test top-1 {100 * t['test']['top1']:.2f}%, cat {100 * t['test']['cat_acc']:.1f}%"
+            f"; un-augmented train error {100 * t['train_error']:.2f}% (clean labels)"
+            f"; wrong on {100 * t['view_wrong_fraction']:.1f}% of the augmented views",
+            f"{'row':<15} {'test top-1 %':>14} {'cat %':>12} {'vs base (paired)':>30} "
+            f"{'cat vs base':>14}  per seed",
+        ]
+        for row in ROWS:
+            if (r := _row(cells, regime, row)) is None:
+                continue
+            vs = cat_vs = ""
+            if d := r["vs"]:
+                vs = (f"{100 * d['mean']:+.2f} ± {100 * d['sd']:.2f} vs {BASE[row]} "
+                      f"{d['wins']}/{d['n']} p={d['p']:.2f}")  # fmt: skip
+                cat_vs = pm(r["cat_vs"], "+")
+            lines.append(
+                f"{row:<15} {pm(r['acc']):>14} {pm(r['cat']):>12} {vs:>30} {cat_vs:>14}  "
+                + " ".join(f"{100 * v:.2f}" for v in r["acc"])
+            )
+    lines.append(f"\nwall time: {out['wall_seconds'] / 60:.1f} min (this invocation)")
+    return "\n".join(lines)
+
+
+def environment() -> dict[str, Any]:
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    names = [ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("model name")]
+    git_cmd = ["git", "-C", str(Path(__file__).parent), "describe", "--always", "--dirty"]
+    return {
+        "cpu": names[0] if names else platform.processor() or "unknown",
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "compressor": importlib.metadata.version("compressor"),
+        "git": subprocess.run(git_cmd, capture_output=True, text=True).stdout.strip(),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    started = time.perf_counter()
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    settings = {k: getattr(args, k) for k in PRESETS["cpu"]}
+    old = json.loads(args.out.read_text()) if args.out.exists() else None
+    if args.report_only:
+        print((markdown if args.markdown else report)(old) if old else f"no results at {args.out}")
+        return
+    done: dict[tuple[str, str, int], dict] = {}
+    if old and {**old["settings"], "seeds": 0} == {**settings, "seeds": 0}:
+        done = {(r["regime"], r["row"], r["seed"]): r for r in old["runs"]}
+    out: dict[str, Any] = {
+        "command": "python " + shlex.join(sys.argv), "env": environment(), "settings": settings,
+        "loss_configs": {k: str(v) for k, v in ROWS.items()},
+        "teachers": old["teachers"] if done else {}, "runs": list(done.values()),
+        "wall_seconds": 0.0,
+    }  # fmt: skip
+    data = load_data(args)
+    print(f"data: {len(data['train_y'])} train, {len(data['test_y'])} test", flush=True)
+    g = torch.Generator().manual_seed(DATA_SEED + 2)  # the same views for every regime and row
+    views = torch.stack([augment(data["train_x"], g) for _ in range(args.epochs)])
+
+    def save() -> None:
+        out["wall_seconds"] = time.perf_counter() - started
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(out, indent=1))
+
+    for regime in args.regimes:
+        teacher = get_teacher(regime, args, data, views)
+        out["teachers"][regime] = {
+            k: v for k, v in teacher.items() if k not in ("bank", "state_dict")
+        }
+        print(f"{regime} teacher: test {teacher['test']['top1']:.4f}, un-augmented train error "
+              f"{teacher['train_error']:.4f}, wrong views {teacher['view_wrong_fraction']:.4f}",
+              flush=True)  # fmt: skip
+        if regime == "strong" and teacher["train_error"] >= 0.05:
+            print("WARNING: the strong teacher's train error is not under 5%", flush=True)
+        save()
+        for seed in range(args.seeds):
+            for row in args.rows:
+                where = "all" if row == "ce" else regime  # ce uses no teacher: one run serves all
+                if (where, row, seed) in done:
+                    continue
+                torch.manual_seed(seed)  # the same initial student for every row of a seed
+                student = build_model(args.student_arch, len(CLASSES), 3)
+                bank = None if row == "ce" else teacher["bank"]
+                seconds = train(student, data["train_x"], data["train_y"], args.epochs, seed,
+                                args, ROWS[row], views, bank)  # fmt: skip
+                test = evaluate(logits_of(student, data["test_x"]), data["test_y"])
+                run = {"regime": where, "row": row, "seed": seed, "seconds": seconds,
+                       "warmup_epochs": DistillationLoss(ROWS[row], args.epochs).warmup_epochs,
+                       "test": test}  # fmt: skip
+                done[(where, row, seed)] = run
+                out["runs"].append(run)
+                save()
+                print(f"{where} {row} seed {seed}: test {test['top1']:.4f}, cat "
+                      f"{test['cat_acc']:.3f}, {seconds:.0f}s", flush=True)  # fmt: skip
+    save()
+    print("\n" + report(out) + f"\nresults: {args.out}")
+
+
+if __name__ == "__main__":
+    main()
