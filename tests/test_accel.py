@@ -103,9 +103,8 @@ def _distill(digits_splits, teacher, tmp_path=None, **train):
     student = build_model("cifar_resnet8_w8", 10, 1)
     cfg = TrainConfig(epochs=4, batch_size=128, lr=0.05, device="cpu", **train)
     checkpoint = tmp_path / "state.pt" if tmp_path else None
-    return distill(
-        teacher, student, digits_splits, MEAN, STD, LossConfig(), cfg, checkpoint=checkpoint
-    )
+    loss = LossConfig(bias_aware=True)  # the loss these floors were set with (default until #15)
+    return distill(teacher, student, digits_splits, MEAN, STD, loss, cfg, checkpoint=checkpoint)
 
 
 def test_fp16_with_loss_scaling_trains_and_checkpoints_the_scaler(

@@ -259,7 +259,7 @@ def test_mixed_batch_weights_and_counts() -> None:
 def test_degenerate_batches_finite(rect: str, make: Callable, method: str) -> None:
     s, t, y = make(seed=5)
     s = s.clone().requires_grad_(True)
-    loss_fn = DistillationLoss(LossConfig(method=method, rectification=rect), 10)
+    loss_fn = DistillationLoss(LossConfig(method=method, bias_aware=True, rectification=rect), 10)
     out = loss_fn(s, t, y, epoch=3)
     out["loss"].backward()
     assert all(torch.isfinite(v).all() for v in out.values())
@@ -308,7 +308,7 @@ def test_gradient_reaches_student_only() -> None:
 def test_module_composition_and_dkd_warmup() -> None:
     s, t, y = _all_wrong_batch(seed=9)
     y[:3] = t[:3].argmax(1)  # mixed batch
-    cfg = LossConfig(method="dkd", ce_weight=0.3, warmup_epochs=20)
+    cfg = LossConfig(method="dkd", bias_aware=True, ce_weight=0.3, warmup_epochs=20)
     loss_fn = DistillationLoss(cfg, 40)
     ce = torch.nn.functional.cross_entropy(s, y)
     for epoch, factor in ((0, 1 / 20), (9, 0.5), (19, 1.0), (30, 1.0)):
@@ -414,6 +414,8 @@ def test_loss_config_validation(kwargs: dict, field: str) -> None:
 def test_loss_config_defaults_valid_and_module_validation() -> None:
     cfg = LossConfig()
     assert (cfg.method, cfg.temperature, cfg.ce_weight, cfg.beta) == ("kd", 4.0, 0.5, 8.0)
+    # plain KD by default: the bias-aware wrapper lost to it in docs/benchmarks.md
+    assert (cfg.bias_aware, cfg.rectification, cfg.warmup_epochs) == (False, "swap", None)
     with pytest.raises(ValueError, match="total_epochs"):
         DistillationLoss(cfg, 0)
     s, t, y = _all_right_batch()
