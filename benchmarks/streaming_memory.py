@@ -70,11 +70,11 @@ def train_teacher(data: Path, path: Path) -> None:
     """One epoch of supervised training through the library (in memory, 224 px)."""
     if path.exists():
         return
+    from compressor.checkpoint import save_bundle
     from compressor.data import load_image_folder
     from compressor.distill import TrainConfig, distill
     from compressor.losses import LossConfig
     from compressor.students import build_model
-    from compressor.teacher import save_bundle
 
     splits = load_image_folder(data, SHAPE, seed=0)
     torch.manual_seed(0)

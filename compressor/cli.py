@@ -681,19 +681,19 @@ def select_cmd(
     trust_checkpoint: Annotated[bool, typer.Option(help="Allow unpickling (runs code!).")] = False,
     debug: DebugOpt = False,
 ) -> None:
+    from compressor.checkpoint import load_bundle
     from compressor.io import write_json_atomic
     from compressor.pipeline import shipped_graph
     from compressor.profile import load_profile
     from compressor.select import choose_student, format_table, select_student
     from compressor.students import default_family, families_to_try
-    from compressor.teacher import load_teacher
 
     with user_errors(debug):
         prof = load_profile(profile)
         hw = (prof.input_shape[1], prof.input_shape[2])
         subset = tuple(c.strip() for c in candidates.split(",")) if candidates else None
         if teacher is not None:
-            bundle = load_teacher(teacher, arch=arch, trust_checkpoint=trust_checkpoint)
+            bundle = load_bundle(teacher, arch=arch, trust_checkpoint=trust_checkpoint)
             if bundle.in_channels != prof.input_shape[0]:
                 raise CompressorError(
                     f"teacher expects {bundle.in_channels}-channel input but profile "

@@ -14,6 +14,7 @@ from typing import Any
 
 import onnx
 
+from compressor.checkpoint import ModelBundle, load_bundle
 from compressor.data import load_image_folder
 from compressor.errors import CompressorError
 from compressor.export import ExportResult, export_onnx, model_metadata
@@ -22,7 +23,6 @@ from compressor.preprocess import Preprocess, resolve_preprocess
 from compressor.profile import LatencyProfile, load_profile
 from compressor.report import junit_xml, render_verify_markdown
 from compressor.students import count_flops, count_params
-from compressor.teacher import TeacherBundle, load_teacher
 from compressor.verify import verify_onnx
 
 
@@ -30,7 +30,7 @@ def export_student(
     student: Path, out: Path, *, opset: int | None = None, profile: str | None = None
 ) -> ExportResult:
     """Export a student (or any bundle) to ONNX with the same metadata ``run`` writes."""
-    bundle = load_teacher(student)
+    bundle = load_bundle(student)
     prof = load_profile(profile) if profile else None
     if prof is not None:
         shape = prof.input_shape
@@ -58,7 +58,7 @@ def export_student(
     )
 
 
-def _bundle_preprocess(bundle: TeacherBundle, shape: tuple[int, ...]) -> Preprocess:
+def _bundle_preprocess(bundle: ModelBundle, shape: tuple[int, ...]) -> Preprocess:
     """The bundle's recorded eval transform at ``shape`` (older bundles: the size default)."""
     return resolve_preprocess(
         (shape[1], shape[2]), shape[0], bundle.mean, bundle.std, bundle.preprocess
@@ -162,12 +162,10 @@ def verify_model(
             f"{len(splits.class_names)} {splits.class_names[:3]}..."
         )
     ref_model = (
-        load_teacher(reference, trust_checkpoint=trust_checkpoint).model if reference else None
+        load_bundle(reference, trust_checkpoint=trust_checkpoint).model if reference else None
     )
     teacher_model = (
-        load_teacher(
-            teacher, arch=arch, trust_checkpoint=trust_checkpoint, mean=mean, std=std
-        ).model
+        load_bundle(teacher, arch=arch, trust_checkpoint=trust_checkpoint, mean=mean, std=std).model
         if teacher
         else None
     )
@@ -216,7 +214,7 @@ def inspect_file(
             "size_bytes": path.stat().st_size,
             "metadata": onnx_metadata(proto),
         }
-    bundle = load_teacher(path, arch=arch, trust_checkpoint=trust_checkpoint)
+    bundle = load_bundle(path, arch=arch, trust_checkpoint=trust_checkpoint)
     info = bundle.describe()
     if bundle.input_size:
         shape = (bundle.in_channels, *bundle.input_size)

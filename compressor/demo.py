@@ -14,11 +14,11 @@ import numpy as np
 import torch
 from PIL import Image
 
+from compressor.checkpoint import save_bundle
 from compressor.data import load_image_folder, stratified_split
 from compressor.distill import TrainConfig, distill
 from compressor.losses import LossConfig
 from compressor.students import build_model
-from compressor.teacher import save_bundle
 
 DEMO_TEACHER_ARCH = "cifar_resnet20_w32"
 DEMO_INPUT = (1, 16, 16)

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import torch
 
 from compressor import __version__, distributed
+from compressor.checkpoint import ModelBundle, load_bundle, save_bundle
 from compressor.data import DatasetSplits, load_image_folder, normalize
 from compressor.data_cache import default_cache_dir
 from compressor.distill import DistillResult, TrainConfig, distill
@@ -47,7 +48,6 @@ from compressor.students import (
     families_to_try,
     get_family,
 )
-from compressor.teacher import TeacherBundle, load_teacher, save_bundle
 from compressor.verify import VerifyReport, make_gate, verify_onnx
 
 Log = Callable[[str], None]
@@ -157,7 +157,7 @@ def load_run_config(out: Path) -> RunConfig:
         ) from exc
 
 
-def check_channels(teacher: TeacherBundle, profile: LatencyProfile) -> None:
+def check_channels(teacher: ModelBundle, profile: LatencyProfile) -> None:
     """The teacher's input channels must match the profile's, before anything is decoded."""
     channels = profile.input_shape[0]
     if teacher.in_channels != channels:
@@ -168,7 +168,7 @@ def check_channels(teacher: TeacherBundle, profile: LatencyProfile) -> None:
 
 
 def check_compatibility(
-    teacher: TeacherBundle, profile: LatencyProfile, data: DatasetSplits
+    teacher: ModelBundle, profile: LatencyProfile, data: DatasetSplits
 ) -> list[str]:
     """Errors for teacher/profile/data combinations that cannot work; warnings for odd ones."""
     check_channels(teacher, profile)
@@ -242,7 +242,7 @@ def _run_stages(cfg: RunConfig, log: Log) -> RunOutcome | None:
     check_output_folder(cfg.out, cfg.overwrite, cfg.resume)
     out = cfg.out
     profile = load_profile(cfg.profile)
-    teacher = _load_teacher(cfg, profile)
+    teacher = _load_bundle(cfg, profile)
     log(f"teacher: {teacher.arch} ({teacher.format}), {teacher.num_classes} classes")
     preprocess = resolve_run_preprocess(cfg, profile, teacher)
     log(f"preprocessing: {preprocess.describe()}")
@@ -380,7 +380,7 @@ def _run_stages(cfg: RunConfig, log: Log) -> RunOutcome | None:
 
 
 def _speedup_vs_teacher(
-    teacher: TeacherBundle, shipped: Path, profile: LatencyProfile, log: Log
+    teacher: ModelBundle, shipped: Path, profile: LatencyProfile, log: Log
 ) -> dict[str, Any]:
     """Teacher and shipped student timed in alternation under the profile's settings.
 
@@ -432,7 +432,7 @@ def _set_verdict(report: dict[str, Any]) -> None:
 def _int8_stage(
     cfg: RunConfig,
     profile: LatencyProfile,
-    teacher: TeacherBundle,
+    teacher: ModelBundle,
     data: DatasetSplits,
     fp32: VerifyReport,
     log: Log,
@@ -475,7 +475,7 @@ def _int8_stage(
 def _distill_stage(
     cfg: RunConfig,
     profile: LatencyProfile,
-    teacher: TeacherBundle,
+    teacher: ModelBundle,
     data: DatasetSplits,
     selection: Selection,
     resumed: list[str],
@@ -487,7 +487,7 @@ def _distill_stage(
         resumed.append("distill")
         log("resume: distillation done before")
         saved = read_json(out / "distill.json")
-        return DistillResult(student=load_teacher(out / "student.pt").model, **saved)
+        return DistillResult(student=load_bundle(out / "student.pt").model, **saved)
     _student, init = _initial_student(cfg, selection.chosen, teacher, log)  # checks, logs once
     log(f"distilling {selection.chosen} for {cfg.train.epochs} epochs")
     train_config = replace(cfg.train, crop_scale=(profile.train_scale[0], profile.train_scale[1]))
@@ -572,7 +572,7 @@ def _loss_used(cfg: RunConfig, recipe_choice: dict[str, Any] | None) -> LossConf
 
 
 def _initial_student(
-    cfg: RunConfig, arch: str, teacher: TeacherBundle, log: Log
+    cfg: RunConfig, arch: str, teacher: ModelBundle, log: Log
 ) -> tuple[torch.nn.Module, dict[str, Any] | None]:
     """The student before training: seeded random weights, then ``--student-init`` if given."""
     torch.manual_seed(cfg.train.seed)  # student initialisation is part of the seeded run
@@ -589,9 +589,9 @@ def _initial_student(
     return student, init.to_dict()
 
 
-def _load_teacher(cfg: RunConfig, profile: LatencyProfile) -> TeacherBundle:
+def _load_bundle(cfg: RunConfig, profile: LatencyProfile) -> ModelBundle:
     """The teacher; a state dict's normalisation comes from the CLI, else the profile."""
-    return load_teacher(
+    return load_bundle(
         cfg.teacher,
         arch=cfg.arch,
         trust_checkpoint=cfg.trust_checkpoint,
@@ -601,7 +601,7 @@ def _load_teacher(cfg: RunConfig, profile: LatencyProfile) -> TeacherBundle:
 
 
 def resolve_run_preprocess(
-    cfg: RunConfig, profile: LatencyProfile, teacher: TeacherBundle
+    cfg: RunConfig, profile: LatencyProfile, teacher: ModelBundle
 ) -> Preprocess:
     """The teacher's eval transform: CLI flags, then the bundle's record, then the profile."""
     check_channels(teacher, profile)
@@ -655,7 +655,7 @@ def _config_dict(cfg: RunConfig) -> dict[str, Any]:
 def build_report(
     cfg: RunConfig,
     profile: LatencyProfile,
-    teacher: TeacherBundle,
+    teacher: ModelBundle,
     data: DatasetSplits,
     selection: Selection,
     result: DistillResult,
@@ -793,7 +793,7 @@ def _distill_only(cfg: RunConfig, log: Log) -> DistillResult:
     if not (out / "selection.json").is_file():
         raise CompressorError(f"{out} has no selection.json: run `compressor run` first")
     profile = load_profile(cfg.profile)
-    teacher = _load_teacher(cfg, profile)
+    teacher = _load_bundle(cfg, profile)
     data = _load_data(cfg, profile, resolve_run_preprocess(cfg, profile, teacher), log)
     check_compatibility(teacher, profile, data)
     selection = Selection.from_dict(read_json(out / "selection.json"))

@@ -16,14 +16,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from compressor.errors import CompressorError
-from compressor.teacher import (
+from compressor.checkpoint import (
     BUNDLE_FORMAT,
     _extract_state_dict,
     _torch_load,
     file_sha256,
     load_into,
 )
+from compressor.errors import CompressorError
 
 
 @dataclass(frozen=True)

@@ -9,12 +9,12 @@ import pytest
 import torch
 from hypothesis import Phase, settings
 
+from compressor.checkpoint import save_bundle
 from compressor.data import load_image_folder
 from compressor.demo import build_digits_imagefolder
 from compressor.distill import TrainConfig, distill
 from compressor.losses import LossConfig
 from compressor.students import build_model
-from compressor.teacher import save_bundle
 
 TINY_SHAPE = (1, 8, 8)  # the digits' native resolution keeps every test fast
 TEACHER_ARCH = "cifar_resnet20_w32"  # several times slower than the test students (speedup rule)

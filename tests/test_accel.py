@@ -7,11 +7,11 @@ import torch
 from torch import nn
 
 from compressor import accel
+from compressor.checkpoint import load_bundle
 from compressor.distill import TrainConfig, distill
 from compressor.errors import CompressorError
 from compressor.losses import LossConfig
 from compressor.students import build_model
-from compressor.teacher import load_teacher
 
 MEAN, STD = (0.5,), (0.5,)
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
@@ -110,7 +110,7 @@ def _distill(digits_splits, teacher, tmp_path=None, **train):
 def test_fp16_with_loss_scaling_trains_and_checkpoints_the_scaler(
     digits_splits, teacher_path, tmp_path
 ) -> None:
-    teacher = load_teacher(teacher_path).model
+    teacher = load_bundle(teacher_path).model
     fp32 = _distill(digits_splits, teacher)
     result = _distill(digits_splits, teacher, tmp_path, precision="fp16")
     assert fp32.step["precision"] == "fp32" and result.step["precision"] == "fp16"
@@ -127,7 +127,7 @@ def test_compile_trains_the_same_weights_names(
     digits_splits, teacher_path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(accel, "COMPILE_BACKEND", "eager")  # dynamo tracing without C++ codegen
-    teacher = load_teacher(teacher_path).model
+    teacher = load_bundle(teacher_path).model
     result = _distill(digits_splits, teacher, compile=True)
     assert result.step["compiled"] is True
     reference = build_model("cifar_resnet8_w8", 10, 1).state_dict()
@@ -142,7 +142,7 @@ def test_compile_failure_is_one_clear_line(
         raise RuntimeError("no working C++ compiler found")
 
     monkeypatch.setattr(accel, "COMPILE_BACKEND", broken_backend)
-    teacher = load_teacher(teacher_path).model
+    teacher = load_bundle(teacher_path).model
     with pytest.raises(
         CompressorError,
         match=r"--compile failed: no working C\+\+ compiler found; run without --compile",
@@ -152,7 +152,7 @@ def test_compile_failure_is_one_clear_line(
 
 @pytest.mark.slow
 def test_compile_with_inductor_on_cpu(digits_splits, teacher_path) -> None:
-    teacher = load_teacher(teacher_path).model
+    teacher = load_bundle(teacher_path).model
     result = _distill(digits_splits, teacher, compile=True)
     assert result.step["compiled"] and result.best_val_top1 > 0.5
 
@@ -170,7 +170,7 @@ def test_inference_batch_follows_the_device_and_does_not_change_logits(digits_sp
 
 
 def test_channels_last_can_be_turned_off(digits_splits, teacher_path) -> None:
-    teacher = load_teacher(teacher_path).model
+    teacher = load_bundle(teacher_path).model
     result = _distill(digits_splits, teacher, channels_last=False)
     assert result.step["channels_last"] is False and result.best_val_top1 > 0.5
     assert accel.resolve_channels_last(None, CPU) and accel.resolve_channels_last(None, CUDA)
@@ -239,7 +239,7 @@ def test_compiled_step_never_recompiles_for_the_short_last_batch(
     torch.manual_seed(0)
     cfg = TrainConfig(epochs=2, batch_size=128, device="cpu", compile=True)
     student = build_model("cifar_resnet8_w8", 10, 1)
-    teacher = load_teacher(teacher_path).model
+    teacher = load_bundle(teacher_path).model
     result = distill(teacher, student, digits_splits, MEAN, STD, LossConfig(), cfg)
     per_epoch = (len(digits_splits.train) // 128) * 128  # uncompiled runs see every image
     assert [row["samples"] for row in result.history] == [per_epoch, per_epoch]

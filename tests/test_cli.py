@@ -10,9 +10,9 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
+from compressor.checkpoint import load_bundle
 from compressor.cli import app
 from compressor.data import normalize
-from compressor.teacher import load_teacher
 from tests.conftest import write_profile
 
 runner = CliRunner()
@@ -126,7 +126,7 @@ def test_run_end_to_end(teacher_path: Path, digits_root: Path, tmp_path: Path, s
     assert set(report["bias"]["teacher_train_error_per_class"]) == {str(i) for i in range(10)}
 
     # The ONNX model agrees with the PyTorch student on real test images.
-    student = load_teacher(out / "student.pt")
+    student = load_bundle(out / "student.pt")
     files = sorted((digits_root / "test" / "3").glob("*.png"))[:16]
     images = torch.stack([torch.tensor(np.array(Image.open(p)))[None] for p in files])
     x = normalize(images, student.mean, student.std)
@@ -168,7 +168,7 @@ def _bad(tmp_path: Path, teacher_path: Path, digits_root: Path):
     (no_images / "a" / "readme.txt").write_text("hi")
     good = write_profile(tmp_path / "good.toml")
     state_dict = tmp_path / "state_dict.pt"
-    torch.save(load_teacher(teacher_path).model.state_dict(), state_dict)
+    torch.save(load_bundle(teacher_path).model.state_dict(), state_dict)
     return [
         ("missing teacher", dict(teacher=tmp_path / "nope.pt"), "checkpoint not found"),
         ("unknown arch", dict(teacher=state_dict, extra=["--arch", "resnet9000"]), "unknown arch"),

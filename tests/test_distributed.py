@@ -22,6 +22,7 @@ import torch
 import torch.distributed as dist
 
 from compressor import distributed
+from compressor.checkpoint import load_bundle
 from compressor.distill import (
     DeviceImages,
     TrainConfig,
@@ -35,7 +36,6 @@ from compressor.distill import (
 from compressor.errors import CompressorError
 from compressor.losses import LossConfig
 from compressor.students import build_model
-from compressor.teacher import load_teacher
 from tests.conftest import write_profile
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -195,7 +195,7 @@ def test_sharded_prediction_equals_plain_prediction_on_one_process(digits_splits
 def test_resume_with_another_world_size_is_refused(
     digits_splits, teacher_path: Path, tmp_path: Path
 ) -> None:
-    teacher = load_teacher(teacher_path).model
+    teacher = load_bundle(teacher_path).model
     ckpt = tmp_path / "state.pt"
     cfg = TrainConfig(epochs=2, batch_size=128, device="cpu")
 
@@ -320,12 +320,12 @@ from compressor.data import load_image_folder
 from compressor.distill import TrainConfig, distill
 from compressor.losses import LossConfig
 from compressor.students import build_model
-from compressor.teacher import load_teacher
+from compressor.checkpoint import load_bundle
 
 data_root, teacher_path, ckpt, out, mode = sys.argv[1:6]
 info = distributed.init_distributed("cpu")
 data = load_image_folder(data_root, (1, 8, 8), seed=0)
-teacher = load_teacher(teacher_path).model
+teacher = load_bundle(teacher_path).model
 torch.manual_seed(0)
 student = build_model("cifar_resnet8_w8", 10, 1)
 

@@ -7,9 +7,9 @@ import onnxruntime as ort
 import pytest
 import torch
 
+from compressor.checkpoint import load_bundle
 from compressor.export import export_onnx, read_metadata
 from compressor.profile import load_profile
-from compressor.teacher import load_teacher
 from compressor.verify import verify_onnx
 from tests.conftest import write_profile
 from tests.onnx_tamper import shift_output_bias
@@ -17,7 +17,7 @@ from tests.onnx_tamper import shift_output_bias
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory: pytest.TempPathFactory, teacher_path: Path):
-    bundle = load_teacher(teacher_path)
+    bundle = load_bundle(teacher_path)
     path = tmp_path_factory.mktemp("export") / "model.onnx"
     result = export_onnx(
         bundle.model, (1, 8, 8), path, opset=18,

@@ -16,6 +16,7 @@ import torch
 
 from compressor import accel
 from compressor import distill as distill_module
+from compressor.checkpoint import load_bundle
 from compressor.distill import (
     DeviceImages,
     TrainConfig,
@@ -25,7 +26,6 @@ from compressor.distill import (
 )
 from compressor.losses import LossConfig
 from compressor.students import build_model
-from compressor.teacher import load_teacher
 
 pytestmark = [
     pytest.mark.gpu,
@@ -50,7 +50,7 @@ def _distill(digits_splits, teacher_path, **train):
     torch.manual_seed(0)
     cfg = TrainConfig(epochs=4, batch_size=128, lr=0.05, device="cuda", **train)
     return distill(
-        load_teacher(teacher_path).model, build_model("cifar_resnet8_w8", 10, 1),
+        load_bundle(teacher_path).model, build_model("cifar_resnet8_w8", 10, 1),
         digits_splits, MEAN, STD, LossConfig(), cfg,
     )  # fmt: skip
 
@@ -105,7 +105,7 @@ def test_batchnorm_folding_is_accepted_with_tf32_on(
     saved = (cudnn.allow_tf32, matmul.allow_tf32)
     cudnn.allow_tf32 = matmul.allow_tf32 = True
     try:
-        teacher = load_teacher(teacher_path).model.to(CUDA).eval()
+        teacher = load_bundle(teacher_path).model.to(CUDA).eval()
         x = (digits_splits.train.images[:64].to(CUDA).float() / 255 - 0.5) / 0.5
         _folded, ok = accel.fold_batchnorm(teacher, x)
         assert ok
@@ -116,7 +116,7 @@ def test_batchnorm_folding_is_accepted_with_tf32_on(
 
 def test_sharded_bf16_prediction_agrees_with_fp32(teacher_path, digits_splits) -> None:
     """B7: validation under the training precision, from device-resident images."""
-    teacher = load_teacher(teacher_path).model.to(CUDA).eval()
+    teacher = load_bundle(teacher_path).model.to(CUDA).eval()
     images = DeviceImages(digits_splits.val, CUDA)
     assert images.resident is not None and images.resident.is_cuda
     fp32 = predict_logits(teacher, digits_splits.val, MEAN, STD, CUDA)

@@ -139,9 +139,9 @@ def test_normalisation_matches_torchvision_normalize() -> None:
 
 def test_verify_reads_the_transform_from_the_onnx_metadata(tmp_path: Path) -> None:
     """`compressor verify` on an exported file feeds it the way it was trained, without flags."""
+    from compressor.checkpoint import save_bundle
     from compressor.commands import export_student, verify_model
     from compressor.students import build_model
-    from compressor.teacher import save_bundle
     from tests.conftest import write_profile
 
     root = _photo_folder(tmp_path / "data", per_class=8)

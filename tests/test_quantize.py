@@ -11,6 +11,7 @@ import pytest
 import torch
 from onnx import numpy_helper
 
+from compressor.checkpoint import load_bundle, save_bundle
 from compressor.data import normalize
 from compressor.distill import TrainConfig, distill
 from compressor.errors import CompressorError
@@ -25,7 +26,6 @@ from compressor.quantize import (
     quantize_int8,
 )
 from compressor.students import build_model
-from compressor.teacher import load_teacher, save_bundle
 from compressor.verify import VerifyReport, onnx_logits, topk_accuracy
 
 from .conftest import TINY_SHAPE
@@ -56,7 +56,7 @@ def bundle(tmp_path_factory: pytest.TempPathFactory, digits_splits):
         input_size=TINY_SHAPE[1:], mean=(0.5,), std=(0.5,),
         class_names=digits_splits.class_names,
     )  # fmt: skip
-    return load_teacher(path)
+    return load_bundle(path)
 
 
 @pytest.fixture(scope="module")

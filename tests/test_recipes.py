@@ -8,6 +8,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from compressor.checkpoint import load_bundle
 from compressor.cli import app
 from compressor.distill import TrainConfig, distill
 from compressor.errors import CompressorError
@@ -22,7 +23,6 @@ from compressor.recipes import (
     recipe_loss,
 )
 from compressor.students import build_model
-from compressor.teacher import load_teacher
 from tests.conftest import write_profile
 
 
@@ -82,7 +82,7 @@ def test_pilot_length_and_recipe_parsing() -> None:
 def test_a_continued_pilot_equals_an_uninterrupted_run(digits_splits, teacher_path, tmp_path):
     """Why the winner's pilot is not wasted: stopping after 1 of 3 epochs and continuing
     from the checkpoint gives the same weights as training 3 epochs at once."""
-    teacher = load_teacher(teacher_path).model
+    teacher = load_bundle(teacher_path).model
     cfg = TrainConfig(epochs=3, batch_size=128, device="cpu", bn_recalibration_images=128)
 
     def run(stop_after: int | None, checkpoint: Path | None):

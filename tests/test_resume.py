@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from compressor.checkpoint import load_bundle
 from compressor.distill import TrainConfig, distill
 from compressor.errors import CompressorError
 from compressor.losses import LossConfig
 from compressor.students import build_model
-from compressor.teacher import load_teacher
 from tests.conftest import write_profile
 
 MEAN, STD = (0.5,), (0.5,)
@@ -31,7 +31,7 @@ def _train(digits_splits, teacher, epochs=3, **kwargs):
 def test_same_seed_same_weights_and_resume_matches_uninterrupted(
     digits_splits, teacher_path: Path, tmp_path: Path
 ) -> None:
-    teacher = load_teacher(teacher_path).model
+    teacher = load_bundle(teacher_path).model
     full = _train(digits_splits, teacher)
     again = _train(digits_splits, teacher)
     for (name, a), b in zip(
@@ -122,7 +122,7 @@ def test_resume_needs_a_run_folder(tmp_path: Path) -> None:
 
 def test_teacher_logit_cache_matches_per_step_teacher(digits_splits, teacher_path: Path) -> None:
     """Without augmentation, caching the teacher's logits must not change training."""
-    teacher = load_teacher(teacher_path).model
+    teacher = load_bundle(teacher_path).model
     results = []
     for cache in (True, False):
         torch.manual_seed(0)

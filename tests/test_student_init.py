@@ -9,11 +9,11 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from compressor.checkpoint import save_bundle
 from compressor.cli import app
 from compressor.errors import CompressorError
 from compressor.student_init import load_student_init
 from compressor.students import build_model
-from compressor.teacher import save_bundle
 from tests.conftest import write_profile
 
 runner = CliRunner()

@@ -36,7 +36,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass
-class TeacherBundle:
+class ModelBundle:
     """A loaded model and what is needed to feed it: (N, C, H, W) floats -> (N, classes) logits."""
 
     model: nn.Module
@@ -191,14 +191,14 @@ def load_into(model: nn.Module, state: Mapping[str, torch.Tensor], what: str) ->
     model.load_state_dict(state)
 
 
-def load_teacher(
+def load_bundle(
     path: Path,
     *,
     arch: str | None = None,
     trust_checkpoint: bool = False,
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
-) -> TeacherBundle:
+) -> ModelBundle:
     """Load a teacher (or student) checkpoint in any supported format, in eval mode on CPU."""
     path = Path(path)
     kind = archive_kind(path) if path.is_file() else None
@@ -251,7 +251,7 @@ def _from_archive(
     arch: str | None,
     mean: Sequence[float] | None,
     std: Sequence[float] | None,
-) -> TeacherBundle:
+) -> ModelBundle:
     """TorchScript or torch.export teacher: architecture read from its weights."""
     if kind == "torchscript":
         model, shape = load_torchscript(path), None
@@ -288,10 +288,10 @@ def _finish(
     fmt: str,
     mean: Sequence[float] | None,
     std: Sequence[float] | None,
-) -> TeacherBundle:
+) -> ModelBundle:
     default_mean = IMAGENET_MEAN if in_channels == 3 else (0.5,)
     default_std = IMAGENET_STD if in_channels == 3 else (0.5,)
-    return TeacherBundle(
+    return ModelBundle(
         model=model,
         arch=arch,
         num_classes=num_classes,
@@ -306,7 +306,7 @@ def _finish(
     )
 
 
-def _from_bundle(obj: Mapping[str, Any], path: Path, sha: str, arch: str | None) -> TeacherBundle:
+def _from_bundle(obj: Mapping[str, Any], path: Path, sha: str, arch: str | None) -> ModelBundle:
     required = ("arch", "num_classes", "in_channels", "mean", "std", "state_dict")
     absent = [k for k in required if k not in obj]
     if absent:
@@ -316,7 +316,7 @@ def _from_bundle(obj: Mapping[str, Any], path: Path, sha: str, arch: str | None)
     model = build_model(obj["arch"], int(obj["num_classes"]), int(obj["in_channels"]))
     load_into(model, obj["state_dict"], f"{path} (bundle of {obj['arch']})")
     size = obj.get("input_size")
-    return TeacherBundle(
+    return ModelBundle(
         model=model.eval(),
         arch=str(obj["arch"]),
         num_classes=int(obj["num_classes"]),
