@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from compressor import __version__
+from compressor.formatting import step_summary
 from compressor.io import write_json_atomic, write_text_atomic
-from compressor.report_html import render_html, step_summary
+from compressor.report_html import render_html
 
 SCHEMA_VERSION = 1
 
