@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from compressor import __version__
-from compressor.formatting import step_summary
+from compressor.formatting import milliseconds, number, percent, step_summary, yes_no
 from compressor.io import write_json_atomic, write_text_atomic
 from compressor.report_html import render_html
 
@@ -62,20 +62,30 @@ def provenance(seed: int, command: list[str] | None = None) -> dict[str, Any]:
     }
 
 
-def _pct(value: float | None) -> str:
-    return "n/a" if value is None else f"{100 * value:.2f}%"
+def _percent(value: float | None) -> str:
+    return "n/a" if value is None else percent(value)
 
 
 def _ms(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.3f} ms"
+    return "n/a" if value is None else milliseconds(value)
 
 
-def _num(value: float | None) -> str:
-    return "-" if value is None else f"{value:.3f}"
+def _number(value: float | None) -> str:
+    return "-" if value is None else number(value)
 
 
-def _yes(value: bool | None) -> str:
-    return "-" if value is None else ("yes" if value else "no")
+def _heading(title: str) -> list[str]:
+    """A second-level heading with the blank lines around it."""
+    return ["", f"## {title}", ""]
+
+
+def _gate_rows(gates: list[dict[str, Any]]) -> list[str]:
+    """The gates as a table, one row each; FAIL in capitals so it stands out."""
+    rows = ["| gate | result | detail |", "| --- | --- | --- |"]
+    return rows + [
+        f"| {gate['name']} | {'pass' if gate['passed'] else 'FAIL'} | {gate['detail']} |"
+        for gate in gates
+    ]
 
 
 def _preprocess_line(report: dict[str, Any]) -> str:
@@ -85,16 +95,17 @@ def _preprocess_line(report: dict[str, Any]) -> str:
 
 def speedup_summary(report: dict[str, Any]) -> str:
     """Measured speedup of the shipped model and the parameter ratio; < 1 is said, not hidden."""
-    speed, ratio = report.get("speedup") or {}, report["size"]["param_ratio"]
-    if speed.get("measured"):
+    speedup, ratio = report.get("speedup") or {}, report["size"]["param_ratio"]
+    if speedup.get("measured"):
         text = (
-            f"{speed['speedup']:.2f}x faster than the teacher at p{speed['percentile']:g} "
-            f"({_ms(speed['student_ms'])} vs {_ms(speed['teacher_ms'])}, measured in alternation)"
+            f"{speedup['speedup']:.2f}x faster than the teacher at p{speedup['percentile']:g} "
+            f"({_ms(speedup['student_ms'])} vs {_ms(speedup['teacher_ms'])}, measured in "
+            "alternation)"
         )
-        if speed["speedup"] < 1:
+        if speedup["speedup"] < 1:
             text += " - the student is SLOWER than its teacher"
     else:
-        text = f"speedup not measured: {speed.get('note', 'the teacher was not timed')}"
+        text = f"speedup not measured: {speedup.get('note', 'the teacher was not timed')}"
     text += f"; {ratio:.1f}x fewer parameters"
     return text + (" (the student has MORE parameters)" if ratio < 1 else "")
 
@@ -108,153 +119,221 @@ def _init_line(init: dict[str, Any] | None) -> str:
 
 def render_markdown(report: dict[str, Any]) -> str:
     """A human-readable summary of a run report (suitable for a pull-request comment)."""
-    acc, lat, size = report["accuracy"], report["latency"], report["size"]
-    sel, dist, bias = report["selection"], report["distillation"], report["bias"]
-    profile = report["profile"]
+    sections = (
+        _summary_md,
+        _gates_md,
+        _accuracy_md,
+        _parity_md,
+        _latency_md,
+        _size_md,
+        _selection_md,
+        _distillation_md,
+        _bias_md,
+        _provenance_md,
+        _warnings_md,
+    )
+    return "\n".join(line for section in sections for line in section(report)) + "\n"
+
+
+def _summary_md(report: dict[str, Any]) -> list[str]:
+    profile, selection = report["profile"], report["selection"]
     verdict = "PASS" if report["passed"] else "FAIL"
-    lines = [
+    return [
         f"# compressor report: {verdict}",
         "",
-        f"Teacher `{report['teacher']['arch']}` -> student `{sel['chosen']}` "
+        f"Teacher `{report['teacher']['arch']}` -> student `{selection['chosen']}` "
         f"for profile `{profile['name']}` ({profile['description']}).",
         "",
         f"Preprocessing (the teacher's eval transform, used for every number below and recorded "
         f"in the ONNX metadata): {_preprocess_line(report)}",
-        "",
-        "## Gates",
-        "",
-        "| gate | result | detail |",
-        "| --- | --- | --- |",
     ]
-    for gate in report["gates"]:
-        lines.append(
-            f"| {gate['name']} | {'pass' if gate['passed'] else 'FAIL'} | {gate['detail']} |"
-        )
-    lines += [
-        "",
-        "## Accuracy (same test images for both models)",
-        "",
-        f"- test images: {acc['images']} ({report['data']['test_source']})",
-        f"- teacher top-1: {_pct(acc['teacher_top1'])}",
-        f"- student top-1 (onnxruntime): {_pct(acc['student_top1'])}",
-        f"- student top-5: {_pct(acc['student_top5'])}",
-        f"- drop: {_pct(acc['top1_drop'])} (gate: at most {_pct(profile['max_top1_drop'])})",
-        "",
-        "## Parity (ONNX vs PyTorch student, on the test images)",
-        "",
+
+
+def _gates_md(report: dict[str, Any]) -> list[str]:
+    return _heading("Gates") + _gate_rows(report["gates"])
+
+
+def _accuracy_md(report: dict[str, Any]) -> list[str]:
+    accuracy, profile = report["accuracy"], report["profile"]
+    return [
+        *_heading("Accuracy (same test images for both models)"),
+        f"- test images: {accuracy['images']} ({report['data']['test_source']})",
+        f"- teacher top-1: {_percent(accuracy['teacher_top1'])}",
+        f"- student top-1 (onnxruntime): {_percent(accuracy['student_top1'])}",
+        f"- student top-5: {_percent(accuracy['student_top5'])}",
+        f"- drop: {_percent(accuracy['top1_drop'])} "
+        f"(gate: at most {_percent(profile['max_top1_drop'])})",
     ]
+
+
+def _parity_md(report: dict[str, Any]) -> list[str]:
+    lines = _heading("Parity (ONNX vs PyTorch student, on the test images)")
     parity = report["parity"]
     if parity:
         lines += [
-            f"- top-1 agreement: {_pct(parity['top1_agreement'])}",
+            f"- top-1 agreement: {_percent(parity['top1_agreement'])}",
             f"- max |logit diff|: {parity['max_abs_logit_diff']:.3g}, "
             f"mean: {parity['mean_abs_logit_diff']:.3g}",
         ]
-    lines += [
-        "",
-        f"## Latency (onnxruntime CPU, batch {lat['batch_size']}, {lat['intra_op_threads']} "
-        "intra-op thread(s))",
-        "",
-        f"- p50 {_ms(lat['p50_ms'])}, p90 {_ms(lat['p90_ms'])}, p99 {_ms(lat['p99_ms'])} "
-        f"over {lat['iterations']} runs; cold start {_ms(lat['cold_start_ms'])}",
-        f"- repeated {len(lat['repeats_at_percentile_ms'])} times with fresh sessions: "
-        f"p{profile['percentile']:g} = "
-        + ", ".join(f"{v:.3f}" for v in lat["repeats_at_percentile_ms"])
-        + f" ms (spread {100 * lat['spread']:.1f}%)",
-        f"- budget: {profile['latency_ms']:g} ms at p{profile['percentile']:g} "
-        f"(measured {_ms(lat['at_percentile_ms'])}"
-        + (
-            f" on this host, predicted {_ms(lat['predicted_target_ms'])} on {sel['calibrated_for']}"
-            if lat["predicted_target_ms"] is not None
-            else ""
-        )
-        + f"; {100 * lat['budget_utilisation']:.0f}% of the budget used)",
-        "",
-        "## Size and speed against the teacher",
-        "",
+    return lines
+
+
+def _latency_md(report: dict[str, Any]) -> list[str]:
+    latency, profile = report["latency"], report["profile"]
+    percentile = f"p{profile['percentile']:g}"
+    repeats = latency["repeats_at_percentile_ms"]
+    predicted = latency["predicted_target_ms"]
+    on_target = (
+        f" on this host, predicted {_ms(predicted)} on {report['selection']['calibrated_for']}"
+        if predicted is not None
+        else ""
+    )
+    setup = f"batch {latency['batch_size']}, {latency['intra_op_threads']} intra-op thread(s)"
+    return [
+        *_heading(f"Latency (onnxruntime CPU, {setup})"),
+        f"- p50 {_ms(latency['p50_ms'])}, p90 {_ms(latency['p90_ms'])}, "
+        f"p99 {_ms(latency['p99_ms'])} over {latency['iterations']} runs; "
+        f"cold start {_ms(latency['cold_start_ms'])}",
+        f"- repeated {len(repeats)} times with fresh sessions: {percentile} = "
+        + ", ".join(f"{ms:.3f}" for ms in repeats)
+        + f" ms (spread {100 * latency['spread']:.1f}%)",
+        f"- budget: {profile['latency_ms']:g} ms at {percentile} "
+        f"(measured {_ms(latency['at_percentile_ms'])}{on_target}; "
+        f"{100 * latency['budget_utilisation']:.0f}% of the budget used)",
+    ]
+
+
+def _size_md(report: dict[str, Any]) -> list[str]:
+    size = report["size"]
+    return [
+        *_heading("Size and speed against the teacher"),
         f"- {speedup_summary(report)}",
         f"- teacher: {size['teacher_params']:,} params, {size['teacher_mflops']:.1f} MFLOPs",
         f"- student: {size['student_params']:,} params, {size['student_mflops']:.1f} MFLOPs "
         f"({size['param_ratio']:.1f}x fewer params), ONNX {size['onnx_bytes'] / 1024:.0f} KiB",
-        "",
-        "## Student selection",
-        "",
-        f"Family `{sel['family']}`, target {sel['target_ms']:.3f} ms at p{sel['percentile']:g} "
-        f"(budget {sel['budget_ms']:g} ms less the safety margin); a candidate must also be "
-        f"{sel.get('min_speedup', 1.0):g}x faster than the teacher. Timed at "
-        f"{sel.get('precision', 'fp32')} (the precision that ships).",
+    ]
+
+
+def _selection_md(report: dict[str, Any]) -> list[str]:
+    selection = report["selection"]
+    lines = [
+        *_heading("Student selection"),
+        f"Family `{selection['family']}`, target {selection['target_ms']:.3f} ms at "
+        f"p{selection['percentile']:g} (budget {selection['budget_ms']:g} ms less the safety "
+        f"margin); a candidate must also be {selection.get('min_speedup', 1.0):g}x faster than "
+        f"the teacher. Timed at {selection.get('precision', 'fp32')} (the precision that ships).",
         "",
         "| candidate | params | MFLOPs | host p50 ms | host p90 ms | predicted target ms | "
         "speedup vs teacher | fits | qualifies |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |",
     ]
-    teacher_row = sel.get("teacher")
-    if teacher_row:
+    teacher = selection.get("teacher")
+    if teacher:
         lines.append(
-            f"| teacher `{teacher_row['arch']}` (fp32) | {teacher_row['params']:,} | "
-            f"{teacher_row['mflops']:.1f} | {_num(teacher_row['p50_ms'])} | "
-            f"{_num(teacher_row['p90_ms'])} | - | 1.00x | "
-            f"{_yes(teacher_row['meets_budget'])} | - |"
+            f"| teacher `{teacher['arch']}` (fp32) | {teacher['params']:,} | "
+            f"{teacher['mflops']:.1f} | {_number(teacher['p50_ms'])} | "
+            f"{_number(teacher['p90_ms'])} | - | 1.00x | "
+            f"{yes_no(teacher['meets_budget'])} | - |"
         )
+    return lines + [_candidate_row(one, selection["chosen"]) for one in selection["candidates"]]
 
-    for c in sel["candidates"]:
-        fits = "not timed" if c["fits"] is None else _yes(c["fits"])
-        qualifies = "-" if c["fits"] is None else _yes(c.get("qualifies"))
-        speedup = "-" if c.get("speedup") is None else f"{c['speedup']:.2f}x"
-        name = f"**{c['name']}**" if c["name"] == sel["chosen"] else c["name"]
-        lines.append(
-            f"| {name} | {c['params']:,} | {c['mflops']:.1f} | {_num(c['p50_ms'])} | "
-            f"{_num(c['p90_ms'])} | {_num(c['predicted_ms'])} | {speedup} | {fits} | "
-            f"{qualifies} |"
-        )
-    loss = dist["loss"]
-    lines += [
-        "",
-        "## Distillation",
-        "",
+
+def _candidate_row(candidate: dict[str, Any], chosen: str) -> str:
+    """A candidate's row; the chosen one in bold, "not timed" when it was never timed."""
+    timed = candidate["fits"] is not None
+    fits = yes_no(candidate["fits"]) if timed else "not timed"
+    qualifies = yes_no(candidate.get("qualifies")) if timed else "-"
+    speedup = "-" if candidate.get("speedup") is None else f"{candidate['speedup']:.2f}x"
+    name = f"**{candidate['name']}**" if candidate["name"] == chosen else candidate["name"]
+    return (
+        f"| {name} | {candidate['params']:,} | {candidate['mflops']:.1f} | "
+        f"{_number(candidate['p50_ms'])} | {_number(candidate['p90_ms'])} | "
+        f"{_number(candidate['predicted_ms'])} | {speedup} | {fits} | {qualifies} |"
+    )
+
+
+def _distillation_md(report: dict[str, Any]) -> list[str]:
+    distillation = report["distillation"]
+    loss = distillation["loss"]
+    lines = [
+        *_heading("Distillation"),
         f"- method `{loss['method']}`, bias-aware {loss['bias_aware']}, rectification "
         f"`{loss['rectification']}`, schedule `{loss['schedule']}`, lambda {loss['ce_weight']}, "
         f"T {loss['temperature']}",
-        f"- {dist['train']['epochs']} epochs on {dist['device']} ({step_summary(dist)}) in "
-        f"{dist['seconds']:.1f} s; "
-        f"best validation epoch {dist['best_epoch']} (val top-1 {_pct(dist['best_val_top1'])}, "
-        f"teacher {_pct(dist['teacher_val_top1'])})",
-        f"- student initialisation: {_init_line(dist.get('student_init'))}",
-        *_recipe_lines(dist.get("recipe_choice")),
+        f"- {distillation['train']['epochs']} epochs on {distillation['device']} "
+        f"({step_summary(distillation)}) in {distillation['seconds']:.1f} s; "
+        f"best validation epoch {distillation['best_epoch']} "
+        f"(val top-1 {_percent(distillation['best_val_top1'])}, "
+        f"teacher {_percent(distillation['teacher_val_top1'])})",
+        f"- student initialisation: {_init_line(distillation.get('student_init'))}",
+        *_recipe_lines(distillation.get("recipe_choice")),
         "",
         "| epoch | loss | val top-1 | b(e) | teacher wrong |",
         "| ---: | ---: | ---: | ---: | ---: |",
     ]
-    for row in dist["history"]:
-        b = row.get("b")
+    for row in distillation["history"]:
+        bias_weight = row.get("b")
         lines.append(
-            f"| {row['epoch']} | {row['loss']:.4f} | {_pct(row['val_top1'])} | "
-            f"{'-' if b is None else f'{b:.3f}'} | {_pct(row['teacher_wrong_fraction'])} |"
+            f"| {row['epoch']} | {row['loss']:.4f} | {_percent(row['val_top1'])} | "
+            f"{'-' if bias_weight is None else f'{bias_weight:.3f}'} | "
+            f"{_percent(row['teacher_wrong_fraction'])} |"
         )
-    lines += [
+    return lines
+
+
+def _recipe_lines(choice: dict[str, Any] | None) -> list[str]:
+    """``--method auto``: the pilot table and the winner (empty without auto)."""
+    if not choice:
+        return []
+    lines = [
+        f"- recipe chosen on the validation split: `{choice['winner']}` (pilots of "
+        f"{choice['pilot_epochs']} of {choice['total_epochs']} epochs, "
+        f"{choice['pilot_seconds']:.0f} s in all; the winner's pilot was continued)",
         "",
-        "## Teacher bias",
-        "",
-        f"Teacher error on the (un-augmented) training split: {_pct(bias['teacher_train_error'])}.",
+        "| recipe | pilot val top-1 | pilot time (s) | |",
+        "| --- | ---: | ---: | --- |",
+    ]
+    for pilot in choice["pilots"]:
+        won = "chosen" if pilot["recipe"] == choice["winner"] else ""
+        lines.append(
+            f"| {pilot['recipe']} | {_percent(pilot['val_top1'])} | {pilot['seconds']:.0f} | "
+            f"{won} |"
+        )
+    return lines
+
+
+def _bias_md(report: dict[str, Any]) -> list[str]:
+    bias = report["bias"]
+    lines = [
+        *_heading("Teacher bias"),
+        "Teacher error on the (un-augmented) training split: "
+        f"{_percent(bias['teacher_train_error'])}.",
         "",
         "| class | teacher train error |",
         "| --- | ---: |",
     ]
-    for name, err in bias["teacher_train_error_per_class"].items():
-        lines.append(f"| {name} | {_pct(err)} |")
-    prov = report["provenance"]
-    lines += [
-        "",
-        "## Provenance",
-        "",
+    per_class = bias["teacher_train_error_per_class"]
+    return lines + [f"| {name} | {_percent(error)} |" for name, error in per_class.items()]
+
+
+def _provenance_md(report: dict[str, Any]) -> list[str]:
+    provenance = report["provenance"]
+    hardware = provenance["hardware"]
+    return [
+        *_heading("Provenance"),
         f"- teacher sha256 `{report['teacher']['sha256']}`",
-        f"- seed {prov['seed']}, created {prov['created_utc']}",
-        "- versions: " + ", ".join(f"{k} {v}" for k, v in prov["versions"].items()),
-        f"- hardware: {prov['hardware']['cpu']} ({prov['hardware']['cpu_count']} CPUs)",
+        f"- seed {provenance['seed']}, created {provenance['created_utc']}",
+        "- versions: "
+        + ", ".join(f"{name} {version}" for name, version in provenance["versions"].items()),
+        f"- hardware: {hardware['cpu']} ({hardware['cpu_count']} CPUs)",
     ]
-    if report.get("warnings"):
-        lines += ["", "## Warnings", ""] + [f"- {w}" for w in report["warnings"]]
-    return "\n".join(lines) + "\n"
+
+
+def _warnings_md(report: dict[str, Any]) -> list[str]:
+    warnings = report.get("warnings")
+    if not warnings:
+        return []
+    return _heading("Warnings") + [f"- {text}" for text in warnings]
 
 
 def write_report(out: Path, report: dict[str, Any]) -> tuple[Path, Path, Path]:
@@ -271,7 +350,7 @@ def junit_xml(gates: list[dict[str, Any]], suite: str = "compressor.verify") -> 
     """JUnit XML with one test case per gate, so CI systems show each gate as a test."""
     import xml.etree.ElementTree as ET
 
-    failures = sum(not g["passed"] for g in gates)
+    failures = sum(not gate["passed"] for gate in gates)
     root = ET.Element(
         "testsuites", name="compressor", tests=str(len(gates)), failures=str(failures)
     )
@@ -294,51 +373,27 @@ def junit_xml(gates: list[dict[str, Any]], suite: str = "compressor.verify") -> 
 
 def render_verify_markdown(result: dict[str, Any]) -> str:
     """Summary of a standalone ``compressor verify`` for CI logs and pull requests."""
-    lat = result["latency"]
+    latency = result["latency"]
     lines = [
         f"# compressor verify: {'PASS' if result['passed'] else 'FAIL'}",
         "",
         f"Model `{result['model']}` on {result['images']} test images ({result['test_source']}).",
         "",
-        "| gate | result | detail |",
-        "| --- | --- | --- |",
-    ]
-    lines += [
-        f"| {g['name']} | {'pass' if g['passed'] else 'FAIL'} | {g['detail']} |"
-        for g in result["gates"]
+        *_gate_rows(result["gates"]),
     ]
     lines += [
         "",
-        f"- top-1 {_pct(result['student_top1'])}, top-5 {_pct(result['student_top5'])}, "
-        f"teacher top-1 {_pct(result['teacher_top1'])}",
-        f"- latency p50 {_ms(lat['p50_ms'])}, p90 {_ms(lat['p90_ms'])}, p99 {_ms(lat['p99_ms'])}, "
-        f"cold start {_ms(lat['cold_start_ms'])}, spread over repeats "
+        f"- top-1 {_percent(result['student_top1'])}, top-5 {_percent(result['student_top5'])}, "
+        f"teacher top-1 {_percent(result['teacher_top1'])}",
+        f"- latency p50 {_ms(latency['p50_ms'])}, p90 {_ms(latency['p90_ms'])}, "
+        f"p99 {_ms(latency['p99_ms'])}, cold start {_ms(latency['cold_start_ms'])}, "
+        "spread over repeats "
         f"{100 * result['latency_spread']:.1f}%",
     ]
-    if result.get("parity"):
-        p = result["parity"]
+    parity = result.get("parity")
+    if parity:
         lines.append(
-            f"- parity: agreement {_pct(p['top1_agreement'])}, max |diff| "
-            f"{p['max_abs_logit_diff']:.3g}, mean {p['mean_abs_logit_diff']:.3g}"
+            f"- parity: agreement {_percent(parity['top1_agreement'])}, max |diff| "
+            f"{parity['max_abs_logit_diff']:.3g}, mean {parity['mean_abs_logit_diff']:.3g}"
         )
     return "\n".join(lines) + "\n"
-
-
-def _recipe_lines(choice: dict[str, Any] | None) -> list[str]:
-    """``--method auto``: the pilot table and the winner (empty without auto)."""
-    if not choice:
-        return []
-    lines = [
-        f"- recipe chosen on the validation split: `{choice['winner']}` (pilots of "
-        f"{choice['pilot_epochs']} of {choice['total_epochs']} epochs, "
-        f"{choice['pilot_seconds']:.0f} s in all; the winner's pilot was continued)",
-        "",
-        "| recipe | pilot val top-1 | pilot time (s) | |",
-        "| --- | ---: | ---: | --- |",
-    ]
-    for row in choice["pilots"]:
-        won = "chosen" if row["recipe"] == choice["winner"] else ""
-        lines.append(
-            f"| {row['recipe']} | {_pct(row['val_top1'])} | {row['seconds']:.0f} | {won} |"
-        )
-    return lines
