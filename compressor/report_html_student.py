@@ -28,7 +28,9 @@ Point = tuple[Any, ...]  # (x, y, tooltip[, label]) as svg_charts.line_chart tak
 def selection_section(report: dict[str, Any]) -> str:
     """Every candidate timed, so a reader sees how close the chosen student came to the budget."""
     selection = as_dict(report.get("selection"))
-    candidates = [one for one in selection.get("candidates") or [] if isinstance(one, dict)]
+    candidates = [
+        candidate for candidate in selection.get("candidates") or [] if isinstance(candidate, dict)
+    ]
     percentile = html_number(selection.get("percentile"), "g")
     chart = _selection_chart(report, selection, candidates, percentile)
     candidate_table = _candidate_table(selection, candidates)
@@ -124,15 +126,20 @@ def _candidate_table(selection: dict[str, Any], candidates: list[dict[str, Any]]
     teacher = as_dict(selection.get("teacher"))
     teacher_mflops = finite(teacher.get("mflops"))
     if teacher_mflops is not None:
-        rows.insert(0, [
+        teacher_row = [
             f"teacher <code>{escape_html(teacher.get('arch'))}</code>",
-            html_number(teacher.get("params"), ",.0f"), html_number(teacher_mflops, ".1f"),
-            html_number(teacher.get("p50_ms")), html_number(teacher.get("p90_ms")), "", "1.00x",
-            yes_no_cells.get(teacher.get("meets_budget"), ""), "",
-        ])  # fmt: skip
-    chosen = next(
-        (i for i, one in enumerate(candidates) if one.get("name") == selection.get("chosen")), -1
-    )
+            html_number(teacher.get("params"), ",.0f"),
+            html_number(teacher_mflops, ".1f"),
+            html_number(teacher.get("p50_ms")),
+            html_number(teacher.get("p90_ms")),
+            "",
+            "1.00x",
+            yes_no_cells.get(teacher.get("meets_budget"), ""),
+            "",
+        ]
+        rows.insert(0, teacher_row)
+    names = [candidate.get("name") for candidate in candidates]
+    chosen = next((i for i, name in enumerate(names) if name == selection.get("chosen")), -1)
     chosen += 1 if teacher_mflops is not None and chosen >= 0 else 0
     head = ["candidate", "params", "MFLOPs", "host p50 ms", "host p90 ms", "predicted target ms"]
     head += ["speedup", "fits", "qualifies"]

@@ -28,10 +28,10 @@ def _ticks(low: float, high: float, log: bool, integer: bool = False) -> list[fl
         first, last = math.floor(math.log10(low)), math.ceil(math.log10(high))
         multipliers = (1,) if last - first > 3 else (1, 2, 5)
         return [
-            m * 10.0**decade
+            multiplier * 10.0**decade
             for decade in range(first, last + 1)
-            for m in multipliers
-            if low <= m * 10.0**decade <= high
+            for multiplier in multipliers
+            if low <= multiplier * 10.0**decade <= high
         ]
     rough_step = (high - low) / 5 or 1.0
     magnitude = 10.0 ** math.floor(math.log10(rough_step))
@@ -180,7 +180,7 @@ def _series_marks(
     for series, points in plotted:
         colour, kind = series.get("color", PALETTE[0]), series.get("marker", "dot")
         if series.get("line") and len(points) > 1:
-            path = " ".join(f"{x_position(p[0]):.1f},{y_position(p[1]):.1f}" for p in points)
+            path = " ".join(f"{x_position(x):.1f},{y_position(y):.1f}" for x, y, *_ in points)
             line = {"points": path, "fill": "none", "stroke": colour, "stroke_width": 2}
             parts.append(_element("polyline", **line))
         for point in points:
@@ -212,8 +212,8 @@ def line_chart(
     Points a log axis cannot show (zero or negative) are left out.
     """
     plotted = [
-        (one, [point for point in one["points"] if min(point[0], point[1]) > 0 or not logx])
-        for one in series
+        (entry, [point for point in entry["points"] if min(point[0], point[1]) > 0 or not logx])
+        for entry in series
     ]
     xs = [point[0] for _, points in plotted for point in points]
     ys = [point[1] for _, points in plotted for point in points]
