@@ -209,11 +209,11 @@ def train(
             t = teacher_logits[epoch][idx] if teacher_logits is not None else logits.detach()
             out = loss_fn(logits, t, labels[idx], epoch)
             opt.zero_grad(set_to_none=True)
-            out["loss"].backward()
+            out.loss.backward()
             opt.step()
             step += 1
         if tag:
-            print(f"  {tag} epoch {epoch}: loss {float(out['loss'].detach()):.3f}, "
+            print(f"  {tag} epoch {epoch}: loss {float(out.loss.detach()):.3f}, "
                   f"{time.perf_counter() - started:.0f}s", flush=True)  # fmt: skip
     return time.perf_counter() - started
 

@@ -189,7 +189,7 @@ def precision(args: argparse.Namespace) -> int:
             for name in ("fp32", "bf16"):
                 with autocast(device, name):
                     s, t = student(x), teacher(x)
-                    losses[name] = float(loss_fn(s.float(), t.float(), y, 0)["loss"])
+                    losses[name] = float(loss_fn(s.float(), t.float(), y, 0).loss)
             forward.append(losses)
     rel = [abs(f["bf16"] - f["fp32"]) / max(abs(f["fp32"]), 1e-12) for f in forward]
 

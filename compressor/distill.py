@@ -1,8 +1,8 @@
 """The distillation loop: devices, optimiser, schedule, validation-based model selection.
 
 The loop never names a loss method: it calls a :class:`~compressor.losses.DistillationLoss`
-and logs whatever terms the returned dict holds. The best epoch is chosen on the validation
-split carved from the training data, never on the test split the report quotes.
+and logs the per-sample terms it returns (not its counters). The best epoch is chosen on the
+validation split carved from the training data, never on the test split the report quotes.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from compressor.batchnorm import recalibrate_batchnorm
 from compressor.data import DatasetSplits, ImageSplit, Split, as_split, normalize, train_augment
 from compressor.errors import CompressorError
 from compressor.io import atomic_write
-from compressor.losses import DistillationLoss, LossConfig, bias_weight
+from compressor.losses import DistillationLoss, LossConfig
 
 
 @dataclass(frozen=True)
@@ -413,16 +413,15 @@ def _train_epoch(
                 with torch.inference_mode():
                     t_logits = step.teacher(x)
                 t_logits = t_logits.clone()  # a normal tensor again, usable by autograd
-            terms = step.loss_fn(s_logits.float(), t_logits.float(), y, epoch)
+            out = step.loss_fn(s_logits.float(), t_logits.float(), y, epoch)
         step.optimizer.zero_grad(set_to_none=True)
-        step.scaler.scale(terms["loss"]).backward()  # scaling is a no-op unless fp16
+        step.scaler.scale(out.loss).backward()  # scaling is a no-op unless fp16
         step.scaler.step(step.optimizer)
         step.scaler.update()
         step.scheduler.step()
-        for key, value in terms.items():
-            if key not in ("n_wrong", "b", "warmup"):
-                weighted = value.detach().float() * y.shape[0]
-                sums.terms[key] = sums.terms[key] + weighted if key in sums.terms else weighted
+        for key, value in {"loss": out.loss, **out.terms}.items():
+            weighted = value.detach().float() * y.shape[0]
+            sums.terms[key] = sums.terms[key] + weighted if key in sums.terms else weighted
         if step.teacher is not None:
             sums.wrong_per_class.index_add_(0, y, (t_logits.argmax(1) != y).float())
         sums.seen_per_class.index_add_(0, y, torch.ones_like(y, dtype=torch.float))
@@ -439,23 +438,19 @@ def _cached_logits(cache: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     return cache[idx.cpu()].to(idx.device, non_blocking=True)
 
 
-def _epoch_row(
-    sums: _EpochSums, epoch: int, loss_config: LossConfig, cfg: TrainConfig, has_teacher: bool
-) -> dict[str, Any]:
+def _epoch_row(sums: _EpochSums, epoch: int, loss_fn: DistillationLoss) -> dict[str, Any]:
     """The history row of one epoch (per-sample means of the loss terms, bias counts)."""
     seen = float(sums.seen_per_class.sum())
-    distilling = loss_config.method != "ce" and has_teacher
-    bias_aware = distilling and loss_config.bias_aware
     row: dict[str, Any] = {"epoch": epoch + 1}
     row.update({k: float(v) / seen for k, v in sums.terms.items()})
     n_wrong = int(sums.wrong_per_class.sum())
     row.update(
         {
-            "b": bias_weight(epoch, cfg.epochs, loss_config.schedule) if bias_aware else None,
+            "b": loss_fn.bias_weight_at(epoch),
             "train_top1": float(sums.correct) / seen,
             "samples": int(seen),
             "teacher_wrong_fraction": n_wrong / seen,
-            "n_rectified": n_wrong if bias_aware and loss_config.rectification != "drop" else 0,
+            "n_rectified": n_wrong if loss_fn.rectifies else 0,
             "teacher_wrong_per_class": (
                 sums.wrong_per_class / sums.seen_per_class.clamp_min(1)
             ).tolist(),
@@ -478,14 +473,16 @@ def distill(
 ) -> DistillResult:
     """Train ``student`` against ``teacher`` on ``data.train``; keep the best validation epoch.
 
-    With ``teacher=None`` (only for ``method="ce"``) this is plain supervised training, used to
-    build the demo's teacher and the CE-only benchmark baseline without a wasted forward pass.
+    With ``teacher=None`` (only for a method without a distillation term, ``ce``) this is plain
+    supervised training, used to build the demo's teacher and the CE-only benchmark baseline
+    without a wasted forward pass.
     With ``checkpoint``, the full training state (weights, optimiser, schedule, generators,
     history) is written atomically after every epoch; ``resume=True`` continues from it, and the
     result is the same as an uninterrupted run with the same seed on CPU.
     """
-    if teacher is None and loss_config.method != "ce":
-        raise ValueError("a teacher is required unless loss_config.method == 'ce'")
+    loss_fn = DistillationLoss(loss_config, train_config.epochs)
+    if teacher is None and loss_fn.distills:
+        raise ValueError(f"method {loss_config.method!r} distils from a teacher: pass one")
     cfg = train_config
     device = resolve_device(cfg.device)
     precision = resolve_precision(cfg.precision, device)
@@ -537,7 +534,6 @@ def distill(
     stats = _teacher_statistics(data, train_pred, val_pred)
     recalibrate_student = _batchnorm_recalibration(student, train, mean, std, cfg)
 
-    loss_fn = DistillationLoss(loss_config, cfg.epochs)
     optimizer = torch.optim.SGD(
         student.parameters(),
         lr=peak_lr,
@@ -616,7 +612,7 @@ def distill(
                 )
             recalibrate_student()
             val_top1 = accuracy(predict(student, val, logits=False), data.val.labels)
-            row = _epoch_row(sums, epoch, loss_config, cfg, teacher is not None)
+            row = _epoch_row(sums, epoch, loss_fn)
             row.update(
                 lr=optimizer.param_groups[0]["lr"],
                 val_top1=val_top1,

@@ -21,15 +21,22 @@ from pathlib import Path
 from typing import Any
 
 from compressor.errors import CompressorError
+from compressor.loss_methods import registered_methods
 from compressor.losses import LossConfig
 
-RECIPES: dict[str, dict[str, Any]] = {
-    "ce": {"method": "ce", "bias_aware": False},
-    "kd": {"method": "kd", "bias_aware": False},
-    "kd+bias": {"method": "kd", "bias_aware": True},
-    "dkd": {"method": "dkd", "bias_aware": False},
-    "dkd+bias": {"method": "dkd", "bias_aware": True},
-}
+
+def _recipes_from_registry() -> dict[str, dict[str, Any]]:
+    """A recipe is a registered method, and ``<method>+bias`` with teacher-bias removal where
+    the method supports it, in registration order (ce, kd, kd+bias, dkd, dkd+bias, ...)."""
+    recipes: dict[str, dict[str, Any]] = {}
+    for method in registered_methods():
+        recipes[method.name] = {"method": method.name, "bias_aware": False}
+        if method.supports_bias_aware:
+            recipes[f"{method.name}+bias"] = {"method": method.name, "bias_aware": True}
+    return recipes
+
+
+RECIPES: dict[str, dict[str, Any]] = _recipes_from_registry()
 DEFAULT_RECIPES = ("ce", "kd", "kd+bias")
 PILOT_FRACTION = 0.2  # of the schedule's epochs
 

@@ -11,19 +11,15 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from compressor.losses import (
-    DistillationLoss,
-    LossConfig,
-    auto_warmup_epochs,
+from compressor.bias_aware import (
     bias_aware_distillation,
     bias_aware_distillation_batched,
     bias_weight,
-    dkd_loss,
-    dkd_per_sample,
-    kd_loss,
-    kd_per_sample,
     rectify_teacher_logits,
 )
+from compressor.loss_methods.dkd import dkd_loss, dkd_per_sample
+from compressor.loss_methods.kd import kd_loss, kd_per_sample
+from compressor.losses import DistillationLoss, LossConfig, auto_warmup_epochs
 
 LN = math.log
 
@@ -143,8 +139,8 @@ def test_module_empty_batch(method: str, bias_aware: bool) -> None:
     s = torch.zeros(0, 4, requires_grad=True)
     cfg = LossConfig(method=method, bias_aware=bias_aware)
     out = DistillationLoss(cfg, 5)(s, torch.zeros(0, 4), torch.zeros(0, dtype=torch.long), 1)
-    assert out["loss"].item() == 0.0 and out["distill"].item() == 0.0
-    out["loss"].backward()
+    assert out.loss.item() == 0.0 and out.terms["distill"].item() == 0.0
+    out.loss.backward()
     assert s.grad is not None
 
 
@@ -234,7 +230,7 @@ def test_all_right_equals_base_through_module(method: str) -> None:
     plain = DistillationLoss(LossConfig(method=method, bias_aware=False), 10)
     aware = DistillationLoss(LossConfig(method=method, bias_aware=True), 10)
     for epoch in (0, 4, 9):
-        torch.testing.assert_close(aware(s, t, y, epoch)["loss"], plain(s, t, y, epoch)["loss"])
+        torch.testing.assert_close(aware(s, t, y, epoch).loss, plain(s, t, y, epoch).loss)
 
 
 def test_mixed_batch_weights_and_counts() -> None:
@@ -261,14 +257,14 @@ def test_degenerate_batches_finite(rect: str, make: Callable, method: str) -> No
     s = s.clone().requires_grad_(True)
     loss_fn = DistillationLoss(LossConfig(method=method, bias_aware=True, rectification=rect), 10)
     out = loss_fn(s, t, y, epoch=3)
-    out["loss"].backward()
-    assert all(torch.isfinite(v).all() for v in out.values())
+    out.loss.backward()
+    assert all(torch.isfinite(v).all() for v in out.as_dict().values())
     assert torch.isfinite(s.grad).all() and s.grad.abs().sum() > 0
     if make is _all_wrong_batch:
-        assert out["n_wrong"].item() == len(y) and out["right"].item() == 0.0
+        assert out.counters["n_wrong"].item() == len(y) and out.terms["right"].item() == 0.0
         if rect == "drop":
-            assert out["distill"].item() == 0.0
-            torch.testing.assert_close(out["loss"], 0.5 * out["ce"])
+            assert out.terms["distill"].item() == 0.0
+            torch.testing.assert_close(out.loss, 0.5 * out.terms["ce"])
 
 
 def test_b_one_on_all_wrong_batch_gives_zero() -> None:
@@ -300,7 +296,7 @@ def test_gradient_reaches_student_only() -> None:
     assert t_grad.requires_grad
     for t_logits in (t_nograd, t_grad):
         student.zero_grad(set_to_none=True)
-        loss_fn(student(x), t_logits, y, epoch=2)["loss"].backward()
+        loss_fn(student(x), t_logits, y, epoch=2).loss.backward()
         assert teacher.weight.grad is None and teacher.bias.grad is None
         assert student.weight.grad is not None and student.weight.grad.abs().sum() > 0
 
@@ -315,19 +311,19 @@ def test_module_composition_and_dkd_warmup() -> None:
         out = loss_fn(s, t, y, epoch)
         b = bias_weight(epoch, 40)
         manual = bias_aware_distillation(s, t, y, _dkd, b)["distill"]
-        assert out["warmup"].item() == pytest.approx(factor)
-        assert out["b"].item() == pytest.approx(b)
-        torch.testing.assert_close(out["loss"], 0.3 * ce + 0.7 * factor * manual)
+        assert out.counters["warmup"].item() == pytest.approx(factor)
+        assert out.counters["b"].item() == pytest.approx(b)
+        torch.testing.assert_close(out.loss, 0.3 * ce + 0.7 * factor * manual)
     kd_out = DistillationLoss(LossConfig(method="kd", bias_aware=False), 40)(s, t, y, 0)
-    torch.testing.assert_close(kd_out["loss"], 0.5 * ce + 0.5 * kd_loss(s, t, 4.0))
+    torch.testing.assert_close(kd_out.loss, 0.5 * ce + 0.5 * kd_loss(s, t, 4.0))
     no_warm = DistillationLoss(LossConfig(method="dkd", bias_aware=False, warmup_epochs=0), 40)
-    torch.testing.assert_close(no_warm(s, t, y, 0)["loss"], 0.5 * ce + 0.5 * _dkd(s, t, y))
+    torch.testing.assert_close(no_warm(s, t, y, 0).loss, 0.5 * ce + 0.5 * _dkd(s, t, y))
 
 
 def _dkd_warmup_factors(cfg: LossConfig, total: int) -> list[float]:
     s, t, y = _all_wrong_batch(seed=2)
     loss_fn = DistillationLoss(cfg, total)
-    return [loss_fn(s, t, y, epoch)["warmup"].item() for epoch in range(total)]
+    return [loss_fn(s, t, y, epoch).counters["warmup"].item() for epoch in range(total)]
 
 
 @pytest.mark.parametrize(("total", "expected_w"), [(1, 1), (3, 1), (10, 2), (100, 20), (240, 20)])
@@ -369,7 +365,7 @@ def test_dkd_explicit_warmup_longer_than_the_schedule_warns_and_is_honoured() ->
         loss_fn = DistillationLoss(cfg, 10)
     assert loss_fn.warmup_epochs == 20
     s, t, y = _all_wrong_batch(seed=2)
-    assert loss_fn(s, t, y, 9)["warmup"].item() == pytest.approx(0.5)
+    assert loss_fn(s, t, y, 9).counters["warmup"].item() == pytest.approx(0.5)
 
 
 def test_warmup_that_fits_or_is_unused_does_not_warn() -> None:
@@ -383,8 +379,8 @@ def test_warmup_that_fits_or_is_unused_does_not_warn() -> None:
 def test_method_ce_is_cross_entropy_only() -> None:
     s, t, y = _all_wrong_batch()
     out = DistillationLoss(LossConfig(method="ce", ce_weight=0.2), 10)(s, t, y, 0)
-    torch.testing.assert_close(out["loss"], torch.nn.functional.cross_entropy(s, y))
-    assert out["distill"].item() == 0.0 and "n_wrong" not in out
+    torch.testing.assert_close(out.loss, torch.nn.functional.cross_entropy(s, y))
+    assert out.terms["distill"].item() == 0.0 and "n_wrong" not in out.as_dict()
 
 
 @pytest.mark.parametrize(
@@ -478,5 +474,5 @@ def test_training_loss_never_reads_device_values(method: str, bias_aware: bool, 
     t = torch.empty(32, 10, device="meta")
     y = torch.empty(32, dtype=torch.long, device="meta")
     out = DistillationLoss(cfg, 10)(s, t, y, epoch=3)
-    out["loss"].backward()
+    out.loss.backward()
     assert s.grad is not None and s.grad.shape == s.shape

@@ -17,17 +17,14 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from compressor.losses import (
-    DistillationLoss,
-    LossConfig,
+from compressor.bias_aware import (
     bias_aware_distillation,
     bias_aware_distillation_batched,
-    dkd_loss,
-    dkd_per_sample,
-    kd_loss,
-    kd_per_sample,
     rectify_teacher_logits,
 )
+from compressor.loss_methods.dkd import dkd_loss, dkd_per_sample
+from compressor.loss_methods.kd import kd_loss, kd_per_sample
+from compressor.losses import DistillationLoss, LossConfig
 
 TOL = {"rel": 1e-4, "abs": 1e-4}
 
@@ -197,13 +194,13 @@ def test_training_loss_composes_ce_and_the_bias_aware_term(
         logp = [_log_softmax(row.astype(np.float64)) for row in s]
         ce = -float(np.mean([lp[label] for lp, label in zip(logp, y, strict=True)]))
     ramp = min(1.0, (epoch + 1) / warmup) if (c["method"] == "dkd" and warmup) else 1.0
-    assert float(out["b"]) == pytest.approx(b)
-    assert float(out["ce"]) == pytest.approx(ce, **TOL)
-    assert float(out["distill"]) == pytest.approx(ref["distill"], **TOL)
+    assert float(out.counters["b"]) == pytest.approx(b)
+    assert float(out.terms["ce"]) == pytest.approx(ce, **TOL)
+    assert float(out.terms["distill"]) == pytest.approx(ref["distill"], **TOL)
     expected = ce_weight * ce + (1 - ce_weight) * ramp * ref["distill"]
-    assert float(out["loss"]) == pytest.approx(expected, **TOL)
+    assert float(out.loss) == pytest.approx(expected, **TOL)
     if c["method"] == "dkd":
-        assert float(out["warmup"]) == pytest.approx(ramp)
+        assert float(out.counters["warmup"]) == pytest.approx(ramp)
 
 
 @given(c=case)
@@ -218,7 +215,7 @@ def test_plain_kd_and_dkd_equal_the_reference(c: dict) -> None:
 
 
 def test_bias_weight_names_the_valid_epoch_range() -> None:
-    from compressor.losses import bias_weight
+    from compressor.bias_aware import bias_weight
 
     with pytest.raises(ValueError, match=r"in \[0, 4\]; got 5$"):
         bias_weight(5, 5)
