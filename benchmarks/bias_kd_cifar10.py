@@ -33,7 +33,8 @@ import torch
 import torchvision
 
 from compressor.data import DatasetSplits, Split, load_image_folder, stratified_split
-from compressor.distill import TrainConfig, distill, predict_logits, resolve_device, top1
+from compressor.distill import TrainConfig, distill
+from compressor.inference import predict_logits, resolve_device, top1
 from compressor.losses import LossConfig
 from compressor.students import build_model, count_params
 

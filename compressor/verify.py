@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from compressor.data import ImageSplit, as_split, normalize
-from compressor.distill import predict_logits
+from compressor.inference import predict_logits
 from compressor.latency import LatencyStats, TimingSettings, create_session, measure_onnx
 from compressor.profile import LatencyProfile
 

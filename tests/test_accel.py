@@ -158,7 +158,7 @@ def test_compile_with_inductor_on_cpu(digits_splits, teacher_path) -> None:
 
 
 def test_inference_batch_follows_the_device_and_does_not_change_logits(digits_splits) -> None:
-    from compressor.distill import inference_batch_size, predict_logits
+    from compressor.inference import inference_batch_size, predict_logits
 
     assert (inference_batch_size(CPU), inference_batch_size(CUDA)) == (128, 512)
     with pytest.raises(CompressorError, match="eval_batch_size"):

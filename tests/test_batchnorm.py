@@ -7,7 +7,8 @@ from torch import nn
 
 from compressor.batchnorm import recalibrate_batchnorm
 from compressor.data import DatasetSplits, Split, normalize
-from compressor.distill import TrainConfig, distill, predict_logits, top1
+from compressor.distill import TrainConfig, distill
+from compressor.inference import predict_logits, top1
 from compressor.losses import LossConfig
 from compressor.students import build_model
 

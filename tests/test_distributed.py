@@ -23,17 +23,9 @@ import torch.distributed as dist
 
 from compressor import distributed
 from compressor.checkpoint import load_bundle
-from compressor.distill import (
-    DeviceImages,
-    TrainConfig,
-    _lr_factor,
-    _predict_sharded,
-    augment_seed,
-    distill,
-    predict_logits,
-    resolve_device,
-)
+from compressor.distill import TrainConfig, _lr_factor, augment_seed, distill
 from compressor.errors import CompressorError
+from compressor.inference import DeviceImages, predict_logits, predict_sharded, resolve_device
 from compressor.losses import LossConfig
 from compressor.students import build_model
 from tests.conftest import write_profile
@@ -186,9 +178,9 @@ def test_sharded_prediction_equals_plain_prediction_on_one_process(digits_splits
     want = predict_logits(model, digits_splits.val, MEAN, STD, torch.device("cpu"), 32)
     settings = dict(mean=MEAN, std=STD, classes=10, batch_size=32, channels_last=True,
                     precision="fp32")  # fmt: skip
-    got = _predict_sharded(model, images, logits=True, **settings)
+    got = predict_sharded(model, images, logits=True, **settings)
     assert torch.equal(got, want)
-    predicted = _predict_sharded(model, images, logits=False, **settings)
+    predicted = predict_sharded(model, images, logits=False, **settings)
     assert predicted.dtype == torch.long and torch.equal(predicted, want.argmax(1))
 
 

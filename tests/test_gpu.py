@@ -17,13 +17,8 @@ import torch
 from compressor import accel
 from compressor import distill as distill_module
 from compressor.checkpoint import load_bundle
-from compressor.distill import (
-    DeviceImages,
-    TrainConfig,
-    _predict_sharded,
-    distill,
-    predict_logits,
-)
+from compressor.distill import TrainConfig, distill
+from compressor.inference import DeviceImages, predict_logits, predict_sharded
 from compressor.losses import LossConfig
 from compressor.students import build_model
 
@@ -120,7 +115,7 @@ def test_sharded_bf16_prediction_agrees_with_fp32(teacher_path, digits_splits) -
     images = DeviceImages(digits_splits.val, CUDA)
     assert images.resident is not None and images.resident.is_cuda
     fp32 = predict_logits(teacher, digits_splits.val, MEAN, STD, CUDA)
-    bf16 = _predict_sharded(
+    bf16 = predict_sharded(
         teacher, images, logits=True, mean=MEAN, std=STD, classes=10, batch_size=512,
         channels_last=True, precision="bf16",
     )  # fmt: skip

@@ -13,8 +13,8 @@ from PIL import Image
 from torchvision import transforms as T
 
 from compressor.data import load_image_folder, normalize
-from compressor.distill import predict_logits, top1
 from compressor.errors import CompressorError
+from compressor.inference import predict_logits, top1
 from compressor.preprocess import Preprocess, resolve_preprocess
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)

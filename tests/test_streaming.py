@@ -11,8 +11,9 @@ from PIL import Image
 
 from compressor import streaming
 from compressor.data import Split, load_image_folder
-from compressor.distill import TrainConfig, distill, predict_logits
+from compressor.distill import TrainConfig, distill
 from compressor.errors import CompressorError
+from compressor.inference import predict_logits
 from compressor.losses import LossConfig
 from compressor.streaming import StreamedSplit, choose_storage
 from compressor.students import build_model
