@@ -1,4 +1,4 @@
-"""Library side of the single-stage commands: ``export``, ``verify`` and ``inspect``.
+"""Library side of the single-stage commands: ``select``, ``export``, ``verify``, ``inspect``.
 
 Each reads and writes the same artifacts as ``compressor run`` (student bundle, student.onnx,
 verify.json), so one stage can be re-run on its own, for example ``verify`` in a CI job on a
@@ -8,6 +8,7 @@ model produced elsewhere.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,14 +16,17 @@ from typing import Any
 import onnx
 
 from compressor.checkpoint import ModelBundle, load_bundle
+from compressor.compat import check_channels, check_classes, check_input_shape
 from compressor.data import load_image_folder
 from compressor.errors import CompressorError
 from compressor.export import ExportResult, export_onnx, model_metadata
 from compressor.io import write_json_atomic, write_text_atomic
 from compressor.preprocess import Preprocess, resolve_preprocess
 from compressor.profile import LatencyProfile, load_profile
+from compressor.quantize import shipped_graph
 from compressor.report import junit_xml, render_verify_markdown
-from compressor.students import count_flops, count_params
+from compressor.select import Selection, choose_student, select_student
+from compressor.students import count_flops, count_params, default_family, families_to_try
 from compressor.verify import verify_onnx
 
 
@@ -42,20 +46,66 @@ def export_student(
         raise CompressorError(
             f"{student} takes {bundle.in_channels} channel(s), the profile has {shape[0]}"
         )
+    return export_bundle(bundle, shape, out, prof, opset)
+
+
+def export_bundle(
+    bundle: ModelBundle,
+    shape: tuple[int, ...],
+    out: Path,
+    profile: LatencyProfile | None,
+    opset: int | None = None,
+) -> ExportResult:
+    """The one ONNX export of a student: dynamic batch, checked, with its metadata (classes,
+    eval transform, provenance) taken from the bundle."""
     return export_onnx(
         bundle.model,
         shape,  # type: ignore[arg-type]
         out,
-        opset=opset or (prof.opset if prof else 18),
+        opset=opset or (profile.opset if profile else 18),
         metadata=model_metadata(
             class_names=bundle.class_names or [str(i) for i in range(bundle.num_classes)],
             preprocess=_bundle_preprocess(bundle, shape).to_metadata(),
             input_shape=shape,
             arch=bundle.arch,
-            profile=prof.name if prof else bundle.extra.get("profile", ""),
+            profile=profile.name if profile else bundle.extra.get("profile", ""),
             teacher_sha256=bundle.extra.get("teacher_sha256", ""),
         ),
     )
+
+
+def select_for_profile(
+    profile_name: str,
+    *,
+    teacher: Path | None = None,
+    arch: str | None = None,
+    num_classes: int | None = None,
+    family: str | None = None,
+    candidates: tuple[str, ...] | None = None,
+    trust_checkpoint: bool = False,
+    log: Callable[[str], None] = lambda _msg: None,
+) -> Selection:
+    """``compressor select``: time the ladder and choose, for a teacher or a class count.
+
+    With a teacher, candidates must also beat its measured speed (``min_speedup``) and the
+    family follows it; with only ``num_classes``, the profile's input size picks the family.
+    """
+    profile = load_profile(profile_name)
+    height_width = (profile.input_shape[1], profile.input_shape[2])
+    if teacher is not None:
+        bundle = load_bundle(teacher, arch=arch, trust_checkpoint=trust_checkpoint)
+        check_channels("teacher", bundle.in_channels, profile)
+        families = families_to_try(family, bool(candidates), bundle.arch, height_width)
+        return choose_student(
+            profile, bundle.model, bundle.arch, bundle.num_classes, families,
+            candidates=candidates, to_shipped=shipped_graph(profile), log=log,
+        )  # fmt: skip
+    if num_classes is None:
+        raise CompressorError("give --teacher (or --num-classes) so students get the right head")
+    return select_student(
+        profile, num_classes, family or default_family(height_width), candidates=candidates,
+        to_shipped=shipped_graph(profile),
+    )  # fmt: skip
 
 
 def _bundle_preprocess(bundle: ModelBundle, shape: tuple[int, ...]) -> Preprocess:
@@ -146,21 +196,13 @@ def verify_model(
     except CompressorError as exc:
         raise CompressorError(f"{model_path}: {exc}") from exc
     mean, std = spec.mean, spec.std
-    shape = meta.get("input_shape")
-    if shape and tuple(shape) != tuple(profile.input_shape):
-        raise CompressorError(
-            f"{model_path} was exported for input {shape}, profile '{profile.name}' has "
-            f"{list(profile.input_shape)}"
-        )
+    check_input_shape(str(model_path), meta.get("input_shape"), profile)
     splits = load_image_folder(
         data, profile.input_shape, seed=seed, preprocess=spec, storage="auto"
     )
     classes = meta.get("class_names")
-    if classes and list(classes) != splits.class_names:
-        raise CompressorError(
-            f"class mismatch: model has {len(classes)} classes {classes[:3]}..., data has "
-            f"{len(splits.class_names)} {splits.class_names[:3]}..."
-        )
+    if classes:
+        check_classes("model", len(classes), classes, splits.class_names, str(data))
     ref_model = (
         load_bundle(reference, trust_checkpoint=trust_checkpoint).model if reference else None
     )

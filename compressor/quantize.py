@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import platform
 import tempfile
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 from compressor.errors import CompressorError
 from compressor.io import atomic_write
 from compressor.latency import LatencyStats
+from compressor.profile import LatencyProfile
 from compressor.verify import VerifyReport
 
 CALIBRATION_BATCH = 32  # images per calibration run; MinMax ranges do not depend on it
@@ -272,3 +273,11 @@ def int8_for_timing(fp32: bytes, input_shape: tuple[int, int, int], seed: int = 
         src.write_bytes(fp32)
         quantize_int8(src, dst, calibration)
         return dst.read_bytes()
+
+
+def shipped_graph(profile: LatencyProfile) -> Callable[[bytes], bytes] | None:
+    """How selection turns a candidate's fp32 graph into the graph that ships: int8 for int8
+    profiles (timed as shipped), unchanged (None) otherwise."""
+    if profile.quantization != "int8":
+        return None
+    return lambda graph: int8_for_timing(graph, profile.input_shape)

@@ -201,6 +201,15 @@ FAMILIES: dict[str, Family] = {
     "regnet_y": Family("regnet_y", _REGNET_YS, 4096, "torchvision RegNetY from 400MF up"),
 }
 
+
+def register_family(family: Family) -> None:
+    """Add a student family (``--family NAME``); its ladder's names must be registered archs."""
+    unknown = [name for name in family.ladder if name not in _ARCHS]
+    if unknown:
+        raise CompressorError(f"family '{family.name}' lists unregistered archs: {unknown}")
+    FAMILIES[family.name] = family
+
+
 # A torchvision teacher's own family, by name prefix: its smaller members are preferred.
 _TEACHER_FAMILIES = (
     ("mobilenet_v3", "mobilenet_v3"),

@@ -4,6 +4,7 @@ import torch
 from compressor.errors import CompressorError
 from compressor.students import (
     FAMILIES,
+    Builder,
     build_model,
     count_flops,
     count_params,
@@ -37,3 +38,33 @@ def test_unknown_names() -> None:
         build_model("nope", 10)
     with pytest.raises(CompressorError, match="unknown student family"):
         get_family("nope")
+
+
+def test_a_registered_family_is_selectable_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    """docs/design.md's "a student family" recipe: register archs, then the family."""
+    from compressor import students
+
+    monkeypatch.setattr(students, "_ARCHS", dict(students._ARCHS))
+    monkeypatch.setattr(students, "FAMILIES", dict(students.FAMILIES))
+    for width in (4, 8):
+        students.register(f"tiny_mlp_w{width}", _tiny_mlp(width))
+    with pytest.raises(CompressorError, match=r"unregistered archs: \['tiny_mlp_w16'\]"):
+        students.register_family(students.Family("tiny", ("tiny_mlp_w16",), 8, "no such arch"))
+    students.register_family(
+        students.Family("tiny", ("tiny_mlp_w4", "tiny_mlp_w8"), 8, "two-layer MLPs")
+    )
+    assert get_family("tiny").ladder == ("tiny_mlp_w4", "tiny_mlp_w8")
+    model = build_model("tiny_mlp_w8", num_classes=3, in_channels=1)
+    assert model(torch.zeros(2, 1, 8, 8)).shape == (2, 3)
+
+
+def _tiny_mlp(width: int) -> Builder:
+    def build(num_classes: int, in_channels: int) -> torch.nn.Module:
+        return torch.nn.Sequential(
+            torch.nn.Flatten(),
+            torch.nn.Linear(in_channels * 64, width),
+            torch.nn.ReLU(),
+            torch.nn.Linear(width, num_classes),
+        )
+
+    return build

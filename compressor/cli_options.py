@@ -1,0 +1,163 @@
+"""Typer option types shared by the commands, so each command's signature is one line per option.
+
+Defaults are not written here: commands read them from the config dataclasses
+(``TrainConfig``, ``LossConfig``, ``RunConfig``), the one source of every default.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Only print the summary.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print report.json on stdout.")]
+TrustOpt = Annotated[bool, typer.Option(help="Allow unpickling arbitrary objects (runs code!).")]
+ProfileOpt = Annotated[str, typer.Option(help="Bundled profile name or path to a .toml file.")]
+ArchOpt = Annotated[
+    str | None, typer.Option(help="Architecture of a plain state dict, e.g. resnet18.")
+]
+SeedOpt = Annotated[int, typer.Option(help="Seed for splits, init and augmentation.")]
+
+# --- inputs and the run folder -----------------------------------------------------------------
+OutFolderOpt = Annotated[Path, typer.Option(help="Run folder to write.")]
+TeacherOpt = Annotated[Path | None, typer.Option(help="Teacher checkpoint (bundle or state dict).")]
+DataOpt = Annotated[
+    Path | None,
+    typer.Option(help="ImageFolder root: train/ + test/ (or val/), or class folders."),
+]
+RunProfileOpt = Annotated[
+    str | None, typer.Option(help="Bundled profile name or path to a .toml file.")
+]
+ResumeOpt = Annotated[
+    bool,
+    typer.Option(
+        help="Continue the run in --out after an interruption: finished stages are kept, "
+        "training continues from the last completed epoch; every other option is read "
+        "from --out/run.json."
+    ),
+]
+OverwriteOpt = Annotated[bool, typer.Option(help="Replace an existing run folder.")]
+FamilyOpt = Annotated[
+    str | None, typer.Option(help="Student family (default: chosen from the input size).")
+]
+CandidatesOpt = Annotated[
+    str | None, typer.Option(help="Comma-separated subset of the family's ladder to consider.")
+]
+StudentInitOpt = Annotated[
+    Path | None,
+    typer.Option(
+        help="Pretrained student weights (state dict or bundle of the chosen arch), or a "
+        "folder of <arch>.pt files for the ladder; the classifier is re-initialised when the "
+        "class count differs."
+    ),
+]
+
+# --- training ----------------------------------------------------------------------------------
+EpochsOpt = Annotated[int, typer.Option(min=1, help="Training epochs.")]
+BatchSizeOpt = Annotated[
+    int,
+    typer.Option(
+        min=1,
+        help="Training batch size per process (per GPU under torchrun, where the peak "
+        "learning rate is scaled by the number of processes; see docs/throughput.md).",
+    ),
+]
+LrOpt = Annotated[float, typer.Option(min=0.0, help="Peak learning rate (SGD, cosine).")]
+AugmentOpt = Annotated[
+    bool,
+    typer.Option(
+        "--augment/--no-augment",
+        help="Random crop and flip; without it the teacher's logits are computed once.",
+    ),
+]
+HflipOpt = Annotated[bool, typer.Option("--hflip/--no-hflip", help="Random horizontal flips.")]
+DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")]
+PrecisionOpt = Annotated[
+    str,
+    typer.Option(
+        help="Training precision: auto (bf16 on CUDA, fp16 + loss scaling on GPUs without "
+        "bf16, fp32 on CPU), fp32, bf16 or fp16."
+    ),
+]
+CompileOpt = Annotated[
+    bool,
+    typer.Option(
+        "--compile/--no-compile",
+        help="torch.compile the training step and the teacher (a minute of compiling first).",
+    ),
+]
+ValFractionOpt = Annotated[
+    float, typer.Option(min=0.01, max=0.5, help="Validation split carved from train.")
+]
+
+# --- the loss ----------------------------------------------------------------------------------
+AutoRecipesOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="With --method auto: recipes to pilot, from ce, kd, kd+bias, dkd, dkd+bias "
+        "[default: ce,kd,kd+bias]."
+    ),
+]
+BiasAwareOpt = Annotated[
+    bool,
+    typer.Option(
+        "--bias-aware/--no-bias-aware",
+        help="Teacher-bias removal (AAAI 2025); off by default, as it lowered accuracy in "
+        "docs/benchmarks.md.",
+    ),
+]
+CeWeightOpt = Annotated[
+    float, typer.Option(help="lambda: weight of cross-entropy vs distillation.")
+]
+TemperatureOpt = Annotated[float, typer.Option(help="Distillation temperature T.")]
+AlphaOpt = Annotated[float, typer.Option(help="DKD target-class weight.")]
+BetaOpt = Annotated[float, typer.Option(help="DKD non-target-class weight.")]
+WarmupOpt = Annotated[
+    int | None, typer.Option(help="DKD warm-up epochs [default: min(20, max(1, epochs // 4))].")
+]
+ScheduleOpt = Annotated[str, typer.Option(help="Bias weight b(e): cos2, linear or constant.")]
+RectificationOpt = Annotated[
+    str, typer.Option(help="Wrong-sample rectification: swap, soft or drop.")
+]
+
+# --- data and preprocessing --------------------------------------------------------------------
+MeanOpt = Annotated[
+    str | None, typer.Option(help="Normalisation mean for a state dict, e.g. 0.49,0.48,0.45.")
+]
+StdOpt = Annotated[str | None, typer.Option(help="Normalisation std for a state dict.")]
+ResizeModeOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="How the teacher's eval transform resizes: center-crop (shorter side to "
+        "--resize-size, then the centre), squash or letterbox. Default: what the teacher bundle "
+        "or the profile says, else center-crop for inputs >= 64 px and squash below.",
+    ),
+]
+ResizeSizeOpt = Annotated[
+    int | None,
+    typer.Option(min=1, help="Shorter side before the centre crop (default: input / 0.875)."),
+]
+InterpolationOpt = Annotated[
+    str | None, typer.Option(help="Resampling of the eval transform: bilinear, bicubic, nearest.")
+]
+DataCacheOpt = Annotated[
+    bool,
+    typer.Option(
+        "--data-cache/--no-data-cache",
+        help="Keep decoded images on disk between runs ($COMPRESSOR_CACHE_DIR, default "
+        "~/.cache/compressor); rebuilt when any image changes.",
+    ),
+]
+DataStorageOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--data-in-memory/--data-stream",
+        help="Decode every image into memory once (fast; unreadable files are skipped), or "
+        "stream batches from disk with worker processes. Default: in memory when the decoded "
+        "images fit a quarter of the available RAM, streamed otherwise.",
+        show_default=False,
+    ),
+]

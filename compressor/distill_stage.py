@@ -1,0 +1,153 @@
+"""The distillation stage: the student's initial weights, one training run or ``--method auto``'s
+pilots, and the student bundle it leaves in the run folder.
+
+Every torchrun rank trains its shard; rank 0 alone writes files.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from compressor import distributed
+from compressor.checkpoint import ModelBundle, load_bundle, save_bundle
+from compressor.distill import DistillResult, distill
+from compressor.io import read_json, write_json_atomic
+from compressor.losses import LossConfig
+from compressor.progress import Progress
+from compressor.recipes import PilotRow, choose_and_train, pilot_epochs
+from compressor.run_context import Log, RunConfig, RunContext, Stage
+from compressor.run_folder import RunFolder
+from compressor.student_init import load_student_init
+from compressor.students import build_model
+
+
+class DistillStage(Stage):
+    """Train the chosen student against the teacher (see :mod:`compressor.stages`)."""
+
+    name = "distill"
+    every_rank = True
+    resumable = True
+
+    def artifacts(self, folder: RunFolder) -> list[Path]:
+        scratch = [folder.train_state, folder.pilot_record, *folder.pilot_checkpoints()]
+        return [*self.records(folder), *scratch]
+
+    def records(self, folder: RunFolder) -> list[Path]:
+        return [folder.student_bundle, folder.distill_record]
+
+    def run(self, ctx: RunContext) -> DistillResult:
+        cfg, folder, log = ctx.cfg, ctx.folder, ctx.log
+        arch = ctx.results["select"].chosen
+        _student, init = initial_student(cfg, arch, ctx.teacher, log)  # checks, logs once
+        log(f"distilling {arch} for {cfg.train.epochs} epochs")
+        train = _trainer(ctx, arch)
+        if cfg.auto_recipes:
+            result = _choose_recipe_and_train(ctx, train)
+        else:
+            result = train(cfg.loss, folder.train_state, None)
+        if result.resumed_from_epoch:
+            log(f"resumed training after epoch {result.resumed_from_epoch}")
+        result.student_init = init
+        if distributed.info().is_main:
+            _save_student(ctx, arch, result)
+        return result
+
+    def load(self, ctx: RunContext) -> DistillResult:
+        ctx.log("resume: distillation done before")
+        saved = read_json(ctx.folder.distill_record)
+        return DistillResult(student=load_bundle(ctx.folder.student_bundle).model, **saved)
+
+
+def _trainer(ctx: RunContext, arch: str) -> Any:
+    """``train(loss, checkpoint, stop_after)``: one training from the seeded (or
+    ``--student-init``) weights, resumed from ``checkpoint`` when it exists; ``stop_after`` ends
+    a pilot early."""
+    cfg, profile = ctx.cfg, ctx.profile
+    train_config = replace(cfg.train, crop_scale=(profile.train_scale[0], profile.train_scale[1]))
+    progress = Progress(ctx.log)
+
+    def train(loss: LossConfig, checkpoint: Path, stop_after: int | None) -> DistillResult:
+        student, _ = initial_student(cfg, arch, ctx.teacher, lambda _m: None)
+        last = stop_after or cfg.train.epochs
+        progress.start("training epochs")
+        return distill(
+            ctx.teacher.model, student, ctx.data, ctx.teacher.mean, ctx.teacher.std, loss,
+            replace(train_config, stop_after=stop_after),
+            on_epoch=lambda row: progress.tick(
+                "training epochs", row["epoch"], last,
+                f"loss {row['loss']:.4f}, val top-1 {row['val_top1']:.4f}",
+            ),
+            # a pilot's checkpoint is always continued: the winner's pilot is its first epochs
+            checkpoint=checkpoint, resume=cfg.resume or checkpoint != ctx.folder.train_state,
+        )  # fmt: skip
+
+    return train
+
+
+def _choose_recipe_and_train(ctx: RunContext, train: Any) -> DistillResult:
+    """``--method auto``: pilots on the validation split, then the winner to the end
+    (:mod:`compressor.recipes`); finished pilots are read back from pilot.json on resume."""
+    cfg, folder, log = ctx.cfg, ctx.folder, ctx.log
+    assert cfg.auto_recipes is not None
+    finished: dict[str, PilotRow] = {}
+    if cfg.resume and folder.pilot_record.is_file():
+        finished = {r["recipe"]: PilotRow(**r) for r in read_json(folder.pilot_record)["pilots"]}
+    rows = list(finished.values())
+    log(f"choosing the recipe: {pilot_epochs(cfg.train.epochs)}-epoch pilots of "
+        f"{', '.join(cfg.auto_recipes)}")  # fmt: skip
+
+    def record(row: PilotRow) -> None:
+        rows.append(row)
+        log(f"pilot {row.recipe}: val top-1 {row.val_top1:.4f} ({row.seconds:.0f} s)")
+        if distributed.info().is_main:
+            write_json_atomic(folder.pilot_record, {"pilots": [asdict(r) for r in rows]})
+
+    result, choice = choose_and_train(
+        cfg.auto_recipes, cfg.loss, cfg.train.epochs, train, folder.root, finished, record
+    )
+    log(f"recipe chosen on validation: {choice.winner}")
+    if distributed.info().is_main:
+        losers = [name for name in cfg.auto_recipes if name != choice.winner]
+        RunFolder.remove(folder.pilot_checkpoint(name) for name in losers)
+    result.recipe_choice = choice.to_dict()
+    return result
+
+
+def _save_student(ctx: RunContext, arch: str, result: DistillResult) -> None:
+    teacher, data = ctx.teacher, ctx.data
+    save_bundle(
+        ctx.folder.student_bundle,
+        result.student,
+        arch,
+        num_classes=teacher.num_classes,
+        in_channels=teacher.in_channels,
+        input_size=ctx.profile.input_shape[1:],  # type: ignore[arg-type]
+        mean=teacher.mean,
+        std=teacher.std,
+        class_names=data.class_names,
+        extra={"teacher_sha256": teacher.sha256, "profile": ctx.profile.name},
+        preprocess=data.preprocess.to_metadata() if data.preprocess else None,
+    )
+    write_json_atomic(ctx.folder.distill_record, result.to_dict())
+
+
+def initial_student(
+    cfg: RunConfig, arch: str, teacher: ModelBundle, log: Log
+) -> tuple[torch.nn.Module, dict[str, Any] | None]:
+    """The student before training: seeded random weights, then ``--student-init`` if given."""
+    torch.manual_seed(cfg.train.seed)  # student initialisation is part of the seeded run
+    student = build_model(arch, teacher.num_classes, teacher.in_channels)
+    if cfg.student_init is None:
+        return student, None
+    init = load_student_init(student, arch, cfg.student_init, cfg.trust_checkpoint)
+    if init is None:
+        log(f"--student-init {cfg.student_init} has no {arch}.pt: {arch} starts from scratch")
+        return student, None
+    head = f", classifier re-initialised ({len(init.reinitialised)} tensors)"
+    loaded = f"student starts from {init.path}: {init.loaded_tensors} tensors"
+    log(loaded + head * bool(init.reinitialised))
+    return student, init.to_dict()
