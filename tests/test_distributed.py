@@ -23,11 +23,12 @@ import torch.distributed as dist
 
 from compressor import distributed
 from compressor.checkpoint import load_bundle
-from compressor.distill import TrainConfig, _lr_factor, augment_seed, distill
+from compressor.distill import TrainConfig, distill
 from compressor.errors import CompressorError
 from compressor.inference import DeviceImages, predict_logits, predict_sharded, resolve_device
 from compressor.losses import LossConfig
 from compressor.students import build_model
+from compressor.train_step import augment_seed, lr_factor
 from tests.conftest import write_profile
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -158,10 +159,10 @@ def test_lr_schedule_is_unchanged_on_one_process_and_warms_up_on_several() -> No
     total = 100
     for step in (0, 1, 50, 99, 100, 150):
         cosine = 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
-        assert _lr_factor(step, total, 0, 1) == cosine  # bit-identical to the former lambda
-    assert _lr_factor(0, total, 5, 4) == pytest.approx(0.25)  # starts at lr = peak / world
-    assert _lr_factor(5, total, 5, 4) == _lr_factor(5, total, 0, 1)  # then plain cosine
-    ramp = [_lr_factor(s, total, 5, 4) for s in range(6)]
+        assert lr_factor(step, total, 0, 1) == cosine  # bit-identical to the former lambda
+    assert lr_factor(0, total, 5, 4) == pytest.approx(0.25)  # starts at lr = peak / world
+    assert lr_factor(5, total, 5, 4) == lr_factor(5, total, 0, 1)  # then plain cosine
+    ramp = [lr_factor(s, total, 5, 4) for s in range(6)]
     assert ramp == sorted(ramp)
 
 

@@ -68,7 +68,7 @@ def test_training_epoch_never_waits_for_the_gpu(
     digits_splits, teacher_path, monkeypatch: pytest.MonkeyPatch, augment: bool
 ) -> None:
     """Any synchronising call (.item(), nonzero, a blocking copy) inside an epoch raises."""
-    real = distill_module._train_epoch
+    real = distill_module.train_epoch
 
     def strict(*args, **kwargs):
         torch.cuda.set_sync_debug_mode("error")
@@ -77,7 +77,7 @@ def test_training_epoch_never_waits_for_the_gpu(
         finally:
             torch.cuda.set_sync_debug_mode(0)
 
-    monkeypatch.setattr(distill_module, "_train_epoch", strict)
+    monkeypatch.setattr(distill_module, "train_epoch", strict)
     result = _distill(digits_splits, teacher_path, precision="bf16", augment=augment)
     assert len(result.history) == 4
 
