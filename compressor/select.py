@@ -145,6 +145,47 @@ def time_teacher(
     )
 
 
+def _restricted_ladder(family: str, candidates: tuple[str, ...] | None) -> tuple[str, ...]:
+    """The family's ladder, restricted to ``candidates`` (each must be on it) when given."""
+    ladder = get_family(family).ladder
+    if not candidates:
+        return ladder
+    unknown = [c for c in candidates if c not in ladder]
+    if unknown:
+        raise CompressorError(
+            f"candidate(s) {', '.join(unknown)} not in family {family}: {', '.join(ladder)}"
+        )
+    return tuple(c for c in ladder if c in candidates)
+
+
+def _time_candidate(
+    cand: Candidate,
+    model: nn.Module,
+    profile: LatencyProfile,
+    timer: Timer,
+    to_shipped: Callable[[bytes], bytes] | None,
+    predictor: LatencyPredictor | None,
+    teacher_ms: float | None,
+) -> None:
+    """Time one candidate as it would ship and record whether it fits and beats the teacher."""
+    shape = profile.input_shape
+    graph = onnx_bytes(model, shape, profile.opset)
+    if to_shipped is not None:
+        cand.fp32_at_percentile_ms = round(timer(graph, shape).at_percentile_ms, 4)
+        graph = to_shipped(graph)
+    stats = timer(graph, shape)
+    cand.p50_ms, cand.p90_ms = round(stats.p50_ms, 4), round(stats.p90_ms, 4)
+    cand.at_percentile_ms = round(stats.at_percentile_ms, 4)
+    judged = stats.at_percentile_ms
+    if predictor is not None:
+        judged = predictor.predict(stats.at_percentile_ms, cand.mflops)
+        cand.predicted_ms = round(judged, 4)
+    cand.fits = judged <= profile.target_ms
+    if teacher_ms is not None:
+        cand.speedup = round(teacher_ms / max(stats.at_percentile_ms, 1e-9), 3)
+        cand.faster = teacher_ms >= profile.min_speedup * stats.at_percentile_ms
+
+
 def select_student(
     profile: LatencyProfile,
     num_classes: int,
@@ -170,14 +211,7 @@ def select_student(
             message names the teacher's latency and the fastest candidate's).
     """
     timer = timer or profile_timer(profile)
-    ladder = get_family(family).ladder
-    if candidates:
-        unknown = [c for c in candidates if c not in ladder]
-        if unknown:
-            raise CompressorError(
-                f"candidate(s) {', '.join(unknown)} not in family {family}: {', '.join(ladder)}"
-            )
-        ladder = tuple(c for c in ladder if c in candidates)
+    ladder = _restricted_ladder(family, candidates)
     shape = profile.input_shape
     predictor = None
     if profile.calibration is not None:
@@ -196,21 +230,7 @@ def select_student(
     for (_, model, _, _), cand in zip(rows, table, strict=True):
         if misses >= patience:
             break
-        graph = onnx_bytes(model, shape, profile.opset)
-        if to_shipped is not None:
-            cand.fp32_at_percentile_ms = round(timer(graph, shape).at_percentile_ms, 4)
-            graph = to_shipped(graph)
-        stats = timer(graph, shape)
-        cand.p50_ms, cand.p90_ms = round(stats.p50_ms, 4), round(stats.p90_ms, 4)
-        cand.at_percentile_ms = round(stats.at_percentile_ms, 4)
-        judged = stats.at_percentile_ms
-        if predictor is not None:
-            judged = predictor.predict(stats.at_percentile_ms, cand.mflops)
-            cand.predicted_ms = round(judged, 4)
-        cand.fits = judged <= profile.target_ms
-        if teacher_ms is not None:
-            cand.speedup = round(teacher_ms / max(stats.at_percentile_ms, 1e-9), 3)
-            cand.faster = teacher_ms >= profile.min_speedup * stats.at_percentile_ms
+        _time_candidate(cand, model, profile, timer, to_shipped, predictor, teacher_ms)
         misses = 0 if cand.qualifies else misses + 1
         if on_candidate:
             on_candidate(cand)
