@@ -33,7 +33,6 @@ from compressor.cli_options import (
     AlphaOpt,
     ArchOpt,
     AugmentOpt,
-    AutoRecipesOpt,
     BatchSizeOpt,
     BetaOpt,
     BiasAwareOpt,
@@ -73,7 +72,9 @@ from compressor.cli_options import (
 )
 from compressor.distill import TrainConfig
 from compressor.errors import CompressorError
+from compressor.loss_methods import methods_help
 from compressor.losses import LossConfig
+from compressor.recipes import DEFAULT_RECIPES, RECIPES
 from compressor.run_context import RUN_DEFAULTS, RunConfig
 
 TRAIN, LOSS, RUN = TrainConfig(), LossConfig(), RUN_DEFAULTS
@@ -81,9 +82,16 @@ TRAIN, LOSS, RUN = TrainConfig(), LossConfig(), RUN_DEFAULTS
 MethodOpt = Annotated[
     str,
     typer.Option(
-        help="Base distillation loss: kd, dkd or ce (no teacher term); or auto: short "
-        "pilots of --auto-recipes from the same weights and batches, the best on the "
-        "validation split continued to the end (docs/benchmarks.md)."
+        help=f"Distillation loss: {methods_help()}; or auto: short pilots of --auto-recipes "
+        "from the same weights and batches, the best on the validation split continued to the "
+        "end (docs/benchmarks.md)."
+    ),
+]
+AutoRecipesOpt = Annotated[
+    str | None,
+    typer.Option(
+        help=f"With --method auto: recipes to pilot, from {', '.join(RECIPES)} "
+        f"[default: {','.join(DEFAULT_RECIPES)}]."
     ),
 ]
 

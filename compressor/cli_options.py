@@ -94,13 +94,6 @@ ValFractionOpt = Annotated[
 ]
 
 # --- the loss ----------------------------------------------------------------------------------
-AutoRecipesOpt = Annotated[
-    str | None,
-    typer.Option(
-        help="With --method auto: recipes to pilot, from ce, kd, kd+bias, dkd, dkd+bias "
-        "[default: ce,kd,kd+bias]."
-    ),
-]
 BiasAwareOpt = Annotated[
     bool,
     typer.Option(

@@ -91,13 +91,17 @@ def _run_stages(cfg: RunConfig, log: Log) -> RunOutcome | None:
             ctx.results[stage.name] = stage.load(ctx)
             ctx.reused.append(stage.name)
         else:
-            ctx.results[stage.name] = _run_on_ranks(stage, ctx)
+            shared = any(later.every_rank for later in STAGES[index + 1 :])
+            ctx.results[stage.name] = _run_on_ranks(stage, ctx, shared)
     return RunOutcome(report=ctx.results["report"], out=cfg.out)
 
 
-def _run_on_ranks(stage: Stage, ctx: RunContext) -> Any:
-    """Every rank runs an ``every_rank`` stage; any other runs on rank 0 and is shared."""
-    return stage.run(ctx) if stage.every_rank else _on_main(lambda: stage.run(ctx))
+def _run_on_ranks(stage: Stage, ctx: RunContext, shared: bool) -> Any:
+    """Every rank runs an ``every_rank`` stage. Any other runs on rank 0 alone; its result is
+    broadcast when the other ranks still need it (``shared``: they run a later stage)."""
+    if stage.every_rank:
+        return stage.run(ctx)
+    return _on_main(lambda: stage.run(ctx)) if shared else stage.run(ctx)
 
 
 def distill_stage_only(cfg: RunConfig, log: Log = lambda _msg: None) -> DistillResult | None:
