@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from compressor.errors import CompressorError
-from compressor.formats import archive_kind, load_exported_program, load_torchscript
+from compressor.archives import archive_kind, load_exported_program, load_torchscript
 from compressor.io import atomic_write
 from compressor.students import build_model, known_arch
 
