@@ -441,19 +441,21 @@ def run_auto(
     timed: dict[str, Any] = {}
 
     def auto() -> None:
-        began = time.perf_counter()
+        began, cpu = time.perf_counter(), time.process_time()
         timed["final"], timed["choice"] = choose_and_train(
             args.auto_recipes, AUTO_BASE, args.epochs, trainer, state_dir,
             on_pilot=lambda r: print(f"  pilot {r.recipe}: val top-1 {r.val_top1:.4f} "
                                      f"({r.seconds:.0f} s)", flush=True),
         )  # fmt: skip
         timed["auto_s"] = time.perf_counter() - began
+        timed["auto_cpu_s"] = time.process_time() - cpu
 
     def single() -> None:  # the chosen recipe alone, from scratch, to the end
-        began = time.perf_counter()
+        began, cpu = time.perf_counter(), time.process_time()
         timed["single"] = trainer(recipe_loss(timed["choice"].winner, AUTO_BASE),
                                   state_dir / "single.pt", None)  # fmt: skip
         timed["single_s"] = time.perf_counter() - began
+        timed["single_cpu_s"] = time.process_time() - cpu
 
     auto()  # the single run needs the winner; its timing is next to auto's, in this process
     load.append(os.getloadavg()[0])
@@ -474,6 +476,7 @@ def run_auto(
         "regime": regime, "row": AUTO, "seed": seed, "test": test,
         "winner": choice.winner, "winner_row": row, "choice": choice.to_dict(),
         "seconds": timed["auto_s"], "single_seconds": timed["single_s"],
+        "cpu_seconds": timed["auto_cpu_s"], "single_cpu_seconds": timed["single_cpu_s"],
         "single_top1": alone_top1, "continued_equals_single": same,
         "cached_row_top1": cached_run["test"]["top1"] if cached_run else None,
         "best_val_epoch": final.best_epoch, "best_val_top1": final.best_val_top1,
@@ -582,8 +585,8 @@ def auto_markdown(out: dict[str, Any]) -> str:
              f"{', '.join(recipes)}; validation: {out['auto_settings']['val']})", "",
              f"| regime | seed | pilot val top-1 % ({' / '.join(recipes)}) | chosen | auto test "
              "top-1 % | uninterrupted run of the chosen recipe, same process | its cached row "
-             "| weights equal | test top-1 % of auto's best-val epoch (epoch) | auto s | single s "
-             "| auto / single |",
+             "| weights equal | test top-1 % of auto's best-val epoch (epoch) | auto s wall (CPU) "
+             "| single s wall (CPU) | auto / single, wall (CPU) |",
              "| --- | ---: | --- | --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: |",
              ]  # fmt: skip
     for r in runs:
@@ -596,12 +599,13 @@ def auto_markdown(out: dict[str, Any]) -> str:
             f" | {'' if cached is None else f'{100 * cached:.2f}'} | "
             f"{'yes' if r['continued_equals_single'] else 'NO'} | "
             f"{100 * r['best_val_state_test_top1']:.2f} ({r['best_val_epoch']}) | "
-            f"{r['seconds']:.0f} | {r['single_seconds']:.0f} | "
-            f"{r['seconds'] / r['single_seconds']:.2f} |"
+            f"{r['seconds']:.0f} ({r['cpu_seconds']:.0f}) | {r['single_seconds']:.0f} "
+            f"({r['single_cpu_seconds']:.0f}) | {r['seconds'] / r['single_seconds']:.2f} "
+            f"({r['cpu_seconds'] / r['single_cpu_seconds']:.2f}) |"
         )
     lines += ["", "| regime | auto, mean | best of auto's recipes, mean | auto - it, paired "
               "(mean ± sd) | best row of the table, mean | auto - it, paired (mean ± sd) | "
-              "auto / single wall time, mean |",
+              "auto / single, wall (CPU), mean |",
               "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
     for regime in REGIMES:
         got = {r["seed"]: r for r in runs if r["regime"] == regime}
@@ -628,8 +632,9 @@ def auto_markdown(out: dict[str, Any]) -> str:
             cols += [f"`{name}` {100 * statistics.mean(accs):.2f}",
                      f"{100 * statistics.mean(d):+.2f} ± {100 * sd:.2f}"]  # fmt: skip
         ratio = statistics.mean(got[k]["seconds"] / got[k]["single_seconds"] for k in seeds)
+        cpu = statistics.mean(got[k]["cpu_seconds"] / got[k]["single_cpu_seconds"] for k in seeds)
         lines.append(f"| {regime} | {100 * statistics.mean(auto):.2f} | " + " | ".join(cols)
-                     + f" | {ratio:.2f} |")  # fmt: skip
+                     + f" | {ratio:.2f} ({cpu:.2f}) |")  # fmt: skip
     return "\n".join(lines)
 
 
