@@ -36,6 +36,17 @@ the test split, so nothing is selected on it. Runs, teachers and logit banks are
     nice -n 10 python benchmarks/bias_kd_regimes.py            # ~80 min on one shared core
     python benchmarks/bias_kd_regimes.py --smoke                # ~2 min: checks the script only
     python benchmarks/bias_kd_regimes.py --report-only          # re-print the tables
+
+The ``auto`` row (``--rows auto``, issue #15 B) is ``compressor run --method auto``'s choosing
+code, ``compressor.recipes.choose_and_train``, with a trainer adapter around this loop: pilots of
+``pilot_epochs(epochs)`` for each of ``--auto-recipes`` (default: the product's ``ce,kd,kd+bias``),
+chosen on a validation split of 100 extra CIFAR ``train/`` images per class (disjoint from the
+training images, never the test set), the winner continued from its pilot checkpoint. The chosen
+recipe is then trained once more uninterrupted in the same process, for its wall and CPU time and
+to check that the continued pilot ends with the same weights::
+
+    nice -n 10 python benchmarks/bias_kd_regimes.py --regimes strong,biased,weak,moderate \
+        --rows auto                                             # ~30 min, teachers cached
 """
 
 from __future__ import annotations
