@@ -23,7 +23,11 @@ top1_drop, best validation epoch, wall time, exit code and what ``report.json`` 
 (``distillation.student_init``). Everything goes to ``--results`` (JSON)::
 
     OMP_NUM_THREADS=1 nice -n 10 python benchmarks/student_init224.py --work /tmp/photo224 \\
-        --seeds 0,1 --epochs 6
+        --seeds 0,1 --epochs 6 [--accuracy-only-profile]
+
+``--accuracy-only-profile`` replaces ``--profile`` by a copy of mobile-224 whose latency budget
+cannot fail (``SHARED_HOST_PROFILE``), for a loaded shared host where the bundled profile's
+2-thread timing refuses every candidate before training starts.
 
 The photo224 data and teacher in ``--work`` are reused when present (built by
 ``benchmarks/photo224.py`` otherwise); so is the pre-trained file unless ``--retrain``.
