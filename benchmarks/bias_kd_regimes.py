@@ -36,11 +36,23 @@ the test split, so nothing is selected on it. Runs, teachers and logit banks are
     nice -n 10 python benchmarks/bias_kd_regimes.py            # ~80 min on one shared core
     python benchmarks/bias_kd_regimes.py --smoke                # ~2 min: checks the script only
     python benchmarks/bias_kd_regimes.py --report-only          # re-print the tables
+
+The ``auto`` row (``--rows auto``, issue #15 B) is ``compressor run --method auto``'s choosing
+code, ``compressor.recipes.choose_and_train``, with a trainer adapter around this loop: pilots of
+``pilot_epochs(epochs)`` for each of ``--auto-recipes`` (default: the product's ``ce,kd,kd+bias``),
+chosen on a validation split of 100 extra CIFAR ``train/`` images per class (disjoint from the
+training images, never the test set), the winner continued from its pilot checkpoint. The chosen
+recipe is then trained once more uninterrupted in the same process, for its wall and CPU time and
+to check that the continued pilot ends with the same weights::
+
+    nice -n 10 python benchmarks/bias_kd_regimes.py --regimes strong,biased,weak,moderate \
+        --rows auto                                             # ~30 min, teachers cached
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import hashlib
 import importlib.metadata
 import json
@@ -48,10 +60,12 @@ import math
 import os
 import platform
 import shlex
+import shutil
 import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +76,7 @@ from PIL import Image
 
 from compressor.data import augment
 from compressor.losses import DistillationLoss, LossConfig
+from compressor.recipes import DEFAULT_RECIPES, choose_and_train, pilot_epochs, recipe_loss
 from compressor.students import build_model, count_params
 
 MEAN = torch.tensor((0.4914, 0.4822, 0.4465)).view(1, 3, 1, 1)
@@ -90,6 +105,16 @@ PRESETS: dict[str, dict[str, Any]] = {
                   weak_epochs=1, strong_epochs=2, strong_augment="crop", noise_fraction=0.5),
 }  # fmt: skip
 DATA_SEED = 0  # the train subset, the relabelled cats, the teachers' init and augmentation
+AUTO = "auto"  # the product's --method auto (compressor.recipes.choose_and_train), issue #15 B
+AUTO_RECIPE_ROWS = {
+    "ce": "ce",
+    "kd": "kd",
+    "kd+bias": "kd+bias(swap)",
+    "dkd": "dkd",
+    "dkd+bias": "dkd+bias(swap)",
+}  # recipe -> the row with its LossConfig
+AUTO_BASE = LossConfig(method="kd", bias_aware=False)  # what `compressor run --method auto` passes
+VAL_PER_CLASS, VAL_SEED = 100, 7  # auto's validation split: extra train images, not test
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -101,6 +126,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, help="results JSON (default: <cache-dir>/regimes_<preset>)")
     p.add_argument("--regimes", type=lambda s: s.split(","), default=["weak", "strong", "biased"])
     p.add_argument("--rows", type=lambda s: s.split(","), default=list(DEFAULT_ROWS))
+    p.add_argument(
+        "--auto-recipes",
+        type=lambda s: s.split(","),
+        default=list(DEFAULT_RECIPES),
+        help="recipes the auto row pilots (default: the product's ce,kd,kd+bias)",
+    )
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     p.add_argument("--report-only", action="store_true", help="print the tables of --out")
     p.add_argument("--markdown", action="store_true", help="with --report-only: as Markdown")
@@ -112,7 +143,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for key, value in PRESETS[args.preset].items():
         if getattr(args, key) is None:
             setattr(args, key, value)
-    for name, given, allowed in (("regimes", args.regimes, REGIMES), ("rows", args.rows, ROWS)):
+    choices = (("regimes", args.regimes, REGIMES), ("rows", args.rows, [*ROWS, AUTO]),
+               ("auto recipes", args.auto_recipes, AUTO_RECIPE_ROWS))  # fmt: skip
+    for name, given, allowed in choices:
         if bad := [x for x in given if x not in allowed]:
             p.error(f"unknown {name} {bad}; choose from {','.join(allowed)}")
     args.cache_dir = args.cache_dir.expanduser()
@@ -176,12 +209,21 @@ def train(
     teacher_logits: torch.Tensor | None = None,
     tag: str = "",
     augmentation: str = "crop",
+    start_epoch: int = 0,
+    optimizer_state: dict | None = None,
+    stop_after: int | None = None,
+    on_epoch: Callable[[int, torch.nn.Module, torch.optim.Optimizer], None] | None = None,
 ) -> float:
     """SGD (Nesterov 0.9, wd 5e-4), cosine per step; returns the seconds spent.
 
     ``views``/``teacher_logits`` (E, N, ...): epoch e trains on view e; without them each epoch
     draws a fresh random crop + flip (``augmentation="crop"``) or flip only (``"flip"``) from a
     generator seeded by ``seed``.
+
+    For ``auto`` (a pilot and its continuation): ``start_epoch`` and ``optimizer_state`` resume
+    an ``epochs`` schedule (the batch order and the views of an epoch depend on the epoch only,
+    the learning rate on the step), ``stop_after`` ends it early, and ``on_epoch(epoch, model,
+    optimizer)`` runs after every epoch (the model is put back in train mode afterwards).
     """
     started = time.perf_counter()
     model = model.to(memory_format=torch.channels_last).train()
@@ -190,9 +232,11 @@ def train(
     loss_fn = DistillationLoss(loss, epochs)
     n = len(labels)
     steps_per_epoch = math.ceil(n / args.batch_size)
-    total, step = epochs * steps_per_epoch, 0
+    total, step = epochs * steps_per_epoch, start_epoch * steps_per_epoch
+    if optimizer_state is not None:
+        opt.load_state_dict(optimizer_state)
     aug_gen = torch.Generator().manual_seed(10_000 + seed)
-    for epoch in range(epochs):
+    for epoch in range(start_epoch, stop_after or epochs):
         order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1000 + epoch))
         if views is not None:
             epoch_x = views[epoch]
@@ -215,6 +259,9 @@ def train(
         if tag:
             print(f"  {tag} epoch {epoch}: loss {float(out.loss.detach()):.3f}, "
                   f"{time.perf_counter() - started:.0f}s", flush=True)  # fmt: skip
+        if on_epoch is not None:
+            on_epoch(epoch, model, opt)
+            model.train()
     return time.perf_counter() - started
 
 
@@ -280,6 +327,175 @@ def get_teacher(regime: str, args: argparse.Namespace, data: dict, views: torch.
     }  # fmt: skip
     torch.save(info, path)
     return info
+
+
+# ------------------------------------------------------------------- auto (issue #15 B)
+
+
+def train_files(args: argparse.Namespace) -> list[list[Path]]:
+    """The training files ``load_data`` picked, per class (its generator replayed)."""
+    g = torch.Generator().manual_seed(DATA_SEED)
+    picked = []
+    for name in CLASSES:  # the train split is drawn first, so the test split does not matter
+        files = sorted((args.data / "train" / name).glob("*.jpg"))
+        pick = torch.randperm(len(files), generator=g)[: args.train_size // len(CLASSES)]
+        picked.append([files[i] for i in pick.sort().values.tolist()])
+    return picked
+
+
+def load_val(args: argparse.Namespace, data: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """``auto``'s validation split: VAL_PER_CLASS seeded images per class from CIFAR ``train/``
+    that are not among the training images (checked by file and by pixels) and not the test set.
+    """
+    n = VAL_PER_CLASS * len(CLASSES)
+    cache = args.cache_dir / f"regimes_val_n{n}_s{VAL_SEED}_train{args.train_size}_s{DATA_SEED}.pt"
+    if cache.exists():
+        return torch.load(cache)
+    picked = train_files(args)
+    if not torch.equal(torch.cat([_decode(f) for f in picked]), data["train_x"]):
+        raise SystemExit("replaying load_data's draw did not give the cached training images")
+    g = torch.Generator().manual_seed(VAL_SEED)
+    xs, ys, names = [], [], []
+    for label, (name, used) in enumerate(zip(CLASSES, picked, strict=True)):
+        taken = set(used)
+        rest = [f for f in sorted((args.data / "train" / name).glob("*.jpg")) if f not in taken]
+        pick = torch.randperm(len(rest), generator=g)[:VAL_PER_CLASS].sort().values.tolist()
+        files = [rest[i] for i in pick]
+        xs.append(_decode(files))
+        ys.append(torch.full((len(files),), label, dtype=torch.long))
+        names += [str(f.relative_to(args.data)) for f in files]
+    val_x = torch.cat(xs)
+
+    def digests(x: torch.Tensor) -> set[bytes]:
+        return {hashlib.sha1(img.numpy().tobytes()).digest() for img in x}
+
+    seen = digests(val_x)
+    val = {
+        "val_x": val_x, "val_y": torch.cat(ys), "files": names,
+        "file_overlap_with_train": len({str(f) for c in picked for f in c}
+                                       & {str(args.data / f) for f in names}),
+        "pixel_equal_to_train": len(seen & digests(data["train_x"])),
+        "pixel_equal_to_test": len(seen & digests(data["test_x"])),
+    }  # fmt: skip
+    torch.save(val, cache)
+    return val
+
+
+class AutoResult:
+    """What the product's trainer returns that ``choose_and_train`` reads (``best_val_top1``),
+    plus the student after the last epoch run and the best-on-validation weights."""
+
+    def __init__(self, student: torch.nn.Module, best: dict, history: list[float]) -> None:
+        self.student, self.history = student, history
+        self.best_val_top1, self.best_epoch, self.best_state = (
+            best["val"],
+            best["epoch"],
+            best["state"],
+        )
+
+
+def auto_trainer(
+    args: argparse.Namespace, data: dict, val: dict, views: torch.Tensor, bank: torch.Tensor,
+    seed: int,
+) -> Callable[[LossConfig, Path, int | None], AutoResult]:  # fmt: skip
+    """The ``Trainer`` of ``compressor.recipes`` around this script's lean loop.
+
+    As in ``compressor.pipeline._distill_stage``: every call starts from the seed's initial
+    student, resumes from ``checkpoint`` when it exists (weights, optimizer, epoch, best
+    validation so far), validates after every epoch, saves the checkpoint, and stops after
+    ``stop_after`` epochs of the ``args.epochs`` schedule (None: the end).
+    """
+
+    def trainer(loss: LossConfig, checkpoint: Path, stop_after: int | None) -> AutoResult:
+        torch.manual_seed(seed)  # the same initial student as every row of this seed
+        student = build_model(args.student_arch, len(CLASSES), 3)
+        start, opt_state = 0, None
+        best: dict[str, Any] = {"val": -1.0, "epoch": 0, "state": None}
+        history: list[float] = []
+        if checkpoint.exists():
+            state = torch.load(checkpoint)
+            student.load_state_dict(state["student"])
+            start, opt_state, best, history = (state["epoch"], state["optimizer"], state["best"],
+                                               state["history"])  # fmt: skip
+
+        def on_epoch(epoch: int, model: torch.nn.Module, opt: torch.optim.Optimizer) -> None:
+            top1 = evaluate(logits_of(model, val["val_x"]), val["val_y"])["top1"]
+            history.append(top1)
+            if top1 > best["val"]:
+                best.update(val=top1, epoch=epoch + 1, state=copy.deepcopy(model.state_dict()))
+            torch.save({"epoch": epoch + 1, "student": model.state_dict(),
+                        "optimizer": opt.state_dict(), "best": best, "history": history},
+                       checkpoint)  # fmt: skip
+
+        train(student, data["train_x"], data["train_y"], args.epochs, seed, args, loss, views,
+              None if loss.method == "ce" else bank, start_epoch=start, optimizer_state=opt_state,
+              stop_after=stop_after, on_epoch=on_epoch)  # fmt: skip
+        return AutoResult(student, best, history)
+
+    return trainer
+
+
+def run_auto(
+    args: argparse.Namespace, data: dict, val: dict, views: torch.Tensor, teacher: dict,
+    regime: str, seed: int, cached: dict[tuple[str, str, int], dict],
+) -> dict[str, Any]:  # fmt: skip
+    """One ``auto`` run (the product's choosing code) and, in the same process, one
+    uninterrupted run of the recipe it chose: their wall times, and whether the continued
+    pilot gives the same weights as the uninterrupted run and as the cached row."""
+    state_dir = args.cache_dir / "auto_state" / f"{regime}_s{seed}"
+    shutil.rmtree(state_dir, ignore_errors=True)
+    state_dir.mkdir(parents=True)
+    for name in args.auto_recipes:  # the recipes are the rows' losses, so the rows are paired
+        assert recipe_loss(name, AUTO_BASE) == ROWS[AUTO_RECIPE_ROWS[name]], name
+    trainer = auto_trainer(args, data, val, views, teacher["bank"], seed)
+    load = [os.getloadavg()[0]]
+    timed: dict[str, Any] = {}
+
+    def auto() -> None:
+        began, cpu = time.perf_counter(), time.process_time()
+        timed["final"], timed["choice"] = choose_and_train(
+            args.auto_recipes, AUTO_BASE, args.epochs, trainer, state_dir,
+            on_pilot=lambda r: print(f"  pilot {r.recipe}: val top-1 {r.val_top1:.4f} "
+                                     f"({r.seconds:.0f} s)", flush=True),
+        )  # fmt: skip
+        timed["auto_s"] = time.perf_counter() - began
+        timed["auto_cpu_s"] = time.process_time() - cpu
+
+    def single() -> None:  # the chosen recipe alone, from scratch, to the end
+        began, cpu = time.perf_counter(), time.process_time()
+        timed["single"] = trainer(recipe_loss(timed["choice"].winner, AUTO_BASE),
+                                  state_dir / "single.pt", None)  # fmt: skip
+        timed["single_s"] = time.perf_counter() - began
+        timed["single_cpu_s"] = time.process_time() - cpu
+
+    auto()  # the single run needs the winner; its timing is next to auto's, in this process
+    load.append(os.getloadavg()[0])
+    single()
+    load.append(os.getloadavg()[0])
+    final, choice, alone = timed["final"], timed["choice"], timed["single"]
+    same = all(torch.equal(a, b) for a, b in zip(final.student.state_dict().values(),
+                                                  alone.student.state_dict().values(),
+                                                  strict=True))  # fmt: skip
+    test = evaluate(logits_of(final.student, data["test_x"]), data["test_y"])
+    alone_top1 = evaluate(logits_of(alone.student, data["test_x"]), data["test_y"])["top1"]
+    shipped = build_model(args.student_arch, len(CLASSES), 3)  # what the product would ship
+    shipped.load_state_dict(final.best_state)
+    row = AUTO_RECIPE_ROWS[choice.winner]
+    cached_run = cached.get(("all" if row == "ce" else regime, row, seed))
+    shutil.rmtree(state_dir, ignore_errors=True)
+    return {
+        "regime": regime, "row": AUTO, "seed": seed, "test": test,
+        "winner": choice.winner, "winner_row": row, "choice": choice.to_dict(),
+        "seconds": timed["auto_s"], "single_seconds": timed["single_s"],
+        "cpu_seconds": timed["auto_cpu_s"], "single_cpu_seconds": timed["single_cpu_s"],
+        "single_top1": alone_top1, "continued_equals_single": same,
+        "cached_row_top1": cached_run["test"]["top1"] if cached_run else None,
+        "best_val_epoch": final.best_epoch, "best_val_top1": final.best_val_top1,
+        "val_history": final.history,
+        "best_val_state_test_top1": evaluate(logits_of(shipped, data["test_x"]),
+                                             data["test_y"])["top1"],
+        "loadavg_1min": load,
+    }  # fmt: skip
 
 
 # -------------------------------------------------------------------------------- report
@@ -362,6 +578,74 @@ def markdown(out: dict[str, Any]) -> str:
                          if got else "")  # fmt: skip
         if any(means):
             lines.append(f"| `{row}` | " + " | ".join(means) + " |")
+    if auto := auto_markdown(out):
+        lines += ["", auto]
+    return "\n".join(lines)
+
+
+def auto_markdown(out: dict[str, Any]) -> str:
+    """The ``auto`` row: per seed (pilots, choice, test, equality, wall time), then per regime
+    against the best single recipe (of auto's recipes, and of every row of the table)."""
+    cells = _by_cell(out)
+    runs = sorted((r for r in out["runs"] if r["row"] == AUTO),
+                  key=lambda r: (REGIMES.index(r["regime"]), r["seed"]))  # fmt: skip
+    if not runs:
+        return ""
+    recipes = out["auto_settings"]["recipes"]
+    lines = [f"`auto` ({out['auto_settings']['pilot_epochs']}-epoch pilots of "
+             f"{', '.join(recipes)}; validation: {out['auto_settings']['val']})", "",
+             f"| regime | seed | pilot val top-1 % ({' / '.join(recipes)}) | chosen | auto test "
+             "top-1 % | uninterrupted run of the chosen recipe, same process | its cached row "
+             "| weights equal | test top-1 % of auto's best-val epoch (epoch) | auto s wall (CPU) "
+             "| single s wall (CPU) | auto / single, wall (CPU) |",
+             "| --- | ---: | --- | --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: |",
+             ]  # fmt: skip
+    for r in runs:
+        pilots = {p["recipe"]: p["val_top1"] for p in r["choice"]["pilots"]}
+        cached = r["cached_row_top1"]
+        lines.append(
+            f"| {r['regime']} | {r['seed']} | "
+            + " / ".join(f"{100 * pilots[k]:.1f}" for k in recipes)
+            + f" | `{r['winner']}` | {100 * r['test']['top1']:.2f} | {100 * r['single_top1']:.2f}"
+            f" | {'' if cached is None else f'{100 * cached:.2f}'} | "
+            f"{'yes' if r['continued_equals_single'] else 'NO'} | "
+            f"{100 * r['best_val_state_test_top1']:.2f} ({r['best_val_epoch']}) | "
+            f"{r['seconds']:.0f} ({r['cpu_seconds']:.0f}) | {r['single_seconds']:.0f} "
+            f"({r['single_cpu_seconds']:.0f}) | {r['seconds'] / r['single_seconds']:.2f} "
+            f"({r['cpu_seconds'] / r['single_cpu_seconds']:.2f}) |"
+        )
+    lines += ["", "| regime | auto, mean | best of auto's recipes, mean | auto - it, paired "
+              "(mean ± sd) | best row of the table, mean | auto - it, paired (mean ± sd) | "
+              "auto / single, wall (CPU), mean |",
+              "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
+    for regime in REGIMES:
+        got = {r["seed"]: r for r in runs if r["regime"] == regime}
+        if not got:
+            continue
+        seeds = sorted(got)
+        auto = [got[k]["test"]["top1"] for k in seeds]
+
+        def best_of(
+            rows: list[str], regime: str = regime, seeds: list[int] = seeds
+        ) -> tuple[str, list[float]]:
+            scored = []
+            for row in rows:
+                cell = cells.get((regime, row), {})
+                if all(k in cell for k in seeds):
+                    scored.append((row, [cell[k]["test"]["top1"] for k in seeds]))
+            return max(scored, key=lambda x: statistics.mean(x[1]))
+
+        cols = []
+        for rows in ([AUTO_RECIPE_ROWS[k] for k in recipes], list(ROWS)):
+            name, accs = best_of(rows)
+            d = [a - b for a, b in zip(auto, accs, strict=True)]
+            sd = statistics.stdev(d) if len(d) > 1 else 0.0
+            cols += [f"`{name}` {100 * statistics.mean(accs):.2f}",
+                     f"{100 * statistics.mean(d):+.2f} ± {100 * sd:.2f}"]  # fmt: skip
+        ratio = statistics.mean(got[k]["seconds"] / got[k]["single_seconds"] for k in seeds)
+        cpu = statistics.mean(got[k]["cpu_seconds"] / got[k]["single_cpu_seconds"] for k in seeds)
+        lines.append(f"| {regime} | {100 * statistics.mean(auto):.2f} | " + " | ".join(cols)
+                     + f" | {ratio:.2f} ({cpu:.2f}) |")  # fmt: skip
     return "\n".join(lines)
 
 
@@ -402,6 +686,8 @@ def report(out: dict[str, Any]) -> str:
                 f"{row:<15} {pm(r['acc']):>14} {pm(r['cat']):>12} {vs:>30} {cat_vs:>14}  "
                 + " ".join(f"{100 * v:.2f}" for v in r["acc"])
             )
+    if auto := auto_markdown(out):
+        lines += ["", auto]
     lines.append(f"\nwall time: {out['wall_seconds'] / 60:.1f} min (this invocation)")
     return "\n".join(lines)
 
@@ -440,13 +726,32 @@ def main(argv: list[str] | None = None) -> None:
         "teachers": old["teachers"] if done else {}, "runs": list(done.values()),
         "wall_seconds": 0.0,
     }  # fmt: skip
+    # earlier invocations whose runs are reused keep their command, environment and wall time
+    history = ((old.get("invocations") or [{k: old[k] for k in ("command", "env", "wall_seconds")}])
+               if done else [])  # fmt: skip
+    if done and "auto_settings" in old:
+        out["auto_settings"] = old["auto_settings"]
     data = load_data(args)
     print(f"data: {len(data['train_y'])} train, {len(data['test_y'])} test", flush=True)
     g = torch.Generator().manual_seed(DATA_SEED + 2)  # the same views for every regime and row
     views = torch.stack([augment(data["train_x"], g) for _ in range(args.epochs)])
+    val = None
+    if AUTO in args.rows:
+        val = load_val(args, data)
+        out["auto_settings"] = {
+            "recipes": args.auto_recipes, "base_loss": str(AUTO_BASE),
+            "pilot_epochs": pilot_epochs(args.epochs), "total_epochs": args.epochs,
+            "val": f"{len(val['val_y'])} images, {VAL_PER_CLASS} per class, from CIFAR-10 train/ "
+                   f"minus the {args.train_size} training images (seed {VAL_SEED}); "
+                   f"{val['file_overlap_with_train']} files shared with train, "
+                   f"{val['pixel_equal_to_train']} pixel-identical to a training image, "
+                   f"{val['pixel_equal_to_test']} to a test image",
+        }  # fmt: skip
+        print(f"auto: {out['auto_settings']}", flush=True)
 
     def save() -> None:
         out["wall_seconds"] = time.perf_counter() - started
+        out["invocations"] = [*history, {k: out[k] for k in ("command", "env", "wall_seconds")}]
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(out, indent=1))
 
@@ -465,6 +770,18 @@ def main(argv: list[str] | None = None) -> None:
             for row in args.rows:
                 where = "all" if row == "ce" else regime  # ce uses no teacher: one run serves all
                 if (where, row, seed) in done:
+                    continue
+                if row == AUTO:
+                    assert val is not None
+                    run = run_auto(args, data, val, views, teacher, regime, seed, done)
+                    done[(where, row, seed)] = run
+                    out["runs"].append(run)
+                    save()
+                    print(f"{regime} auto seed {seed}: {run['winner']} chosen, test "
+                          f"{run['test']['top1']:.4f} (uninterrupted {run['single_top1']:.4f}, "
+                          f"cached row {run['cached_row_top1']}), weights equal: "
+                          f"{run['continued_equals_single']}; {run['seconds']:.0f} s vs "
+                          f"{run['single_seconds']:.0f} s", flush=True)  # fmt: skip
                     continue
                 torch.manual_seed(seed)  # the same initial student for every row of a seed
                 student = build_model(args.student_arch, len(CLASSES), 3)
