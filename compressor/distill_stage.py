@@ -107,9 +107,11 @@ def _choose_recipe_and_train(ctx: RunContext, train: Any) -> DistillResult:
             write_json_atomic(folder.pilot_record, {"pilots": [asdict(r) for r in rows]})
 
     result, choice = choose_and_train(
-        cfg.auto_recipes, cfg.loss, cfg.train.epochs, train, folder.root, finished, record
-    )
-    log(f"recipe chosen on validation: {choice.winner}")
+        cfg.auto_recipes, cfg.loss, cfg.train.epochs, train, folder.root, finished, record,
+        val_images=len(ctx.data.val),
+    )  # fmt: skip
+    log(f"recipe chosen on validation: {choice.winner} (kept unless a pilot beat "
+        f"{choice.incumbent} by more than {100 * choice.margin:.1f} points)")  # fmt: skip
     if distributed.info().is_main:
         losers = [name for name in cfg.auto_recipes if name != choice.winner]
         RunFolder.remove(folder.pilot_checkpoint(name) for name in losers)

@@ -3,10 +3,13 @@
 Whether teacher-bias removal helps depends on the teacher and the data (docs/benchmarks.md),
 so instead of trusting one default the run can measure: every candidate recipe trains a
 short pilot, the first ``pilot_epochs`` epochs of the full schedule, from the same initial
-weights and over the same batches; the recipe with the best validation top-1 (never test)
-wins, and its pilot is continued from its checkpoint to the end of the schedule, so the
-winner's training is exactly what an uninterrupted run of that recipe would have been and
-its pilot is not wasted. The cost is the losers' pilots.
+weights and over the same batches. The *incumbent* (the recipe of the configured loss, plain
+``kd`` by default) keeps its place unless another pilot beats it on validation top-1 (never
+test) by more than the validation split can tell apart (:func:`noise_margin`): short pilots
+are noisy, and a recipe picked on noise was measured to cost up to 11 points at the end
+(docs/benchmarks.md). The winner's pilot is continued from its checkpoint to the end of the
+schedule, so its training is exactly what an uninterrupted run of that recipe would have
+been and its pilot is not wasted. The cost is the losers' pilots.
 
 The trainer is passed in, so this module decides and records, and the training loop stays
 unaware of it (tests drive it with a stub trainer).
@@ -14,6 +17,7 @@ unaware of it (tests drive it with a stub trainer).
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -87,6 +91,8 @@ class RecipeChoice:
     winner: str
     pilot_epochs: int
     total_epochs: int
+    incumbent: str | None = None  # the configured loss's recipe, kept unless clearly beaten
+    margin: float = 0.0  # validation top-1 a challenger had to gain over the incumbent
     pilot_seconds: float = field(init=False)
 
     def __post_init__(self) -> None:
@@ -98,7 +104,10 @@ class RecipeChoice:
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> RecipeChoice:
         pilots = [PilotRow(**p) for p in raw["pilots"]]
-        return cls(pilots, raw["winner"], raw["pilot_epochs"], raw["total_epochs"])
+        return cls(
+            pilots, raw["winner"], raw["pilot_epochs"], raw["total_epochs"],
+            raw.get("incumbent"), raw.get("margin", 0.0),
+        )  # fmt: skip
 
 
 # (loss, checkpoint, stop_after) -> a result with .best_val_top1 (a DistillResult)
@@ -113,13 +122,16 @@ def choose_and_train(
     state_dir: Path,
     finished: Mapping[str, PilotRow] | None = None,
     on_pilot: Callable[[PilotRow], None] = lambda _row: None,
+    *,
+    val_images: int | None = None,
 ) -> tuple[Any, RecipeChoice]:
-    """Pilot every recipe, keep the best on validation, train it to the end of the schedule.
+    """Pilot every recipe, choose on validation (:func:`choose_winner`), train the winner to
+    the end of the schedule.
 
     ``trainer(loss, checkpoint, stop_after)`` must resume from ``checkpoint`` when it exists
     and stop after ``stop_after`` epochs of a ``total_epochs`` schedule (None: the end).
-    ``finished`` pilots (read back from a run folder on ``--resume``) are not run again. Ties
-    go to the recipe listed first (the default order is simplest first).
+    ``finished`` pilots (read back from a run folder on ``--resume``) are not run again.
+    ``val_images``, the size of the validation split, sets the noise margin (None: no margin).
     """
     epochs = pilot_epochs(total_epochs)
     rows: list[PilotRow] = []
@@ -132,10 +144,38 @@ def choose_and_train(
         row = PilotRow(name, float(result.best_val_top1), epochs, time.perf_counter() - began)
         rows.append(row)
         on_pilot(row)
-    winner = max(rows, key=lambda r: r.val_top1)  # max keeps the first of equals
-    final = trainer(recipe_loss(winner.recipe, base), checkpoint_path(state_dir, winner.recipe),
-                    None)  # fmt: skip
-    return final, RecipeChoice(rows, winner.recipe, epochs, total_epochs)
+    incumbent = incumbent_recipe(recipes, base)
+    winner, margin = choose_winner(rows, incumbent, val_images)
+    final = trainer(recipe_loss(winner, base), checkpoint_path(state_dir, winner), None)
+    return final, RecipeChoice(rows, winner, epochs, total_epochs, incumbent, margin)
+
+
+def incumbent_recipe(recipes: Sequence[str], base: LossConfig) -> str:
+    """The recipe of the configured loss (``kd`` for the defaults) if piloted, else the first."""
+    for name in recipes:
+        if recipe_loss(name, base) == base:
+            return name
+    return recipes[0]
+
+
+def noise_margin(top1_a: float, top1_b: float, images: int, z: float = 1.96) -> float:
+    """How far apart two validation top-1s on ``images`` images can be by chance alone: the
+    95% half-width of the difference of two independent proportions."""
+    variance = (top1_a * (1 - top1_a) + top1_b * (1 - top1_b)) / images
+    return z * math.sqrt(variance)
+
+
+def choose_winner(
+    rows: Sequence[PilotRow], incumbent: str, val_images: int | None
+) -> tuple[str, float]:
+    """``(winner, margin)``: the best pilot if it beats the incumbent by more than the noise
+    margin, else the incumbent. Without ``val_images`` the margin is 0 (ties keep the
+    incumbent)."""
+    by_name = {row.recipe: row for row in rows}
+    best = max(rows, key=lambda r: r.val_top1)  # max keeps the first of equals
+    held = by_name[incumbent]
+    margin = noise_margin(best.val_top1, held.val_top1, val_images) if val_images else 0.0
+    return (best.recipe if best.val_top1 - held.val_top1 > margin else incumbent), margin
 
 
 def checkpoint_path(state_dir: Path, recipe: str) -> Path:

@@ -1,6 +1,7 @@
 """``--method auto``: pilots, the choice on validation, the winner continued from its pilot."""
 
 import json
+import math
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -18,6 +19,9 @@ from compressor.recipes import (
     PilotRow,
     RecipeChoice,
     choose_and_train,
+    choose_winner,
+    incumbent_recipe,
+    noise_margin,
     parse_recipes,
     pilot_epochs,
     recipe_loss,
@@ -58,12 +62,45 @@ def test_the_best_pilot_on_validation_is_continued_from_its_checkpoint(tmp_path:
     assert RecipeChoice.from_dict(json.loads(json.dumps(choice.to_dict()))) == choice
 
 
-def test_ties_go_to_the_first_recipe_and_finished_pilots_are_not_rerun(tmp_path: Path) -> None:
+def test_ties_keep_the_incumbent_and_finished_pilots_are_not_rerun(tmp_path: Path) -> None:
     trainer = StubTrainer({("ce", False): 0.6, ("kd", False): 0.6, ("kd", True): 0.6})
     done = {"ce": PilotRow("ce", 0.6, 2, 5.0)}
     _, choice = choose_and_train(DEFAULT_RECIPES, LossConfig(), 10, trainer, tmp_path, done)
-    assert [c[2] for c in trainer.calls] == ["pilot_kd.pt", "pilot_kd+bias.pt", "pilot_ce.pt"]
-    assert choice.winner == "ce" and choice.pilots[0].seconds == 5.0
+    assert [c[2] for c in trainer.calls] == ["pilot_kd.pt", "pilot_kd+bias.pt", "pilot_kd.pt"]
+    assert choice.winner == "kd" == choice.incumbent and choice.pilots[0].seconds == 5.0
+
+
+@pytest.mark.parametrize(
+    ("challenger", "val_images", "winner"),
+    [
+        (0.63, 1000, "kd"),  # +3.0 points, margin 4.26: noise, the incumbent stays
+        (0.66, 1000, "kd+bias"),  # +6.0 points, margin 4.22: a real gain
+        (0.63, None, "kd+bias"),  # no split size given: no margin
+        (0.63, 100_000, "kd+bias"),  # a large split tells 3 points apart
+    ],
+)
+def test_a_challenger_must_beat_the_incumbent_by_more_than_validation_noise(
+    tmp_path: Path, challenger: float, val_images: int | None, winner: str
+) -> None:
+    trainer = StubTrainer({("ce", False): 0.50, ("kd", False): 0.60, ("kd", True): challenger})
+    _, choice = choose_and_train(
+        DEFAULT_RECIPES, LossConfig(), 10, trainer, tmp_path, val_images=val_images
+    )
+    assert choice.incumbent == "kd" and choice.winner == winner
+    assert trainer.calls[-1][:2] == (("kd", True) if winner == "kd+bias" else ("kd", False))
+    expected = (
+        1.96 * math.sqrt((challenger * (1 - challenger) + 0.24) / val_images) if val_images else 0.0
+    )
+    assert choice.margin == pytest.approx(expected)
+
+
+def test_the_incumbent_is_the_configured_loss() -> None:
+    assert incumbent_recipe(DEFAULT_RECIPES, LossConfig()) == "kd"
+    assert incumbent_recipe(DEFAULT_RECIPES, LossConfig(bias_aware=True)) == "kd+bias"
+    assert incumbent_recipe(("dkd", "dkd+bias"), LossConfig()) == "dkd"  # kd not piloted: first
+    assert noise_margin(0.5, 0.5, 100) == pytest.approx(1.96 * math.sqrt(0.5 / 100))
+    rows = [PilotRow("ce", 0.9, 2, 1.0), PilotRow("kd", 0.5, 2, 1.0)]
+    assert choose_winner(rows, "kd", 10) == ("ce", pytest.approx(noise_margin(0.9, 0.5, 10)))
 
 
 def test_pilot_length_and_recipe_parsing() -> None:
