@@ -25,8 +25,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from compressor.errors import CompressorError
 from compressor.archives import archive_kind, load_exported_program, load_torchscript
+from compressor.errors import CompressorError
 from compressor.io import atomic_write
 from compressor.students import build_model, known_arch
 

@@ -131,12 +131,13 @@ def profiles_list(debug: DebugOpt = False) -> None:
 
     with user_errors(debug):
         for name in available_profiles():
-            p = load_profile(name)
-            shape = "x".join(map(str, p.input_shape))
-            cal = f", calibrated for {p.calibration.device}" if p.calibration else ""
+            profile = load_profile(name)
+            shape = "x".join(map(str, profile.input_shape))
+            cal = f", calibrated for {profile.calibration.device}" if profile.calibration else ""
             typer.echo(
-                f"{name:<20} {p.latency_ms:g} ms at p{p.percentile:g}, batch {p.batch_size}, "
-                f"{shape}, {p.intra_op_threads} thread(s){cal}: {p.description}"
+                f"{name:<20} {profile.latency_ms:g} ms at p{profile.percentile:g}, "
+                f"batch {profile.batch_size}, {shape}, {profile.intra_op_threads} thread(s)"
+                f"{cal}: {profile.description}"
             )
 
 

@@ -126,7 +126,7 @@ def rerun_stage(name: str, cfg: RunConfig, log: Log) -> Any:
     folder = RunFolder(cfg.out)
     upstream = upstream_stages(name)
     for stage in upstream:
-        missing = [p.name for p in stage.records(folder) if not p.is_file()]
+        missing = [path.name for path in stage.records(folder) if not path.is_file()]
         if missing:
             raise CompressorError(f"{cfg.out} has no {missing[0]}: run `compressor run` first")
     cfg = replace(cfg, resume=False)
