@@ -371,11 +371,3 @@ def train_augment(
         return random_resized_crop(images, generator, crop_scale, hflip=hflip)
     return augment(images, generator, hflip)
 
-
-def batches(
-    n: int, batch_size: int, generator: torch.Generator | None = None
-) -> Iterator[torch.Tensor]:
-    """Index batches over ``n`` items, shuffled when a generator is given."""
-    order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
-    for start in range(0, n, batch_size):
-        yield order[start : start + batch_size]

@@ -299,3 +299,139 @@ def test_test_folder_with_one_or_no_readable_image(tmp_path: Path) -> None:
     pixels = np.zeros((8, 8, 3), dtype=np.uint8)
     Image.fromarray(pixels, "RGB").save(tmp_path / "d" / "test" / "class0" / "one.png")
     assert len(load_image_folder(tmp_path / "d", (3, 8, 8)).test) == 1
+
+
+# --- what load_image_folder passes on: storage, workers, cache, log, transform ----------------
+
+
+def _train_test_tree(root: Path, train_per_class: int = 4, test_per_class: int = 1) -> Path:
+    """train/ (2 classes) + test/ trees of distinct 8x8 RGB images (3 x 8 x 8 = 192 bytes)."""
+    _unique_images(root / "train", per_class=train_per_class, classes=2, seed=12)
+    _unique_images(root / "test", per_class=test_per_class, classes=2, seed=13)
+    return root
+
+
+def test_auto_storage_counts_train_and_test_images_and_is_logged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from compressor import streaming
+    from compressor.data import Split
+    from compressor.streaming import StorageChoice, StreamedSplit
+
+    root = _train_test_tree(tmp_path / "d")  # 8 + 2 images: 10 x 192 = 1,920 decoded bytes
+    # a quarter of the available memory is the budget: exactly the 1,920 bytes
+    monkeypatch.setattr(streaming, "available_memory_bytes", lambda: 4 * 1920)
+    logs: list[str] = []
+    fits = load_image_folder(root, (3, 8, 8), storage="auto", log=logs.append)
+    reason = "fits in memory (0.00 GB decoded vs a 0.00 GB budget)"
+    assert fits.storage == StorageChoice("memory", 1920, 1920, reason)
+    assert logs == [f"data: {reason}"]
+    assert isinstance(fits.train, Split) and isinstance(fits.test, Split)
+
+    # two processes on the host share the budget: 960 bytes each, so the images are streamed
+    logs.clear()
+    shared = load_image_folder(
+        root, (3, 8, 8), storage="auto", log=logs.append, processes_per_host=2
+    )
+    reason = "streamed from disk (0.00 GB decoded vs a 0.00 GB budget)"
+    assert shared.storage == StorageChoice("stream", 1920, 960, reason)
+    assert logs == [f"data: {reason}"]
+    assert isinstance(shared.train, StreamedSplit) and isinstance(shared.test, StreamedSplit)
+    every = torch.arange(len(fits.test))
+    assert torch.equal(shared.test.read(every), fits.test.images)
+
+    # a forced mode is not announced
+    logs.clear()
+    forced = load_image_folder(root, (3, 8, 8), storage="memory", log=logs.append)
+    assert logs == []
+    assert forced.storage == StorageChoice("memory", 1920, None, "--data-memory given")
+    assert load_image_folder(root, (3, 8, 8)).storage == forced.storage  # memory unless told
+
+
+def test_streamed_splits_get_the_decode_workers_of_their_host_share(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from compressor import data as data_module
+
+    root = _train_test_tree(tmp_path / "d")
+    monkeypatch.setattr(data_module, "default_workers", lambda processes: {1: 3, 2: 5}[processes])
+    alone = load_image_folder(root, (3, 8, 8), storage="stream")
+    shared = load_image_folder(root, (3, 8, 8), storage="stream", processes_per_host=2)
+    assert [s.workers for s in (alone.train, alone.val, alone.test)] == [3, 3, 3]
+    assert [s.workers for s in (shared.train, shared.val, shared.test)] == [5, 5, 5]
+
+
+def test_decoded_images_are_cached_in_cache_dir_and_the_reuse_is_logged(tmp_path: Path) -> None:
+    truth = _unique_images(tmp_path / "flat", per_class=5, classes=2, seed=14)
+    cache = tmp_path / "cache"
+    logs: list[str] = []
+    first = load_image_folder(tmp_path / "flat", (3, 8, 8), cache_dir=cache, log=logs.append)
+    entries = sorted(cache.glob("images-*.pt"))
+    assert len(entries) == 1
+    assert logs == [f"data cache: stored decoded images in {entries[0]}"]
+    logs.clear()
+    second = load_image_folder(tmp_path / "flat", (3, 8, 8), cache_dir=cache, log=logs.append)
+    assert logs == [f"data cache: reused decoded images from {entries[0]}"]
+    for name in ("train", "val", "test"):
+        assert _hashed(getattr(second, name)) == _hashed(getattr(first, name))
+    assert set(_hashed(first.train) + _hashed(first.val) + _hashed(first.test)) == set(truth)
+
+
+@pytest.mark.parametrize("storage", ["memory", "stream"])
+def test_every_split_is_decoded_with_the_given_preprocess(tmp_path: Path, storage: str) -> None:
+    """A centre crop of 16x12 images is not the default squash: each split holds exactly what
+    the given transform makes of its files."""
+    from compressor.data import default_preprocess, scan_image_folder
+    from compressor.preprocess import resolve_preprocess
+
+    rng = np.random.default_rng(15)
+    for part, per_class in (("train", 6), ("test", 2)):
+        for c in range(2):
+            (tmp_path / "d" / part / f"class{c}").mkdir(parents=True)
+            for i in range(per_class):
+                pixels = rng.integers(0, 256, (12, 16, 3), dtype=np.uint8)  # 16 wide, 12 high
+                Image.fromarray(pixels, "RGB").save(
+                    tmp_path / "d" / part / f"class{c}" / f"{i}.png"
+                )
+    crop = resolve_preprocess((8, 8), 3, (0.5,) * 3, (0.5,) * 3, {"resize_mode": "center-crop"})
+    assert crop != default_preprocess((3, 8, 8))
+    data = load_image_folder(tmp_path / "d", (3, 8, 8), preprocess=crop, storage=storage)
+    assert data.preprocess == crop
+
+    def expected(part: str, spec) -> torch.Tensor:
+        _, files = scan_image_folder(tmp_path / "d" / part)
+        arrays = []
+        for path, _ in files:
+            with Image.open(path) as image:
+                arrays.append(spec.apply(image))
+        return torch.from_numpy(np.stack(arrays))
+
+    test = data.test.read(torch.arange(len(data.test)))
+    assert torch.equal(test, expected("test", crop))
+    assert not torch.equal(test, expected("test", default_preprocess((3, 8, 8))))
+    train = torch.cat([s.read(torch.arange(len(s))) for s in (data.train, data.val)])
+    want = {_digest(img.numpy()) for img in expected("train", crop)}
+    assert {_digest(img.numpy()) for img in train} == want and len(train) == 12
+
+
+def test_augment_flips_when_the_draw_is_below_one_half_not_at_it() -> None:
+    """P(flip) is exactly 1/2: float32 draws are multiples of 2**-24 in [0, 1), and those
+    below 0.5 are half of them. Seed 9525 makes the flip draw of image 254 (of 256) exactly
+    0.5, which must not flip. This pins augment's draw order (dy, dx, then the flips); if
+    torch's CPU generator changes, search a seed again: the first with a draw of 0.5 among
+    ``rand(256)`` after two ``randint(0, 3, (256,))``."""
+    n, seed = 256, 9525
+    generator = torch.Generator().manual_seed(seed)
+    torch.randint(0, 3, (n,), generator=generator)  # dy, then dx: 8 px, so shifts 0..2
+    torch.randint(0, 3, (n,), generator=generator)
+    draws = torch.rand(n, generator=generator)
+    assert draws[254].item() == 0.5, "the constructed draw is gone: choose a new seed"
+    images = torch.randint(
+        1, 256, (n, 1, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(1)
+    )
+    out = augment(images, torch.Generator().manual_seed(seed))
+    crops = _crops(images, pad=1)
+    for i in range(n):
+        plain = any(torch.equal(out[i], crop[i]) for crop in crops)
+        flipped = any(torch.equal(out[i], crop[i].flip(-1)) for crop in crops)
+        assert (plain, flipped) == ((False, True) if draws[i] < 0.5 else (True, False)), i
