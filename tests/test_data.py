@@ -8,7 +8,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from compressor.data import augment, load_image_folder, normalize, stratified_split
+from compressor.data import (
+    augment,
+    load_image_folder,
+    normalize,
+    random_resized_crop,
+    stratified_split,
+    train_augment,
+)
 from compressor.errors import CompressorError
 
 
@@ -435,3 +442,49 @@ def test_augment_flips_when_the_draw_is_below_one_half_not_at_it() -> None:
         plain = any(torch.equal(out[i], crop[i]) for crop in crops)
         flipped = any(torch.equal(out[i], crop[i].flip(-1)) for crop in crops)
         assert (plain, flipped) == ((False, True) if draws[i] < 0.5 else (True, False)), i
+
+
+def _ramp(n: int, size: int = 64) -> torch.Tensor:
+    """uint8 (n, 1, size, size) images whose value is 3 x the column index: a horizontal ramp."""
+    row = torch.arange(size, dtype=torch.uint8) * 3  # 0, 3, ..., 189: exact in uint8
+    return row.view(1, 1, 1, size).expand(n, 1, size, size).contiguous()
+
+
+def test_random_resized_crop_full_area_is_the_identity_or_its_mirror() -> None:
+    images = torch.randint(0, 256, (32, 3, 64, 64), dtype=torch.uint8, generator=_gen(0))
+    same = random_resized_crop(images, _gen(1), scale=(1.0, 1.0), ratio=(1.0, 1.0), hflip=False)
+    assert torch.equal(same, images)  # whole image, no resampling error
+    flipped = random_resized_crop(images, _gen(1), scale=(1.0, 1.0), ratio=(1.0, 1.0))
+    mirrored = [torch.equal(f, i.flip(-1)) for f, i in zip(flipped, images, strict=True)]
+    kept = [torch.equal(f, i) for f, i in zip(flipped, images, strict=True)]
+    assert all(m or k for m, k in zip(mirrored, kept, strict=True))
+    assert 4 <= sum(mirrored) <= 28  # about half flipped (p(outside) < 1e-4 for 32 fair coins)
+
+
+def test_random_resized_crop_zooms_into_a_part_of_the_image_with_the_asked_area() -> None:
+    ramp = _ramp(64)
+    out = random_resized_crop(ramp, _gen(2), scale=(0.25, 0.25), ratio=(1.0, 1.0), hflip=False)
+    assert out.shape == ramp.shape and out.dtype == torch.uint8
+    first, last = out[:, 0, 0, 0].float(), out[:, 0, 0, -1].float()
+    # a quarter of the area with a square aspect: 32 of 64 columns, stretched over 64 outputs
+    assert torch.all((last - first - 31 * 3).abs() <= 3)
+    assert torch.all(out[:, 0, 0, 1:] >= out[:, 0, 0, :-1])  # still increasing left to right
+    assert torch.all(out == out[:, :, :1, :])  # every row is the same ramp: no vertical mixing
+    starts = first / 3
+    assert starts.min() <= 4 and starts.max() >= 28  # crops start anywhere in 0..32
+    mirrored = random_resized_crop(ramp, _gen(2), scale=(0.25, 0.25), ratio=(1.0, 1.0))
+    assert (mirrored[:, 0, 0, 0] > mirrored[:, 0, 0, -1]).any()  # flipped crops decrease
+
+
+def test_train_augment_uses_random_resized_crop_from_64_px() -> None:
+    small = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8, generator=_gen(3))
+    large = torch.randint(0, 256, (4, 3, 64, 64), dtype=torch.uint8, generator=_gen(3))
+    assert torch.equal(train_augment(small, _gen(4)), augment(small, _gen(4)))
+    assert torch.equal(
+        train_augment(large, _gen(4), crop_scale=(0.3, 0.9)),
+        random_resized_crop(large, _gen(4), (0.3, 0.9)),
+    )
+
+
+def _gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
