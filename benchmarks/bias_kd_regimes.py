@@ -41,12 +41,19 @@ The ``auto`` row (``--rows auto``, issue #15 B) is ``compressor run --method aut
 code, ``compressor.recipes.choose_and_train``, with a trainer adapter around this loop: pilots of
 ``pilot_epochs(epochs)`` for each of ``--auto-recipes`` (default: the product's ``ce,kd,kd+bias``),
 chosen on a validation split of 100 extra CIFAR ``train/`` images per class (disjoint from the
-training images, never the test set), the winner continued from its pilot checkpoint. The chosen
-recipe is then trained once more uninterrupted in the same process, for its wall and CPU time and
-to check that the continued pilot ends with the same weights::
+training images, never the test set), the winner continued from its pilot checkpoint. The row
+passes ``val_images`` = the split's size (1,000), as the product does since 6eb9352: the incumbent
+(``kd``, the CLI's base loss) is kept unless the best pilot beats it by more than
+``noise_margin``. The chosen recipe is then trained once more uninterrupted in the same process,
+for its wall and CPU time and to check that the continued pilot ends with the same weights::
 
-    nice -n 10 python benchmarks/bias_kd_regimes.py --regimes strong,biased,weak,moderate \
-        --rows auto                                             # ~30 min, teachers cached
+    OMP_NUM_THREADS=1 nice -n 10 python benchmarks/bias_kd_regimes.py \
+        --regimes strong,biased,weak,moderate --rows auto       # 20-30 min, teachers cached
+
+The row ``auto(max)`` is the rule before 6eb9352: the best pilot wins, without a margin (run with
+``val_images=None``; ties now go to the incumbent, before to the recipe listed first). Results
+files written before that change hold its runs under ``auto``; they are renamed ``auto(max)``
+when read (a run of the new rule records ``incumbent`` in its choice).
 """
 
 from __future__ import annotations
@@ -106,6 +113,13 @@ PRESETS: dict[str, dict[str, Any]] = {
 }  # fmt: skip
 DATA_SEED = 0  # the train subset, the relabelled cats, the teachers' init and augmentation
 AUTO = "auto"  # the product's --method auto (compressor.recipes.choose_and_train), issue #15 B
+AUTO_MAX = "auto(max)"  # the rule before 6eb9352: the best pilot wins, no noise margin
+AUTO_ROWS = (AUTO, AUTO_MAX)
+AUTO_RULES = {
+    AUTO: "the incumbent (the base loss's recipe, kd) is kept unless the best pilot beats it on "
+    "validation top-1 by more than noise_margin(a, b, val_images) (compressor.recipes, 6eb9352)",
+    AUTO_MAX: "the best pilot on validation top-1 wins, no margin (the rule before 6eb9352)",
+}
 AUTO_RECIPE_ROWS = {
     "ce": "ce",
     "kd": "kd",
@@ -143,7 +157,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for key, value in PRESETS[args.preset].items():
         if getattr(args, key) is None:
             setattr(args, key, value)
-    choices = (("regimes", args.regimes, REGIMES), ("rows", args.rows, [*ROWS, AUTO]),
+    choices = (("regimes", args.regimes, REGIMES), ("rows", args.rows, [*ROWS, *AUTO_ROWS]),
                ("auto recipes", args.auto_recipes, AUTO_RECIPE_ROWS))  # fmt: skip
     for name, given, allowed in choices:
         if bad := [x for x in given if x not in allowed]:
@@ -437,11 +451,15 @@ def auto_trainer(
 
 def run_auto(
     args: argparse.Namespace, data: dict, val: dict, views: torch.Tensor, teacher: dict,
-    regime: str, seed: int, cached: dict[tuple[str, str, int], dict],
+    regime: str, seed: int, cached: dict[tuple[str, str, int], dict], rule: str = AUTO,
 ) -> dict[str, Any]:  # fmt: skip
     """One ``auto`` run (the product's choosing code) and, in the same process, one
     uninterrupted run of the recipe it chose: their wall times, and whether the continued
-    pilot gives the same weights as the uninterrupted run and as the cached row."""
+    pilot gives the same weights as the uninterrupted run and as the cached row.
+
+    ``rule`` ``auto`` passes ``val_images`` = the validation split's size, as the product does;
+    ``auto(max)`` passes None (no margin), the rule before 6eb9352."""
+    val_images = len(val["val_y"]) if rule == AUTO else None
     state_dir = args.cache_dir / "auto_state" / f"{regime}_s{seed}"
     shutil.rmtree(state_dir, ignore_errors=True)
     state_dir.mkdir(parents=True)
@@ -457,6 +475,7 @@ def run_auto(
             args.auto_recipes, AUTO_BASE, args.epochs, trainer, state_dir,
             on_pilot=lambda r: print(f"  pilot {r.recipe}: val top-1 {r.val_top1:.4f} "
                                      f"({r.seconds:.0f} s)", flush=True),
+            val_images=val_images,
         )  # fmt: skip
         timed["auto_s"] = time.perf_counter() - began
         timed["auto_cpu_s"] = time.process_time() - cpu
@@ -484,8 +503,9 @@ def run_auto(
     cached_run = cached.get(("all" if row == "ce" else regime, row, seed))
     shutil.rmtree(state_dir, ignore_errors=True)
     return {
-        "regime": regime, "row": AUTO, "seed": seed, "test": test,
+        "regime": regime, "row": rule, "seed": seed, "test": test,
         "winner": choice.winner, "winner_row": row, "choice": choice.to_dict(),
+        "val_images": val_images, "incumbent": choice.incumbent, "margin": choice.margin,
         "seconds": timed["auto_s"], "single_seconds": timed["single_s"],
         "cpu_seconds": timed["auto_cpu_s"], "single_cpu_seconds": timed["single_cpu_s"],
         "single_top1": alone_top1, "continued_equals_single": same,
@@ -584,40 +604,53 @@ def markdown(out: dict[str, Any]) -> str:
 
 
 def auto_markdown(out: dict[str, Any]) -> str:
-    """The ``auto`` row: per seed (pilots, choice, test, equality, wall time), then per regime
-    against the best single recipe (of auto's recipes, and of every row of the table)."""
+    """The ``auto`` rows, one rule after the other (``auto(max)``, the rule before 6eb9352, then
+    ``auto``): per seed (pilots, incumbent and margin, choice, test, equality, times), then per
+    regime against the best single recipe (of auto's recipes, and of every row of the table)."""
+    return "\n\n".join(t for rule in (AUTO_MAX, AUTO) if (t := _auto_rule_markdown(out, rule)))
+
+
+def _auto_rule_markdown(out: dict[str, Any], rule: str) -> str:
     cells = _by_cell(out)
-    runs = sorted((r for r in out["runs"] if r["row"] == AUTO),
+    runs = sorted((r for r in out["runs"] if r["row"] == rule),
                   key=lambda r: (REGIMES.index(r["regime"]), r["seed"]))  # fmt: skip
     if not runs:
         return ""
     recipes = out["auto_settings"]["recipes"]
-    lines = [f"`auto` ({out['auto_settings']['pilot_epochs']}-epoch pilots of "
-             f"{', '.join(recipes)}; validation: {out['auto_settings']['val']})", "",
-             f"| regime | seed | pilot val top-1 % ({' / '.join(recipes)}) | chosen | auto test "
-             "top-1 % | uninterrupted run of the chosen recipe, same process | its cached row "
-             "| weights equal | test top-1 % of auto's best-val epoch (epoch) | auto s wall (CPU) "
-             "| single s wall (CPU) | auto / single, wall (CPU) |",
-             "| --- | ---: | --- | --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: |",
+    margins = rule == AUTO  # the old rule had no incumbent and no margin
+    lines = [f"`{rule}`: {AUTO_RULES[rule]}; {out['auto_settings']['pilot_epochs']}-epoch pilots "
+             f"of {', '.join(recipes)}; validation: {out['auto_settings']['val']}", "",
+             f"| regime | seed | pilot val top-1 % ({' / '.join(recipes)}) | "
+             + ("incumbent | best - incumbent (points) | margin (points) | " if margins else "")
+             + "chosen | auto test top-1 % | uninterrupted run of the chosen recipe, same process "
+             "| its cached row | weights equal | test top-1 % of auto's best-val epoch (epoch) "
+             "| auto s wall (CPU) | single s wall (CPU) | auto / single, wall (CPU) |",
+             "| --- | ---: | --- | " + ("--- | ---: | ---: | " if margins else "")
+             + "--- | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: |",
              ]  # fmt: skip
     for r in runs:
         pilots = {p["recipe"]: p["val_top1"] for p in r["choice"]["pilots"]}
+        best = max(pilots.values())
+        held = r["choice"].get("incumbent")
         cached = r["cached_row_top1"]
         lines.append(
             f"| {r['regime']} | {r['seed']} | "
-            + " / ".join(f"{100 * pilots[k]:.1f}" for k in recipes)
-            + f" | `{r['winner']}` | {100 * r['test']['top1']:.2f} | {100 * r['single_top1']:.2f}"
+            + " / ".join(f"**{100 * pilots[k]:.1f}**" if pilots[k] == best
+                         else f"{100 * pilots[k]:.1f}" for k in recipes) + " | "
+            + (f"`{held}` | {100 * (best - pilots[held]):+.1f} | "
+               f"{100 * r['choice']['margin']:.2f} | " if margins else "")
+            + f"`{r['winner']}` | {100 * r['test']['top1']:.2f} | {100 * r['single_top1']:.2f}"
             f" | {'' if cached is None else f'{100 * cached:.2f}'} | "
             f"{'yes' if r['continued_equals_single'] else 'NO'} | "
             f"{100 * r['best_val_state_test_top1']:.2f} ({r['best_val_epoch']}) | "
             f"{r['seconds']:.0f} ({r['cpu_seconds']:.0f}) | {r['single_seconds']:.0f} "
             f"({r['single_cpu_seconds']:.0f}) | {r['seconds'] / r['single_seconds']:.2f} "
             f"({r['cpu_seconds'] / r['single_cpu_seconds']:.2f}) |"
-        )
-    lines += ["", "| regime | auto, mean | best of auto's recipes, mean | auto - it, paired "
-              "(mean ± sd) | best row of the table, mean | auto - it, paired (mean ± sd) | "
-              "auto / single, wall (CPU), mean |",
-              "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
+        )  # fmt: skip
+    lines += ["", f"| regime | `{rule}`, mean | best of auto's recipes, mean | auto - it, paired "
+              "(mean ± sd) | within 0.5? | best row of the table, mean | auto - it, paired "
+              "(mean ± sd) | within 0.5? | auto / single, wall (CPU), mean |",
+              "| --- | ---: | ---: | ---: | --- | ---: | ---: | --- | ---: |"]  # fmt: skip
     for regime in REGIMES:
         got = {r["seed"]: r for r in runs if r["regime"] == regime}
         if not got:
@@ -640,8 +673,9 @@ def auto_markdown(out: dict[str, Any]) -> str:
             name, accs = best_of(rows)
             d = [a - b for a, b in zip(auto, accs, strict=True)]
             sd = statistics.stdev(d) if len(d) > 1 else 0.0
-            cols += [f"`{name}` {100 * statistics.mean(accs):.2f}",
-                     f"{100 * statistics.mean(d):+.2f} ± {100 * sd:.2f}"]  # fmt: skip
+            mean = 100 * statistics.mean(d)
+            cols += [f"`{name}` {100 * statistics.mean(accs):.2f}", f"{mean:+.2f} ± {100 * sd:.2f}",
+                     "yes" if mean >= -0.5 else "no"]  # fmt: skip
         ratio = statistics.mean(got[k]["seconds"] / got[k]["single_seconds"] for k in seeds)
         cpu = statistics.mean(got[k]["cpu_seconds"] / got[k]["single_cpu_seconds"] for k in seeds)
         lines.append(f"| {regime} | {100 * statistics.mean(auto):.2f} | " + " | ".join(cols)
@@ -714,6 +748,9 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     settings = {k: getattr(args, k) for k in PRESETS["cpu"]}
     old = json.loads(args.out.read_text()) if args.out.exists() else None
+    for r in old["runs"] if old else []:  # auto runs from before 6eb9352: the old rule
+        if r["row"] == AUTO and "incumbent" not in r["choice"]:
+            r.update(row=AUTO_MAX, renamed_from=AUTO)
     if args.report_only:
         print((markdown if args.markdown else report)(old) if old else f"no results at {args.out}")
         return
@@ -736,10 +773,11 @@ def main(argv: list[str] | None = None) -> None:
     g = torch.Generator().manual_seed(DATA_SEED + 2)  # the same views for every regime and row
     views = torch.stack([augment(data["train_x"], g) for _ in range(args.epochs)])
     val = None
-    if AUTO in args.rows:
+    if set(AUTO_ROWS) & set(args.rows):
         val = load_val(args, data)
         out["auto_settings"] = {
-            "recipes": args.auto_recipes, "base_loss": str(AUTO_BASE),
+            "recipes": args.auto_recipes, "base_loss": str(AUTO_BASE), "rules": AUTO_RULES,
+            "val_images": len(val["val_y"]),
             "pilot_epochs": pilot_epochs(args.epochs), "total_epochs": args.epochs,
             "val": f"{len(val['val_y'])} images, {VAL_PER_CLASS} per class, from CIFAR-10 train/ "
                    f"minus the {args.train_size} training images (seed {VAL_SEED}); "
@@ -771,13 +809,14 @@ def main(argv: list[str] | None = None) -> None:
                 where = "all" if row == "ce" else regime  # ce uses no teacher: one run serves all
                 if (where, row, seed) in done:
                     continue
-                if row == AUTO:
+                if row in AUTO_ROWS:
                     assert val is not None
-                    run = run_auto(args, data, val, views, teacher, regime, seed, done)
+                    run = run_auto(args, data, val, views, teacher, regime, seed, done, row)
                     done[(where, row, seed)] = run
                     out["runs"].append(run)
                     save()
-                    print(f"{regime} auto seed {seed}: {run['winner']} chosen, test "
+                    print(f"{regime} {row} seed {seed}: {run['winner']} chosen (incumbent "
+                          f"{run['incumbent']}, margin {run['margin']:.4f}), test "
                           f"{run['test']['top1']:.4f} (uninterrupted {run['single_top1']:.4f}, "
                           f"cached row {run['cached_row_top1']}), weights equal: "
                           f"{run['continued_equals_single']}; {run['seconds']:.0f} s vs "
