@@ -265,6 +265,7 @@ def distill_cmd(
 ) -> None:
     from compressor.pipeline import distill_stage_only
     from compressor.run_context import load_run_config
+    from compressor.run_folder import RunFolder
 
     changes = {**locals(), "compile": compile_step}
     with user_errors(debug):
@@ -274,8 +275,8 @@ def distill_cmd(
         return
     typer.echo(
         f"distilled: best validation top-1 {100 * result.best_val_top1:.2f}% at epoch "
-        f"{result.best_epoch}; wrote {cfg.out / 'student.pt'}. Next: compressor export / verify, "
-        f"or compressor run --resume --out {out}"
+        f"{result.best_epoch}; wrote {RunFolder(cfg.out).student_bundle}. Next: compressor "
+        f"export / verify, or compressor run --resume --out {out}"
     )
 
 

@@ -72,6 +72,7 @@ def parse_floats(text: str | None, name: str) -> tuple[float, ...] | None:
 def print_summary(report: dict[str, Any], out: Path, seconds: float | None = None) -> None:
     """A short human summary on stdout; the latency is the shipped model's."""
     from compressor.report import speedup_summary
+    from compressor.run_folder import RunFolder
 
     acc, size, prof = report["accuracy"], report["size"], report["profile"]
     shipped = report.get("shipped") or {"latency": report["latency"], "precision": "fp32"}
@@ -90,7 +91,9 @@ def print_summary(report: dict[str, Any], out: Path, seconds: float | None = Non
     ]
     for gate in report["gates"]:
         lines.append(f"  [{'pass' if gate['passed'] else 'FAIL'}] {gate['name']}: {gate['detail']}")
-    lines.append(f"  report: {out / 'report.html'} (and report.md, report.json, student.onnx)")
+    lines.append(
+        f"  report: {RunFolder(out).report_html} (and report.md, report.json, student.onnx)"
+    )
     typer.echo("\n".join(lines))
 
 

@@ -16,6 +16,7 @@ from compressor import __version__
 from compressor.formatting import milliseconds, number, percent, step_summary, yes_no
 from compressor.io import write_json_atomic, write_text_atomic
 from compressor.report_html import render_html
+from compressor.run_folder import RunFolder
 
 SCHEMA_VERSION = 1
 
@@ -339,10 +340,11 @@ def _warnings_md(report: dict[str, Any]) -> list[str]:
 def write_report(out: Path, report: dict[str, Any]) -> tuple[Path, Path, Path]:
     """Write ``report.json``, ``report.md`` and ``report.html`` atomically into the run folder."""
     report = {"schema_version": SCHEMA_VERSION, **report}
+    folder = RunFolder(out)
     return (
-        write_json_atomic(out / "report.json", report),
-        write_text_atomic(out / "report.md", render_markdown(report)),
-        write_text_atomic(out / "report.html", render_html(report)),
+        write_json_atomic(folder.report_json, report),
+        write_text_atomic(folder.report_md, render_markdown(report)),
+        write_text_atomic(folder.report_html, render_html(report)),
     )
 
 
