@@ -370,4 +370,3 @@ def train_augment(
     if min(images.shape[-2:]) >= SMALL_INPUT:
         return random_resized_crop(images, generator, crop_scale, hflip=hflip)
     return augment(images, generator, hflip)
-
