@@ -81,13 +81,15 @@ import torch
 import torchvision
 from PIL import Image
 
+from compressor.accel import to_memory_format
 from compressor.data import augment
+from compressor.data import normalize as normalize_images
 from compressor.losses import DistillationLoss, LossConfig
 from compressor.recipes import DEFAULT_RECIPES, choose_and_train, pilot_epochs, recipe_loss
 from compressor.students import build_model, count_params
 
-MEAN = torch.tensor((0.4914, 0.4822, 0.4465)).view(1, 3, 1, 1)
-STD = torch.tensor((0.2470, 0.2435, 0.2616)).view(1, 3, 1, 1)
+MEAN = (0.4914, 0.4822, 0.4465)
+STD = (0.2470, 0.2435, 0.2616)
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 CAT, DOG = CLASSES.index("cat"), CLASSES.index("dog")
 REGIMES = ("weak", "moderate", "strong", "biased")  # "moderate" only on request (--regimes)
@@ -205,7 +207,9 @@ def noisy_labels(labels: torch.Tensor, fraction: float) -> torch.Tensor:
 
 
 def normalize(x: torch.Tensor) -> torch.Tensor:
-    return ((x.float() / 255 - MEAN) / STD).contiguous(memory_format=torch.channels_last)
+    """The product's normalisation, channels-last (bit-identical to the inline formula the
+    cached results were computed with)."""
+    return to_memory_format(normalize_images(x, MEAN, STD), True)
 
 
 # ------------------------------------------------------------------------------- training

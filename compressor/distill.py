@@ -208,7 +208,9 @@ def _build_run(
     # without augmentation, the logit cache (the teacher's output is then the same every epoch).
     cache_logits = models.teacher is not None and not cfg.augment and cfg.cache_teacher
     teacher = run_teacher_pass(models.teacher, train, val, data, predict, cache_logits)
-    recalibrate = batchnorm_recalibration(models.student, train, mean, std, cfg)
+    recalibrate = batchnorm_recalibration(
+        models.student, train, mean, std, cfg, place.channels_last
+    )
     batches = BatchPlan.plan(cfg, len(train), place.world.world_size)
     optimizer, scheduler = build_optimiser(models.student, cfg, place, batches)
     step = TrainStep(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any, TypeVar
 
 from compressor import distributed
@@ -27,7 +28,7 @@ class RunOutcome:
     """What the CLI needs to print and which exit code to use."""
 
     report: Report
-    out: Any
+    out: Path
 
     @property
     def exit_code(self) -> int:

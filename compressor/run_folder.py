@@ -45,8 +45,10 @@ class RunFolder:
         return self.root / "pilot.json"
 
     def pilot_checkpoint(self, recipe: str) -> Path:
-        """``--method auto``: the training state of one recipe's pilot."""
-        return self.root / f"pilot_{recipe}.pt"  # recipe names are file-name safe
+        """``--method auto``: the training state of one recipe's pilot (named by recipes.py)."""
+        from compressor.recipes import checkpoint_path  # torch-heavy: only when asked
+
+        return checkpoint_path(self.root, recipe)
 
     def pilot_checkpoints(self) -> list[Path]:
         return sorted(self.root.glob("pilot_*.pt"))

@@ -159,13 +159,14 @@ def batchnorm_recalibration(
     mean: tuple[float, ...],
     std: tuple[float, ...],
     cfg: TrainConfig,
+    channels_last: bool,
 ) -> Callable[[], int]:
     """A function that recomputes the student's BatchNorm statistics on a fixed, seeded set of
-    un-augmented training images (the same on every rank), see :mod:`compressor.batchnorm`."""
+    un-augmented training images (the same on every rank), see :mod:`compressor.batchnorm`.
+    ``channels_last`` is the run's memory-format decision (:class:`Placement`)."""
     count = min(cfg.bn_recalibration_images, len(train))
     pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(cfg.seed))[:count]
     pick = pick.sort().values
-    channels_last = resolve_channels_last(cfg.channels_last, train.device)
     size = cfg.eval_batch_size or inference_batch_size(train.device)
 
     def inputs() -> Iterator[torch.Tensor]:

@@ -52,13 +52,8 @@ def _per_sample(student: Tensor, teacher: Tensor, target: Tensor, cfg: LossConfi
     return kd_per_sample(student, teacher, cfg.temperature)
 
 
-def _batch_mean(student: Tensor, teacher: Tensor, target: Tensor, cfg: LossConfig) -> Tensor:
-    return kd_loss(student, teacher, cfg.temperature)
-
-
 METHOD = LossMethod(
     name="kd",
     help="Hinton KD on the logits softened by --temperature",
-    per_sample=_per_sample,
-    batch_mean=_batch_mean,
+    per_sample=_per_sample,  # the batch loss is its checked mean (LossMethod.batch_loss)
 )
