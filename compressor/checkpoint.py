@@ -29,6 +29,7 @@ from compressor.archives import archive_kind, load_exported_program, load_torchs
 from compressor.errors import CompressorError
 from compressor.io import atomic_write
 from compressor.students import build_model, known_arch
+from compressor.widths import apply_widths
 
 BUNDLE_FORMAT = "compressor.bundle/v1"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -52,6 +53,7 @@ class ModelBundle:
     path: str
     extra: dict[str, Any] = field(default_factory=dict)
     preprocess: dict[str, Any] | None = None  # the eval transform a bundle records
+    pruning: dict[str, Any] | None = None  # a derived student: base arch and per-layer widths
 
     def describe(self) -> dict[str, Any]:
         """JSON-ready metadata (no tensors) for reports and ``inspect``."""
@@ -68,7 +70,17 @@ class ModelBundle:
             "sha256": self.sha256,
             "params": sum(p.numel() for p in self.model.parameters()),
             "preprocess": self.preprocess,
+            "pruning": _pruning_summary(self.pruning),
         }
+
+
+def _pruning_summary(pruning: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The pruning record without the per-layer widths (for reports and ``inspect``)."""
+    if not pruning:
+        return None
+    return {k: v for k, v in pruning.items() if k != "widths"} | {
+        "layers_recorded": len(pruning.get("widths") or {})
+    }
 
 
 def file_sha256(path: Path) -> str:
@@ -92,11 +104,14 @@ def save_bundle(
     class_names: Sequence[str] | None,
     extra: Mapping[str, Any] | None = None,
     preprocess: Mapping[str, Any] | None = None,
+    pruning: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write a self-describing checkpoint atomically. Loadable with ``weights_only=True``.
 
     ``preprocess`` is the eval transform (:meth:`compressor.preprocess.Preprocess.to_metadata`)
-    so that whoever loads the model feeds it the way it was trained.
+    so that whoever loads the model feeds it the way it was trained. ``pruning`` is a derived
+    student's record (:meth:`compressor.pruning.DerivedPoint.record`): ``arch`` is then the
+    teacher architecture it was pruned from, rebuilt with the recorded per-layer widths.
     """
     payload = {
         "format": BUNDLE_FORMAT,
@@ -111,6 +126,8 @@ def save_bundle(
         "extra": dict(extra or {}),
         "preprocess": dict(preprocess) if preprocess else None,
     }
+    if pruning:
+        payload["pruning"] = dict(pruning)
     return atomic_write(Path(path), lambda tmp: torch.save(payload, tmp))
 
 
@@ -314,7 +331,14 @@ def _from_bundle(obj: Mapping[str, Any], path: Path, sha: str, arch: str | None)
     if arch is not None and arch != obj["arch"]:
         raise CompressorError(f"{path}: --arch {arch} contradicts the bundle's arch {obj['arch']}")
     model = build_model(obj["arch"], int(obj["num_classes"]), int(obj["in_channels"]))
-    load_into(model, obj["state_dict"], f"{path} (bundle of {obj['arch']})")
+    pruning = obj.get("pruning")
+    what = f"{path} (bundle of {obj['arch']})"
+    if pruning is not None:
+        if not isinstance(pruning, Mapping) or not isinstance(pruning.get("widths"), Mapping):
+            raise CompressorError(f"{path}: the bundle's pruning record has no per-layer widths")
+        apply_widths(model, pruning["widths"], obj["state_dict"])
+        what = f"{path} (bundle of {obj['arch']}, pruned as recorded)"
+    load_into(model, obj["state_dict"], what)
     size = obj.get("input_size")
     return ModelBundle(
         model=model.eval(),
@@ -330,4 +354,5 @@ def _from_bundle(obj: Mapping[str, Any], path: Path, sha: str, arch: str | None)
         path=str(path),
         extra=dict(obj.get("extra") or {}),
         preprocess=dict(obj["preprocess"]) if isinstance(obj.get("preprocess"), Mapping) else None,
+        pruning=dict(pruning) if pruning else None,
     )

@@ -20,6 +20,7 @@ from compressor.cli_options import (
     ProfileOpt,
     ResizeModeOpt,
     ResizeSizeOpt,
+    StudentSourceOpt,
     TrustOpt,
 )
 from compressor.errors import CompressorError
@@ -220,6 +221,7 @@ def select_cmd(
     family: Annotated[str | None, typer.Option(help="Student family.")] = None,
     candidates: Annotated[str | None, typer.Option(help="Comma-separated ladder subset.")] = None,
     out: Annotated[Path | None, typer.Option(help="Folder for selection.json.")] = None,
+    student_source: StudentSourceOpt = "auto",
     json_out: Annotated[
         bool, typer.Option("--json", help="Print selection.json on stdout.")
     ] = False,
@@ -235,7 +237,7 @@ def select_cmd(
         selection = select_for_profile(
             profile, teacher=teacher, arch=arch, num_classes=num_classes, family=family,
             candidates=parse_list(candidates), trust_checkpoint=trust_checkpoint,
-            log=lambda message: typer.echo(message, err=True),
+            log=lambda message: typer.echo(message, err=True), student_source=student_source,
         )  # fmt: skip
         if out is not None:
             write_json_atomic(RunFolder(out).selection, selection.to_dict())

@@ -50,10 +50,27 @@ StudentInitOpt = Annotated[
     Path | None,
     typer.Option(
         help="Pretrained student weights (state dict or bundle of the chosen arch), or a "
-        "folder of <arch>.pt files for the ladder; the classifier is re-initialised when the "
-        "class count differs."
+        "folder of <arch>.pt files for the ladder, or 'torchvision' for torchvision's published "
+        "ImageNet weights (through its cache, TORCH_HOME); the classifier is re-initialised "
+        "when the class count differs. Fresh (ladder) students only."
     ),
 ]
+StudentSourceOpt = Annotated[
+    str,
+    typer.Option(
+        help="auto: a width-pruned copy of the teacher when it can be pruned and one fits, else "
+        "the fresh ladder; pruned: only derived students (an error when none can be made or "
+        "fits); fresh: only the ladder."
+    ),
+]
+PrunedLrOpt = Annotated[
+    float,
+    typer.Option(
+        min=1e-6,
+        help="Peak learning rate for a derived (pruned) student, which starts from the "
+        "teacher's weights (--lr is for fresh students).",
+    ),
+]  # fmt: skip
 
 # --- training ----------------------------------------------------------------------------------
 EpochsOpt = Annotated[int, typer.Option(min=1, help="Training epochs.")]

@@ -25,6 +25,7 @@ from compressor.preprocess import Preprocess, resolve_preprocess
 from compressor.profile import LatencyProfile, load_profile
 from compressor.quantize import shipped_graph
 from compressor.report import junit_xml, render_verify_markdown
+from compressor.pruning import plan_student_source
 from compressor.select import Selection, choose_student, select_student
 from compressor.students import count_flops, count_params, default_family, families_to_try
 from compressor.verify import verify_onnx
@@ -70,8 +71,17 @@ def export_bundle(
             arch=bundle.arch,
             profile=profile.name if profile else bundle.extra.get("profile", ""),
             teacher_sha256=bundle.extra.get("teacher_sha256", ""),
+            student_source=student_source(bundle),
         ),
     )
+
+
+def student_source(bundle: ModelBundle) -> str:
+    """What the student is, in words: "pruned: resnet50 width-pruned to 0.42x MACs" or
+    "fresh: <arch>" (a ladder architecture trained from its own initialisation)."""
+    if bundle.pruning:
+        return f"pruned: {bundle.pruning.get('description', bundle.arch)}"
+    return f"fresh: {bundle.arch}"
 
 
 def select_for_profile(
@@ -84,11 +94,13 @@ def select_for_profile(
     candidates: tuple[str, ...] | None = None,
     trust_checkpoint: bool = False,
     log: Callable[[str], None] = lambda _msg: None,
+    student_source: str = "auto",
 ) -> Selection:
     """``compressor select``: time the ladder and choose, for a teacher or a class count.
 
     With a teacher, candidates must also beat its measured speed (``min_speedup``) and the
-    family follows it; with only ``num_classes``, the profile's input size picks the family.
+    family follows it, and its width-pruned copies are candidates too (``student_source``);
+    with only ``num_classes``, the profile's input size picks the family.
     """
     profile = load_profile(profile_name)
     height_width = (profile.input_shape[1], profile.input_shape[2])
@@ -96,9 +108,12 @@ def select_for_profile(
         bundle = load_bundle(teacher, arch=arch, trust_checkpoint=trust_checkpoint)
         check_channels("teacher", bundle.in_channels, profile)
         families = families_to_try(family, bool(candidates), bundle.arch, height_width)
+        plan = plan_student_source(
+            student_source, bundle, profile.input_shape, ladder_named=bool(family or candidates)
+        )
         return choose_student(
             profile, bundle.model, bundle.arch, bundle.num_classes, families,
-            candidates=candidates, to_shipped=shipped_graph(profile), log=log,
+            candidates=candidates, to_shipped=shipped_graph(profile), log=log, plan=plan,
         )  # fmt: skip
     if num_classes is None:
         raise CompressorError("give --teacher (or --num-classes) so students get the right head")

@@ -15,12 +15,14 @@ import torch
 from compressor import distributed
 from compressor.checkpoint import ModelBundle, load_bundle, save_bundle
 from compressor.distill import DistillResult, distill
+from compressor.errors import CompressorError
 from compressor.io import read_json, write_json_atomic
 from compressor.losses import LossConfig
 from compressor.progress import Progress
 from compressor.recipes import PilotRow, choose_and_train, pilot_epochs
 from compressor.run_context import Log, RunConfig, RunContext, Stage
 from compressor.run_folder import RunFolder
+from compressor.select import Selection
 from compressor.student_init import load_student_init
 from compressor.students import build_model
 
@@ -41,10 +43,12 @@ class DistillStage(Stage):
 
     def run(self, ctx: RunContext) -> DistillResult:
         cfg, folder, log = ctx.cfg, ctx.folder, ctx.log
-        arch = ctx.results["select"].chosen
-        _student, init = initial_student(cfg, arch, ctx.teacher, log)  # checks, logs once
-        log(f"distilling {arch} for {cfg.train.epochs} epochs")
-        train = _trainer(ctx, arch)
+        selection = ctx.results["select"]
+        arch = selection.chosen
+        _student, init = initial_student(cfg, selection, ctx.teacher, folder, log)  # checks, logs
+        lr = cfg.pruned_lr if selection.student_source == "pruned" else cfg.train.lr
+        log(f"distilling {arch} for {cfg.train.epochs} epochs (peak lr {lr:g})")
+        train = _trainer(ctx, selection)
         if cfg.auto_recipes:
             result = _choose_recipe_and_train(ctx, train)
         else:
@@ -53,7 +57,7 @@ class DistillStage(Stage):
             log(f"resumed training after epoch {result.resumed_from_epoch}")
         result.student_init = init
         if distributed.info().is_main:
-            _save_student(ctx, arch, result)
+            _save_student(ctx, selection, result)
         return result
 
     def load(self, ctx: RunContext) -> DistillResult:
@@ -62,16 +66,18 @@ class DistillStage(Stage):
         return DistillResult(student=load_bundle(ctx.folder.student_bundle).model, **saved)
 
 
-def _trainer(ctx: RunContext, arch: str) -> Any:
-    """``train(loss, checkpoint, stop_after)``: one training from the seeded (or
-    ``--student-init``) weights, resumed from ``checkpoint`` when it exists; ``stop_after`` ends
-    a pilot early."""
+def _trainer(ctx: RunContext, selection: Selection) -> Any:
+    """``train(loss, checkpoint, stop_after)``: one training from the seeded (``--student-init``,
+    or derived) weights, resumed from ``checkpoint`` when it exists; ``stop_after`` ends a pilot
+    early. A derived student trains at ``--pruned-lr``: it starts close to the teacher."""
     cfg, profile = ctx.cfg, ctx.profile
     train_config = replace(cfg.train, crop_scale=(profile.train_scale[0], profile.train_scale[1]))
+    if selection.student_source == "pruned":
+        train_config = replace(train_config, lr=cfg.pruned_lr)
     progress = Progress(ctx.log)
 
     def train(loss: LossConfig, checkpoint: Path, stop_after: int | None) -> DistillResult:
-        student, _ = initial_student(cfg, arch, ctx.teacher, lambda _m: None)
+        student, _ = initial_student(cfg, selection, ctx.teacher, ctx.folder, lambda _m: None)
         last = stop_after or cfg.train.epochs
         progress.start("training epochs")
         return distill(
@@ -119,11 +125,29 @@ def _choose_recipe_and_train(ctx: RunContext, train: Any) -> DistillResult:
     return result
 
 
-def _save_student(ctx: RunContext, arch: str, result: DistillResult) -> None:
+def _save_student(ctx: RunContext, selection: Selection, result: DistillResult) -> None:
+    """student.pt: a derived student is saved as the teacher's architecture plus its pruning
+    record (per-layer widths), so it reloads with ``weights_only=True``."""
+    record = None
+    if selection.student_source == "pruned":
+        record = load_bundle(ctx.folder.derived_student).pruning
+    _write_bundle(ctx, ctx.folder.student_bundle, result.student, record)
+    write_json_atomic(ctx.folder.distill_record, result.to_dict())
+
+
+def save_derived(ctx: RunContext, model: torch.nn.Module, record: dict[str, Any]) -> None:
+    """derived_init.pt: the chosen pruned copy before training (the distill stage's start)."""
+    _write_bundle(ctx, ctx.folder.derived_student, model, record)
+
+
+def _write_bundle(
+    ctx: RunContext, path: Path, model: torch.nn.Module, pruning: dict[str, Any] | None
+) -> None:
     teacher, data = ctx.teacher, ctx.data
+    arch = pruning["base_arch"] if pruning else ctx.results["select"].chosen
     save_bundle(
-        ctx.folder.student_bundle,
-        result.student,
+        path,
+        model,
         arch,
         num_classes=teacher.num_classes,
         in_channels=teacher.in_channels,
@@ -133,14 +157,23 @@ def _save_student(ctx: RunContext, arch: str, result: DistillResult) -> None:
         class_names=data.class_names,
         extra={"teacher_sha256": teacher.sha256, "profile": ctx.profile.name},
         preprocess=data.preprocess.to_metadata() if data.preprocess else None,
+        pruning=pruning,
     )
-    write_json_atomic(ctx.folder.distill_record, result.to_dict())
 
 
 def initial_student(
-    cfg: RunConfig, arch: str, teacher: ModelBundle, log: Log
+    cfg: RunConfig, selection: Selection, teacher: ModelBundle, folder: RunFolder, log: Log
 ) -> tuple[torch.nn.Module, dict[str, Any] | None]:
-    """The student before training: seeded random weights, then ``--student-init`` if given."""
+    """The student before training: the derived copy selection saved (pruned from the teacher,
+    BatchNorm recomputed), or seeded random weights, then ``--student-init`` if given."""
+    if selection.student_source == "pruned":
+        if not folder.derived_student.is_file():
+            raise CompressorError(
+                f"{folder.derived_student} is missing: the selection chose a derived student; "
+                "re-run without --resume"
+            )
+        return load_bundle(folder.derived_student).model.train(), None
+    arch = selection.chosen
     torch.manual_seed(cfg.train.seed)  # student initialisation is part of the seeded run
     student = build_model(arch, teacher.num_classes, teacher.in_channels)
     if cfg.student_init is None:

@@ -77,6 +77,7 @@ def model_metadata(
     arch: str,
     profile: str,
     teacher_sha256: str,
+    student_source: str = "",
 ) -> dict[str, Any]:
     """What a deployed file says about itself: classes, the eval transform, provenance.
 
@@ -91,6 +92,7 @@ def model_metadata(
         "input_layout": "NCHW",
         "input_shape": list(input_shape),
         "arch": arch,
+        "student_source": student_source,
         "profile": profile,
         "teacher_sha256": teacher_sha256,
         "compressor_version": __version__,

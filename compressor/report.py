@@ -223,6 +223,7 @@ def _selection_md(report: dict[str, Any]) -> list[str]:
         f"p{selection['percentile']:g} (budget {selection['budget_ms']:g} ms less the safety "
         f"margin); a candidate must also be {selection.get('min_speedup', 1.0):g}x faster than "
         f"the teacher. Timed at {selection.get('precision', 'fp32')} (the precision that ships).",
+        *source_lines(selection),
         "",
         "| candidate | params | MFLOPs | host p50 ms | host p90 ms | predicted target ms | "
         "speedup vs teacher | fits | qualifies |",
@@ -237,6 +238,26 @@ def _selection_md(report: dict[str, Any]) -> list[str]:
             f"{yes_no(teacher['meets_budget'])} | - |"
         )
     return lines + [_candidate_row(one, selection["chosen"]) for one in selection["candidates"]]
+
+
+def source_lines(selection: dict[str, Any]) -> list[str]:
+    """The student source (pruned from the teacher, or a fresh ladder architecture) and why."""
+    if not selection.get("source_reason"):
+        return []
+    lines = [
+        "",
+        f"Student source: **{selection.get('student_source', 'fresh')}** "
+        f"({selection['source_reason']}).",
+    ]
+    derived = selection.get("derived")
+    if derived:
+        lines.append(
+            f"Derived student: {derived['description']}, {derived['params']:,} params; "
+            f"BatchNorm recomputed on {derived['bn_recalibration_images']} training images, "
+            f"then validation top-1 {_percent(derived['val_top1_before_training'])} before "
+            "any training."
+        )
+    return lines
 
 
 def _candidate_row(candidate: dict[str, Any], chosen: str) -> str:

@@ -43,6 +43,7 @@ def selection_section(report: dict[str, Any]) -> str:
         f"{html_number(selection.get('min_speedup'), 'g', 'x')} faster than the teacher, timed "
         f"at {escape_html(selection.get('precision') or 'fp32')}."
         + (f" {untimed} candidate(s) not timed, so not plotted." if untimed else "")
+        + _source(selection)
     )
     body = f'{intro}</p><div class="charts">{chart}</div>{candidate_table}'
     return section("selection", "Student selection", body)
@@ -101,6 +102,25 @@ def _selection_chart(
     axes = ("MFLOPs per image (log scale)", "latency ms (log scale)")
     title = "Latency vs FLOPs, every candidate timed"
     return line_chart(title, series, references, axes, logx=True, links=links, logy=True)
+
+
+def _source(selection: dict[str, Any]) -> str:
+    """The student source line: pruned from the teacher or a fresh ladder architecture."""
+    if not selection.get("source_reason"):
+        return ""
+    text = (
+        f" Student source: <strong>{escape_html(selection.get('student_source'))}</strong> "
+        f"({escape_html(selection.get('source_reason'))})."
+    )
+    derived = as_dict(selection.get("derived"))
+    if derived:
+        text += (
+            f" Before any training, after BatchNorm recalibration on "
+            f"{html_number(derived.get('bn_recalibration_images'), ',.0f')} training images, "
+            f"it scored {html_percent(derived.get('val_top1_before_training'))} on "
+            "validation."
+        )
+    return text
 
 
 def _candidate_table(selection: dict[str, Any], candidates: list[dict[str, Any]]) -> str:

@@ -52,6 +52,8 @@ class RunConfig:
     student_init: Path | None = None  # pretrained student weights: a file, or a folder of <arch>.pt
     auto_recipes: tuple[str, ...] | None = None  # --method auto: recipes to pilot (recipes.py)
     data_storage: str = "auto"  # decoded images in memory, streamed from disk, or chosen by size
+    student_source: str = "auto"  # auto | pruned (derived from the teacher) | fresh (the ladder)
+    pruned_lr: float = 0.01  # peak learning rate for a derived (warm-started) student
 
 
 RUN_DEFAULTS = {f.name: f.default for f in fields(RunConfig)}

@@ -35,6 +35,11 @@ class RunFolder:
         return self.root / "selection.json"
 
     @property
+    def derived_student(self) -> Path:
+        """A derived student before training: pruned from the teacher, BatchNorm recomputed."""
+        return self.root / "derived_init.pt"
+
+    @property
     def train_state(self) -> Path:
         """The last completed epoch's training state (``--resume`` continues from it)."""
         return self.root / "train_state.pt"

@@ -41,6 +41,8 @@ class Candidate:
     faster: bool | None = None  # speedup >= the profile's min_speedup (None: not judged)
     precision: str = "fp32"  # the precision timed: the one that ships ("int8" profiles)
     fp32_at_percentile_ms: float | None = None  # int8 profiles: the fp32 graph, for reference
+    source: str = "fresh"  # "fresh": a ladder architecture; "pruned": derived from the teacher
+    macs_ratio: float | None = None  # pruned: MACs relative to the teacher
 
     @property
     def qualifies(self) -> bool:
@@ -77,6 +79,9 @@ class Selection:
     teacher: TeacherTiming | None = None  # the teacher under the same settings
     min_speedup: float = 1.0
     precision: str = "fp32"
+    student_source: str = "fresh"  # what ships: "fresh" (ladder) or "pruned" (from the teacher)
+    source_reason: str = ""  # why that kind (the --student-source rule, in one line)
+    derived: dict[str, Any] | None = None  # pruned: description, ratios, accuracy before training
 
     def predict(self, host_ms: float, mflops: float) -> float | None:
         """Predicted target latency for a host measurement (None when not calibrated)."""
@@ -95,6 +100,9 @@ class Selection:
             "teacher": asdict(self.teacher) if self.teacher else None,
             "min_speedup": self.min_speedup,
             "precision": self.precision,
+            "student_source": self.student_source,
+            "source_reason": self.source_reason,
+            "derived": self.derived,
         }
 
     @classmethod
@@ -145,9 +153,16 @@ def time_teacher(
     )
 
 
-def _restricted_ladder(family: str, candidates: tuple[str, ...] | None) -> tuple[str, ...]:
-    """The family's ladder, restricted to ``candidates`` (each must be on it) when given."""
+def _restricted_ladder(
+    family: str, candidates: tuple[str, ...] | None, keep: Callable[[str], bool] | None = None
+) -> tuple[str, ...]:
+    """The family's ladder, restricted to ``candidates`` (each must be on it) when given, and
+    to the names ``keep`` accepts (e.g. those with published weights)."""
     ladder = get_family(family).ladder
+    if keep is not None:
+        ladder = tuple(name for name in ladder if keep(name))
+        if not ladder:
+            raise CompressorError(f"no candidate of family {family} has published weights")
     if not candidates:
         return ladder
     unknown = [c for c in candidates if c not in ladder]
@@ -158,7 +173,7 @@ def _restricted_ladder(family: str, candidates: tuple[str, ...] | None) -> tuple
     return tuple(c for c in ladder if c in candidates)
 
 
-def _time_candidate(
+def time_candidate(
     cand: Candidate,
     model: nn.Module,
     profile: LatencyProfile,
@@ -197,6 +212,7 @@ def select_student(
     on_candidate: Callable[[Candidate], None] | None = None,
     teacher: TeacherTiming | None = None,
     to_shipped: Callable[[bytes], bytes] | None = None,
+    keep: Callable[[str], bool] | None = None,
 ) -> Selection:
     """Choose the largest candidate (by FLOPs) that fits the budget and beats the teacher.
 
@@ -211,7 +227,7 @@ def select_student(
             message names the teacher's latency and the fastest candidate's).
     """
     timer = timer or profile_timer(profile)
-    ladder = _restricted_ladder(family, candidates)
+    ladder = _restricted_ladder(family, candidates, keep)
     shape = profile.input_shape
     predictor = None
     if profile.calibration is not None:
@@ -230,7 +246,7 @@ def select_student(
     for (_, model, _, _), cand in zip(rows, table, strict=True):
         if misses >= patience:
             break
-        _time_candidate(cand, model, profile, timer, to_shipped, predictor, teacher_ms)
+        time_candidate(cand, model, profile, timer, to_shipped, predictor, teacher_ms)
         misses = 0 if cand.qualifies else misses + 1
         if on_candidate:
             on_candidate(cand)
@@ -253,6 +269,26 @@ def select_student(
     )
 
 
+STUDENT_SOURCES = ("auto", "pruned", "fresh")
+
+
+@dataclass(frozen=True)
+class SourcePlan:
+    """Which kinds of student selection considers, decided before any timing.
+
+    ``trajectory`` is the teacher's pruning trajectory (None: no derived candidates) and
+    ``reason`` the one line that says why (logged and reported).
+    """
+
+    source: str  # the --student-source asked for
+    trajectory: Any = None  # compressor.pruning.Trajectory
+    reason: str = ""
+
+    @property
+    def fresh_allowed(self) -> bool:
+        return self.source != "pruned"
+
+
 def choose_student(
     profile: LatencyProfile,
     teacher_model: nn.Module,
@@ -265,12 +301,17 @@ def choose_student(
     to_shipped: Callable[[bytes], bytes] | None = None,
     timer: Timer | None = None,
     log: Callable[[str], None] = lambda _msg: None,
+    plan: SourcePlan | None = None,
+    keep: Callable[[str], bool] | None = None,
 ) -> Selection:
-    """Time the teacher, then select from ``families`` in order of preference.
+    """Time the teacher, then its derived (pruned) students, then the fresh families in order.
 
-    The first family with a qualifying candidate wins (the teacher's own family comes first
-    when it has one, see :func:`compressor.students.preferred_families`).
+    A derived student that qualifies ships unless ``plan.source`` is "fresh"; the fresh ladder
+    is still timed under "auto" so the table compares both kinds. Without a qualifying derived
+    student, "auto" falls back to the first fresh family with a qualifying candidate (the
+    teacher's own family comes first, see :func:`compressor.students.preferred_families`).
     """
+    plan = plan or SourcePlan("fresh")
     timer = timer or profile_timer(profile)
     teacher = time_teacher(teacher_model, teacher_arch, profile, timer)
     pct = f"p{profile.percentile:g}"
@@ -283,19 +324,120 @@ def choose_student(
                 f"the teacher already meets the {profile.latency_ms:g} ms budget: compressing to "
                 f"the largest candidate at least {profile.min_speedup:g}x faster than it"
             )
+    derived = _search_derived(plan, profile, timer, teacher, to_shipped, on_candidate, log)
+    fresh: Selection | None = None
+    failure: CompressorError | None = None
+    if plan.fresh_allowed:
+        fresh, failure = _first_fresh(
+            profile, num_classes, families, timer, candidates, on_candidate, teacher, to_shipped,
+            log, keep,
+        )  # fmt: skip
+    rows = [*(derived.rows if derived else []), *(fresh.candidates if fresh else [])]
+    if derived is not None and derived.chosen is not None:
+        point = plan.trajectory.point(derived.chosen)
+        reason = f"{plan.reason}; ships {point.description}"
+        selection = Selection(
+            family=f"pruned {plan.trajectory.base_arch}",
+            chosen=derived.chosen,
+            budget_ms=profile.latency_ms,
+            target_ms=profile.target_ms,
+            percentile=profile.percentile,
+            candidates=rows,
+            teacher=teacher,
+            min_speedup=profile.min_speedup,
+            precision="int8" if to_shipped is not None else "fp32",
+            student_source="pruned",
+            source_reason=reason,
+        )
+        log(f"student source: pruned ({reason})")
+        return selection
+    if plan.source == "pruned" or fresh is None:
+        if plan.source == "pruned" or failure is None:
+            raise CompressorError(_no_derived(derived, profile, plan))
+        raise failure
+    if derived is not None:
+        fastest = derived.fastest
+        why = "no derived student qualified"
+        if fastest is not None:
+            why += f" (the fastest, {fastest.name}, {fastest.at_percentile_ms:.3f} ms)"
+        reason = f"{plan.reason}; {why}; ships the fresh ladder's choice"
+    else:
+        reason = plan.reason or "--student-source fresh"
+    fresh.candidates = rows
+    fresh.student_source, fresh.source_reason = "fresh", reason
+    log(f"student source: fresh ({reason})")
+    return fresh
+
+
+def _search_derived(
+    plan: SourcePlan,
+    profile: LatencyProfile,
+    timer: Timer,
+    teacher: TeacherTiming,
+    to_shipped: Callable[[bytes], bytes] | None,
+    on_candidate: Callable[[Candidate], None] | None,
+    log: Callable[[str], None],
+) -> Any:
+    """The bisection along the trajectory (None when the plan has no derived students)."""
+    if plan.trajectory is None:
+        return None
+    from compressor.select_derived import search_trajectory
+
+    trajectory = plan.trajectory
+    log(
+        f"derived students: {len(trajectory.points)} width-pruned copies of "
+        f"{trajectory.base_arch} ({trajectory.points[-1].macs_ratio:.2f}x to "
+        f"{trajectory.points[0].macs_ratio:.2f}x MACs), bisected by measured latency"
+    )
+    predictor = None
+    if profile.calibration is not None:
+        predictor = host_predictor(profile.calibration, profile.input_shape, timer)
+    return search_trajectory(
+        trajectory, profile, timer, teacher, to_shipped=to_shipped, predictor=predictor,
+        on_candidate=on_candidate,
+    )  # fmt: skip
+
+
+def _first_fresh(
+    profile: LatencyProfile,
+    num_classes: int,
+    families: list[str],
+    timer: Timer,
+    candidates: tuple[str, ...] | None,
+    on_candidate: Callable[[Candidate], None] | None,
+    teacher: TeacherTiming,
+    to_shipped: Callable[[bytes], bytes] | None,
+    log: Callable[[str], None],
+    keep: Callable[[str], bool] | None,
+) -> tuple[Selection | None, CompressorError | None]:
+    """The first family with a qualifying candidate, or the last family's failure."""
     failure: CompressorError | None = None
     for index, family in enumerate(families):
         try:
             return select_student(
                 profile, num_classes, family, timer=timer, candidates=candidates,
-                on_candidate=on_candidate, teacher=teacher, to_shipped=to_shipped,
-            )  # fmt: skip
+                on_candidate=on_candidate, teacher=teacher, to_shipped=to_shipped, keep=keep,
+            ), None  # fmt: skip
         except CompressorError as exc:
             failure = exc
             if index + 1 < len(families):
                 log(f"family {family}: {exc}; trying {families[index + 1]}")
-    assert failure is not None
-    raise failure
+    return None, failure
+
+
+def _no_derived(derived: Any, profile: LatencyProfile, plan: SourcePlan) -> str:
+    """One line: no derived student qualifies, with the fastest one found."""
+    if derived is None or derived.fastest is None:
+        return f"no derived student: {plan.reason}"
+    fastest = derived.fastest
+    speed = f", {fastest.speedup:.2f}x faster than the teacher" if fastest.speedup else ""
+    return (
+        f"no derived student qualifies: the fastest, {fastest.name} (the most pruned step, "
+        f"{fastest.params:,} params), takes {fastest.at_percentile_ms:.3f} ms at "
+        f"p{profile.percentile:g}{speed}; the target is {profile.target_ms:.3f} ms and "
+        f"{profile.min_speedup:g}x. Pruning further would remove whole layers: raise the "
+        "budget, or use --student-source fresh"
+    )
 
 
 def _nothing_qualifies(

@@ -21,18 +21,20 @@ import torch
 from compressor.checkpoint import load_bundle
 from compressor.commands import export_bundle
 from compressor.data import normalize
-from compressor.distill_stage import DistillStage, initial_student
+from compressor.distill_stage import DistillStage, initial_student, save_derived
 from compressor.errors import CompressorError
 from compressor.export import onnx_bytes
 from compressor.io import read_json, write_json_atomic
 from compressor.latency import TimingSettings, measure_alternating
 from compressor.progress import Progress
+from compressor.pruning import plan_student_source, prepare_derived
 from compressor.quantize import decide_int8, quantize_int8, shipped_graph
 from compressor.report import write_report
 from compressor.run_context import RunContext, Stage, config_dict
 from compressor.run_folder import RunFolder
 from compressor.run_report import build_report
 from compressor.select import Candidate, Selection, choose_student
+from compressor.student_init import is_torchvision_init, torchvision_weights
 from compressor.students import count_flops, families_to_try, get_family
 from compressor.verify import verify_onnx
 
@@ -43,16 +45,26 @@ class SelectStage(Stage):
     name = "select"
 
     def artifacts(self, folder: RunFolder) -> list[Path]:
+        return [folder.selection, folder.derived_student]
+
+    def records(self, folder: RunFolder) -> list[Path]:
         return [folder.selection]
 
     def run(self, ctx: RunContext) -> Selection:
         cfg, profile, teacher, log = ctx.cfg, ctx.profile, ctx.teacher, ctx.log
         input_hw = (profile.input_shape[1], profile.input_shape[2])
         families = families_to_try(cfg.family, bool(cfg.candidates), teacher.arch, input_hw)
+        plan = plan_student_source(
+            cfg.student_source, teacher, profile.input_shape, student_init=cfg.student_init,
+            ladder_named=bool(cfg.family or cfg.candidates),
+        )  # fmt: skip
         budget = f"{profile.latency_ms:g} ms at p{profile.percentile:g}"
-        log(f"selecting a {' / '.join(families)} student for {budget}")
-        total = len(cfg.candidates or get_family(families[0]).ladder)
-        on_candidate = _candidate_progress(ctx, total)
+        kinds = ["derived"] * (plan.trajectory is not None) + [" / ".join(families)] * (
+            plan.fresh_allowed
+        )
+        log(f"selecting a {' or '.join(kinds)} student for {budget}")
+        ladder = len(cfg.candidates or get_family(families[0]).ladder) * plan.fresh_allowed
+        on_candidate = _candidate_progress(ctx, ladder + (plan.trajectory is not None) * 5)
         chosen = choose_student(
             profile,
             teacher.model,
@@ -63,13 +75,27 @@ class SelectStage(Stage):
             on_candidate=on_candidate,
             to_shipped=shipped_graph(profile),
             log=log,
+            plan=plan,
+            keep=published_weights_only(cfg.student_init, log),
         )
         log(f"chosen: {chosen.chosen}")
-        # bad --student-init weights end the run here, before anything is written
-        initial_student(cfg, chosen.chosen, teacher, lambda _m: None)
+        point = None
+        if chosen.student_source == "pruned":
+            point = plan.trajectory.point(chosen.chosen)
+            chosen.derived = prepare_derived(
+                point, ctx.data.train, ctx.data.val, teacher.mean, teacher.std, cfg.train.seed
+            )
+            before = chosen.derived["val_top1_before_training"]
+            log(f"derived student after BatchNorm recalibration, before training: val top-1 "
+                f"{before:.4f}")  # fmt: skip
+        else:
+            # bad --student-init weights end the run here, before anything is written
+            initial_student(cfg, chosen, teacher, ctx.folder, lambda _m: None)
         if not cfg.resume:
             ctx.folder.prepare(cfg.overwrite)
             ctx.folder.write_marker(config_dict(cfg))
+        if point is not None:
+            save_derived(ctx, point.model, point.record())
         write_json_atomic(ctx.folder.selection, chosen.to_dict())
         return chosen
 
@@ -77,6 +103,14 @@ class SelectStage(Stage):
         selection = Selection.from_dict(read_json(ctx.folder.selection))
         ctx.log(f"resume: selection done before, student {selection.chosen}")
         return selection
+
+
+def published_weights_only(student_init: Path | None, log: Any) -> Any:
+    """``--student-init torchvision``: only ladder archs torchvision publishes weights for."""
+    if not is_torchvision_init(student_init):
+        return None
+    log("--student-init torchvision: only candidates with published torchvision weights")
+    return lambda name: torchvision_weights(name) is not None
 
 
 def _candidate_progress(ctx: RunContext, total: int) -> Any:
