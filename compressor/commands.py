@@ -23,9 +23,9 @@ from compressor.export import ExportResult, export_onnx, model_metadata
 from compressor.io import write_json_atomic, write_text_atomic
 from compressor.preprocess import Preprocess, resolve_preprocess
 from compressor.profile import LatencyProfile, load_profile
+from compressor.pruning import plan_student_source
 from compressor.quantize import shipped_graph
 from compressor.report import junit_xml, render_verify_markdown
-from compressor.pruning import plan_student_source
 from compressor.select import Selection, choose_student, select_student
 from compressor.students import count_flops, count_params, default_family, families_to_try
 from compressor.verify import verify_onnx

@@ -13,6 +13,7 @@ the largest that fits the budget (:mod:`compressor.select_derived`).
 from __future__ import annotations
 
 import copy
+import time
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
@@ -136,12 +137,12 @@ def prune_trajectory(
     Raises:
         CompressorError: Torch-Pruning cannot trace the model or a pruned copy no longer runs.
     """
-    import time
-
     try:
         import torch_pruning as tp
     except ImportError as exc:  # pragma: no cover - a declared dependency
-        raise CompressorError("derived students need torch-pruning: pip install torch-pruning") from exc
+        raise CompressorError(
+            "derived students need torch-pruning (pip install torch-pruning)"
+        ) from exc
     began = time.perf_counter()
     model = copy.deepcopy(teacher).cpu().float().eval()
     example = torch.zeros(1, *input_shape)
