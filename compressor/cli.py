@@ -247,7 +247,10 @@ def demo(
 def distill_cmd(
     out: Annotated[Path, typer.Option(help="Run folder written by `compressor run`.")],
     epochs: Annotated[int | None, typer.Option(min=1, help="Training epochs.")] = None,
-    lr: Annotated[float | None, typer.Option(min=0.0, help="Peak learning rate.")] = None,
+    lr: Annotated[
+        float | None,
+        typer.Option(min=0.0, help="Peak learning rate (of a fresh or a derived student)."),
+    ] = None,
     method: Annotated[
         str | None, typer.Option(help="A loss method (see `run --help`) or auto.")
     ] = None,
@@ -299,6 +302,8 @@ def _with_changes(cfg: RunConfig, changes: dict[str, Any]) -> RunConfig:
     except ValueError as exc:
         raise CompressorError(str(exc)) from exc
     train = dataclasses.replace(cfg.train, **_fields(TrainConfig, given))
+    if "lr" in given:  # the folder's student is fresh (--lr) or derived (--pruned-lr): set both
+        cfg = dataclasses.replace(cfg, pruned_lr=given["lr"])
     return dataclasses.replace(cfg, loss=loss, train=train)
 
 

@@ -112,7 +112,7 @@ def unprunable_reason(teacher: ModelBundle) -> str | None:
 
 def _classifier(model: nn.Module, num_classes: int) -> list[nn.Module]:
     """The output layer (last Linear or conv with ``num_classes`` outputs): never pruned."""
-    outputs = [
+    outputs: list[nn.Module] = [
         m
         for m in model.modules()
         if (isinstance(m, nn.Linear) and m.out_features == num_classes)

@@ -148,9 +148,12 @@ def _distillation_section(ctx: RunContext, result: DistillResult) -> dict[str, A
     distilled = result.to_dict()
     choice = distilled.get("recipe_choice")
     loss = recipe_loss(choice["winner"], ctx.cfg.loss) if choice else ctx.cfg.loss
+    train = asdict(ctx.cfg.train)
+    if ctx.results["select"].student_source == "pruned":
+        train["lr"] = ctx.cfg.pruned_lr  # a derived student trains at --pruned-lr
     return {
         "loss": asdict(loss),  # the loss the shipped student trained with
-        "train": asdict(ctx.cfg.train),
+        "train": train,
         "device": distilled["device"],
         "step": distilled["step"],
         "world_size": distilled["world_size"],

@@ -7,12 +7,18 @@ from pathlib import Path
 
 import pytest
 import torch
+import torchvision
 from typer.testing import CliRunner
 
 from compressor.checkpoint import save_bundle
 from compressor.cli import app
 from compressor.errors import CompressorError
-from compressor.student_init import load_student_init
+from compressor.student_init import (
+    TORCHVISION,
+    load_student_init,
+    torchvision_cache_file,
+    torchvision_weights,
+)
 from compressor.students import build_model
 from tests.conftest import write_profile
 
@@ -108,3 +114,74 @@ def test_cli_run_reports_what_was_loaded(
     assert init["path"] == str(tmp_path / "w.pt") and sorted(init["reinitialised"]) == [
         "fc.bias", "fc.weight"]  # fmt: skip
     assert "student initialisation: `" in (out / "report.md").read_text()
+
+
+# --- --student-init torchvision: published weights through torchvision's cache ----------------
+
+
+def test_torchvision_weights_come_from_the_cache_with_a_new_head(tmp_path: Path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    weights = torchvision_weights("mobilenet_v3_small_x1.0")
+    cached = torchvision_cache_file(weights)
+    assert cached.parent == tmp_path / "torch" / "hub" / "checkpoints"
+    torch.manual_seed(3)  # stands in for the published file: same keys and shapes, 1000 classes
+    published = torchvision.models.mobilenet_v3_small(num_classes=1000).state_dict()
+    cached.parent.mkdir(parents=True)
+    torch.save(published, cached)
+    model = build_model("mobilenet_v3_small_x1.0", 6, 3)
+    init = load_student_init(model, "mobilenet_v3_small_x1.0", Path(TORCHVISION))
+    assert init is not None and init.path == str(cached)
+    assert sorted(init.reinitialised) == ["classifier.3.bias", "classifier.3.weight"]
+    assert init.loaded_tensors == len(published) - 2
+    own = model.state_dict()
+    torch.testing.assert_close(own["features.0.0.weight"], published["features.0.0.weight"])
+    assert own["classifier.3.weight"].shape == (6, 1024)
+
+
+@pytest.fixture
+def offline_empty_cache(tmp_path: Path, monkeypatch) -> Path:
+    """An empty TORCH_HOME and no network: torch.hub's download raises as offline it would."""
+    import urllib.error
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty"))
+
+    def offline(*_args, **_kwargs):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    return tmp_path / "empty"
+
+
+def test_torchvision_weights_offline_or_unpublished_are_one_error(
+    tmp_path: Path, offline_empty_cache: Path
+):
+    with pytest.raises(CompressorError, match=r"not in the cache .* could not be downloaded"):
+        load_student_init(build_model("resnet18", 6, 3), "resnet18", Path(TORCHVISION))
+    assert not (tmp_path / "empty" / "hub" / "checkpoints" / "resnet18-f37072fd.pth").exists()
+    with pytest.raises(CompressorError, match=r"no weights for mobilenet_v3_small_x0\.75"):
+        load_student_init(
+            build_model("mobilenet_v3_small_x0.75", 6, 3), "mobilenet_v3_small_x0.75",
+            Path(TORCHVISION),
+        )  # fmt: skip
+
+
+def test_cli_torchvision_init_offline_stops_before_writing(
+    digits_root: Path, tmp_path: Path, offline_empty_cache: Path
+) -> None:
+    torch.manual_seed(0)
+    torch.save(build_model("resnet18", 10, 3).state_dict(), tmp_path / "teacher.pt")
+    profile = write_profile(
+        tmp_path / "p.toml",
+        **{"input.shape": "[3, 32, 32]", "budget.latency_ms": 1000, "budget.min_speedup": 0.5},
+    )
+    out = tmp_path / "run"
+    result = runner.invoke(app, [
+        "run", "--teacher", str(tmp_path / "teacher.pt"), "--arch", "resnet18", "--data",
+        str(digits_root), "--profile", str(profile), "--out", str(out), "--epochs", "1",
+        "--family", "resnet", "--candidates", "resnet18", "--student-init", "torchvision",
+        "--quiet",
+    ])  # fmt: skip
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "not in the cache" in lines[0], lines
+    assert not out.exists()
