@@ -62,6 +62,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=[0])
     p.add_argument("--epochs", type=int, default=8)
     p.add_argument("--profile", default="mobile-224")
+    p.add_argument(
+        "--accuracy-only-profile",
+        action="store_true",
+        help="use student_init224's copy of mobile-224 whose budget cannot fail (1 thread, "
+        "1000 ms, min_speedup 1.0): selection then ships the least-pruned step, the same "
+        "student in every run, for comparing training settings on a loaded host",
+    )
     p.add_argument("--teacher-arch", default="mobilenet_v3_small")
     p.add_argument("--teacher-epochs", type=int, default=8, help="only if no teacher is cached")
     p.add_argument("--init-arch", default="mobilenet_v3_small_x0.5",
@@ -159,6 +166,8 @@ def peak_rss_gib(time_file: Path) -> float | None:
 def run_one(args: argparse.Namespace, teacher: Path, arm: str, seed: int) -> dict[str, Any]:
     flags = arm_flags(arm, args)
     name = f"{args.teacher_arch}_{arm.replace('@', '-lr')}_s{seed}"
+    if args.accuracy_only_profile:
+        name += "_accuracy-only"
     out = args.work / "runs" / name
     out.parent.mkdir(parents=True, exist_ok=True)
     cmd = [
@@ -225,6 +234,16 @@ def refused_at_selection(row: dict[str, Any]) -> bool:
     )
 
 
+def arm_label(r: dict[str, Any]) -> str:
+    """The arm, with the profile when it is not mobile-224 and the attempt when retried."""
+    label = r["arm"]
+    if r.get("profile") != "mobile-224":
+        label += f" ({Path(r['profile']).stem})"
+    if r.get("attempt", 1) > 1:
+        label += f", attempt {r['attempt']}"
+    return label
+
+
 def pct(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.2f}"
 
@@ -239,7 +258,7 @@ def table(rows: list[dict[str, Any]]) -> str:
     ]
     for r in rows:
         rss = "-" if r.get("peak_rss_gib") is None else f"{r['peak_rss_gib']:.2f}"
-        head = f"| {r['teacher_arch']} | {r['arm']} | {r['seed']} | {r['exit_code']} | "
+        head = f"| {r['teacher_arch']} | {arm_label(r)} | {r['seed']} | {r['exit_code']} | "
         tail = f" | {r['wall_s']:.0f} | {rss} | {r['loadavg_start'][0]:.2f} |"
         if "student_top1" not in r:
             last = r.get("log_tail", "").strip().splitlines()[-1:] or [""]
@@ -261,7 +280,10 @@ def table(rows: list[dict[str, Any]]) -> str:
         lines.append("")
         lines.append(
             "learning rate by best validation top-1 (mobilenet_v3_small, seed 0): "
-            + ", ".join(f"{r['arm'].split('@')[1]}: {pct(r['best_val_top1'])}%" for r in lr_rows)
+            + ", ".join(
+                f"{r['arm'].split('@')[1]}: {pct(r['best_val_top1'])}% ({r['chosen']})"
+                for r in lr_rows
+            )
             + f" -> {best['arm'].split('@')[1]}"
         )
     return "\n".join(lines)
@@ -288,6 +310,10 @@ def main(argv: list[str] | None = None) -> None:
         args.results.parent.mkdir(parents=True, exist_ok=True)
         photo224.build_photos(args.cifar, args.work / "data", 250, 100)  # no-op when cached
         teacher = ensure_teacher(args)
+        if args.accuracy_only_profile:
+            path = args.work / "mobile-224-accuracy-only.toml"
+            path.write_text(student_init224.SHARED_HOST_PROFILE)
+            args.profile = str(path)
         for seed in args.seeds:
             for arm in args.arms.split(","):
                 for attempt in range(args.retries + 1):
