@@ -311,6 +311,7 @@ def choose_student(
     student, "auto" falls back to the first fresh family with a qualifying candidate (the
     teacher's own family comes first, see :func:`compressor.students.preferred_families`).
     """
+    say_source = log if plan is not None else (lambda _msg: None)  # a plan's choice is news
     plan = plan or SourcePlan("fresh")
     timer = timer or profile_timer(profile)
     teacher = time_teacher(teacher_model, teacher_arch, profile, timer)
@@ -349,7 +350,7 @@ def choose_student(
             student_source="pruned",
             source_reason=reason,
         )
-        log(f"student source: pruned ({reason})")
+        say_source(f"student source: pruned ({reason})")
         return selection
     if plan.source == "pruned" or fresh is None:
         if plan.source == "pruned" or failure is None:
@@ -365,7 +366,7 @@ def choose_student(
         reason = plan.reason or "--student-source fresh"
     fresh.candidates = rows
     fresh.student_source, fresh.source_reason = "fresh", reason
-    log(f"student source: fresh ({reason})")
+    say_source(f"student source: fresh ({reason})")
     return fresh
 
 
