@@ -166,17 +166,29 @@ def test_torchvision_weights_offline_or_unpublished_are_one_error(
 
 
 def test_cli_torchvision_init_offline_stops_before_writing(
-    digits_root: Path, tmp_path: Path, offline_empty_cache: Path
+    digits_root: Path, tmp_path: Path, offline_empty_cache: Path, monkeypatch
 ) -> None:
+    from compressor import select
+    from compressor.students import count_params
+
+    # selection decided by parameter counts (resnet34 teacher ~2x resnet18), not by a clock
+    monkeypatch.setattr(select, "onnx_bytes", lambda m, _s, _o: str(count_params(m)).encode())
+    monkeypatch.setattr(
+        select,
+        "profile_timer",
+        lambda _p: lambda graph, _s: select.LatencyStats(
+            *(int(graph.decode()) / 1e5,) * 4, 0, *(int(graph.decode()) / 1e5,) * 2,
+            90, 20, 1.0, 1, 1,
+        ),
+    )  # fmt: skip
     torch.manual_seed(0)
-    torch.save(build_model("resnet18", 10, 3).state_dict(), tmp_path / "teacher.pt")
+    torch.save(build_model("resnet34", 10, 3).state_dict(), tmp_path / "teacher.pt")
     profile = write_profile(
-        tmp_path / "p.toml",
-        **{"input.shape": "[3, 32, 32]", "budget.latency_ms": 1000, "budget.min_speedup": 0.5},
+        tmp_path / "p.toml", **{"input.shape": "[3, 32, 32]", "budget.latency_ms": 1000}
     )
     out = tmp_path / "run"
     result = runner.invoke(app, [
-        "run", "--teacher", str(tmp_path / "teacher.pt"), "--arch", "resnet18", "--data",
+        "run", "--teacher", str(tmp_path / "teacher.pt"), "--arch", "resnet34", "--data",
         str(digits_root), "--profile", str(profile), "--out", str(out), "--epochs", "1",
         "--family", "resnet", "--candidates", "resnet18", "--student-init", "torchvision",
         "--quiet",
