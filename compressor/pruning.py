@@ -160,16 +160,13 @@ def prune_trajectory(
                 ignored_layers=_classifier(model, num_classes),
                 round_to=ROUND_TO,
             )
-            seen: set[int] = set()
             for step in range(1, steps + 1):
                 pruner.step()
                 with torch.no_grad():
                     model(example)
                 mflops = count_flops(model, input_shape) / 1e6
-                key = round(mflops * 1000)
-                if key in seen or mflops >= teacher_mflops:
+                if mflops >= teacher_mflops:
                     continue
-                seen.add(key)
                 trajectory.points.append(
                     DerivedPoint(
                         base_arch,
@@ -186,7 +183,7 @@ def prune_trajectory(
     except Exception as exc:  # tracing fails in many ways; each means "cannot prune this model"
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CompressorError(f"Torch-Pruning cannot prune {base_arch}: {first}") from exc
-    names = [p.name for p in trajectory.points]
+    names = [p.name for p in trajectory.points]  # equal names: equal MACs (to 2 digits)
     trajectory.points = [p for i, p in enumerate(trajectory.points) if p.name not in names[:i]]
     trajectory.seconds = time.perf_counter() - began
     return trajectory
