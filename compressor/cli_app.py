@@ -16,14 +16,20 @@ from typing import Any, NoReturn
 
 import typer
 
-from compressor.errors import CompressorError
+from compressor.errors import (
+    EXIT_BAD_INPUT,
+    EXIT_INCONCLUSIVE,
+    CompressorError,
+    LatencyInconclusive,
+)
 
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     rich_markup_mode=None,
     help="Distil a PyTorch teacher into an ONNX student that fits a CPU latency budget.\n\n"
-    "Exit codes: 0 all gates pass, 1 a gate failed, 2 bad input or usage.",
+    "Exit codes: 0 all gates pass, 1 a gate failed, 2 bad input or usage, 3 a latency decision "
+    "was inconclusive because the host was contended (retry when it is idle).",
 )
 
 EXAMPLE_RUN = (
@@ -31,9 +37,9 @@ EXAMPLE_RUN = (
 )
 
 
-def fail(message: str) -> NoReturn:
+def fail(message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
     typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(2)
+    raise typer.Exit(code)
 
 
 @contextmanager
@@ -44,7 +50,9 @@ def user_errors(debug: bool) -> Iterator[None]:
     except CompressorError as exc:
         if debug:
             traceback.print_exc()
-        fail(str(exc))
+        fail(
+            str(exc), EXIT_INCONCLUSIVE if isinstance(exc, LatencyInconclusive) else EXIT_BAD_INPUT
+        )
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         raise typer.Exit(130) from None
@@ -71,13 +79,13 @@ def parse_floats(text: str | None, name: str) -> tuple[float, ...] | None:
 
 def print_summary(report: dict[str, Any], out: Path, seconds: float | None = None) -> None:
     """A short human summary on stdout; the latency is the shipped model's."""
-    from compressor.report import speedup_summary
+    from compressor.report import gate_status, run_verdict, speedup_summary
     from compressor.run_folder import RunFolder
 
     acc, size, prof = report["accuracy"], report["size"], report["profile"]
     shipped = report.get("shipped") or {"latency": report["latency"], "precision": "fp32"}
     lat = shipped["latency"]
-    verdict = "PASS" if report["passed"] else "FAIL"
+    verdict = run_verdict(report)
     lines = [
         f"result: {verdict}" + (f" in {seconds:.0f} s" if seconds is not None else ""),
         f"  teacher {report['teacher']['arch']}: top-1 {100 * acc['teacher_top1']:.2f}%  "
@@ -90,7 +98,7 @@ def print_summary(report: dict[str, Any], out: Path, seconds: float | None = Non
         f"batch {lat['batch_size']}, {lat['intra_op_threads']} thread(s))",
     ]
     for gate in report["gates"]:
-        lines.append(f"  [{'pass' if gate['passed'] else 'FAIL'}] {gate['name']}: {gate['detail']}")
+        lines.append(f"  [{gate_status(gate)}] {gate['name']}: {gate['detail']}")
     lines.append(
         f"  report: {RunFolder(out).report_html} (and report.md, report.json, student.onnx)"
     )

@@ -103,7 +103,7 @@ def verify_cmd(
         from compressor.report import render_verify_markdown
 
         typer.echo(render_verify_markdown(outcome.result).rstrip())
-    raise typer.Exit(0 if outcome.passed else 1)
+    raise typer.Exit(outcome.exit_code)
 
 
 @app.command(

@@ -180,6 +180,7 @@ def onnx_metadata(model: onnx.ModelProto) -> dict[str, Any]:
 class VerifyOutcome:
     result: dict[str, Any]
     passed: bool
+    exit_code: int = 0
 
 
 def verify_model(
@@ -242,7 +243,7 @@ def verify_model(
         write_text_atomic(out / "verify.md", render_verify_markdown(result))
     if junit is not None:
         write_text_atomic(junit, junit_xml(result["gates"]))
-    return VerifyOutcome(result=result, passed=report.passed)
+    return VerifyOutcome(result=result, passed=report.passed, exit_code=report.exit_code)
 
 
 def inspect_file(

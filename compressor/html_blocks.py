@@ -26,6 +26,7 @@ th{background:#f6f8fa;font-weight:600}.n{text-align:right}.muted{color:var(--mut
 .pass{color:var(--pass);font-weight:600}.fail{color:var(--fail);font-weight:600}
 .badge{display:inline-block;padding:1px 12px;border-radius:14px;font-size:.8em}
 .badge.pass{background:var(--pass);color:#fff}.badge.fail{background:var(--fail);color:#fff}
+.warn{color:#9a6700;font-weight:600}.badge.warn{background:#9a6700;color:#fff}
 code{font:12px ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;background:#f6f8fa;
 padding:1px 4px;border-radius:4px;overflow-wrap:anywhere}.scroll{overflow-x:auto}
 .charts,.grid{display:flex;flex-wrap:wrap;gap:12px 32px}figure{margin:0;flex:0 1 480px}
@@ -86,10 +87,13 @@ def code(value: Any) -> str:
     return f"<code>{escape_html(MISSING if value is None or value == '' else value)}</code>"
 
 
-def badge(passed: Any, word: bool = False) -> str:
-    """pass/FAIL in colour (a filled PASS/FAIL badge with ``word``); "n/a" when not judged."""
+def badge(passed: Any, word: bool = False, inconclusive: bool = False) -> str:
+    """pass/FAIL in colour (a filled PASS/FAIL badge with ``word``); "n/a" when not judged;
+    INCONCLUSIVE when a contended host or noise left it undecided (exit code 3)."""
     if passed is None:
         return f'<span class="muted">{MISSING}</span>'
+    if inconclusive and not passed:
+        return f'<span class="{"badge " * word}warn">INCONCLUSIVE</span>'
     label, colour = ("PASS" if word else "pass", "pass") if passed else ("FAIL", "fail")
     return f'<span class="{"badge " * word}{colour}">{label}</span>'
 

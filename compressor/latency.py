@@ -3,22 +3,34 @@
 Selection and verification both call :func:`measure_onnx`, so a candidate is timed exactly as the
 shipped model is verified. Method (as in Olive's latency metric): create the session with fixed
 thread counts, report session creation + first run as *cold start*, run ``warmup_runs`` untimed,
-then time single runs until both ``min_iterations`` and ``min_seconds`` are reached, and quote
-percentiles of the per-run wall times.
+then time single runs until both ``min_iterations`` and ``min_seconds`` are reached.
+
+The runs are taken in :data:`ROUNDS` consecutive rounds and a percentile is the **median of the
+per-round percentiles** (docs/selection.md has the measurement that chose it over pooling): a
+burst from another process inflates one round, not the estimate. Every measurement records the
+CPU its process got (:mod:`compressor.cpu_check`); a contended one is repeated after a bounded
+back-off and, if still contended, returned marked ``contended`` for the caller to call
+inconclusive. Two models compared with each other are timed interleaved by
+:mod:`compressor.paired_timing`.
 """
 
 from __future__ import annotations
 
+import math
 import time
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 
+from compressor.cpu_check import CpuProbe, CpuUse, cpu_allowance, expected_threads
 from compressor.profile import LatencyProfile
+
+ROUNDS = 5  # rounds per measurement; the estimate is the median of their percentiles
+BACKOFF_S = (2.0, 5.0)  # waits before re-measuring a contended timing (then: inconclusive)
 
 _OPT_LEVELS = {
     "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
@@ -40,6 +52,7 @@ class TimingSettings:
     warmup_runs: int = 10
     min_iterations: int = 100
     min_seconds: float = 1.0
+    stop_spinning: bool = False  # worker threads stop spinning when a run returns (paired timing)
 
     @classmethod
     def from_profile(cls, profile: LatencyProfile) -> TimingSettings:
@@ -71,6 +84,14 @@ class LatencyStats:
     cold_start_ms: float  # session creation + first run
     batch_size: int
     intra_op_threads: int
+    rounds: int = 1  # percentiles are medians of this many per-round percentiles
+    cpu: dict[str, Any] | None = field(default=None, compare=False)  # CpuUse.to_dict()
+    attempts: int = 1  # measurements taken (more than 1: contention was found and waited out)
+
+    @property
+    def contended(self) -> bool:
+        """The process did not get the CPU it asked for while this was timed."""
+        return bool(self.cpu and self.cpu.get("contended"))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -88,6 +109,8 @@ def session_options(settings: TimingSettings) -> ort.SessionOptions:
     )
     options.graph_optimization_level = _OPT_LEVELS[settings.graph_optimization]
     options.log_severity_level = 3
+    if settings.stop_spinning:
+        options.add_session_config_entry("session.force_spinning_stop", "1")
     return options
 
 
@@ -105,44 +128,48 @@ def measure_onnx(
     settings: TimingSettings,
     percentile: float = 90.0,
     seed: int = 0,
+    backoff: tuple[float, ...] = BACKOFF_S,
 ) -> LatencyStats:
-    """Time one ONNX model on CPU with a fixed random batch of shape (batch, *input_shape)."""
-    times_ms, cold_ms = _time_session(model, input_shape, settings, seed)
-    return summarize(times_ms, percentile, cold_ms, settings)
+    """Time one ONNX model on CPU with a fixed random batch of shape (batch, *input_shape).
 
-
-def measure_alternating(
-    models: Sequence[Path | bytes],
-    input_shape: tuple[int, int, int],
-    settings: TimingSettings,
-    percentile: float = 90.0,
-    rounds: int = 3,
-) -> list[LatencyStats]:
-    """Time several models in turn (A B, B A, A B, ...), a fresh session each time, and pool each
-    model's runs over the rounds.
-
-    Timing one model after the other lets a load change between the two decide a comparison;
-    alternating, with the order flipped every round, makes machine noise hit them alike. Used
-    where two models are compared (int8 vs fp32), not where one is checked against a budget.
+    A contended measurement is repeated after each wait in ``backoff``; the last one is returned
+    (``contended`` says whether the host was still busy, ``attempts`` how many were taken).
     """
-    pooled: list[list[np.ndarray]] = [[] for _ in models]
-    cold: list[list[float]] = [[] for _ in models]
-    for r in range(rounds):
-        order = range(len(models)) if r % 2 == 0 else reversed(range(len(models)))
-        for i in order:
-            times_ms, cold_ms = _time_session(models[i], input_shape, settings, seed=r)
-            pooled[i].append(times_ms)
-            cold[i].append(cold_ms)
-    return [
-        summarize(np.concatenate(p), percentile, float(np.median(c)), settings)
-        for p, c in zip(pooled, cold, strict=True)
-    ]
+
+    def once() -> LatencyStats:
+        session, feed, cold_ms = open_session(model, input_shape, settings, seed)
+        probe = CpuProbe(timing_threads(settings))
+        chunks = time_rounds(session, feed, settings, ROUNDS)
+        return summarize_rounds(chunks, percentile, cold_ms, settings, probe.stop())
+
+    return with_backoff(once, backoff)
 
 
-def _time_session(
+def with_backoff(measure: Callable[[], LatencyStats], backoff: tuple[float, ...]) -> LatencyStats:
+    """``measure()``, repeated after each wait in ``backoff`` while it reports contention."""
+    stats = measure()
+    for attempt, wait in enumerate(backoff, start=2):
+        if not stats.contended:
+            break
+        time.sleep(wait)
+        stats = measure()
+        stats = _with_attempts(stats, attempt)
+    return stats
+
+
+def _with_attempts(stats: LatencyStats, attempts: int) -> LatencyStats:
+    return LatencyStats(**{**asdict(stats), "attempts": attempts})
+
+
+def timing_threads(settings: TimingSettings) -> int:
+    """Threads a timing should keep busy: the profile's, capped by the container's CPUs."""
+    return expected_threads(settings.intra_op_threads, cpu_allowance())
+
+
+def open_session(
     model: Path | bytes, input_shape: tuple[int, int, int], settings: TimingSettings, seed: int
-) -> tuple[np.ndarray, float]:
-    """(per-run milliseconds after warm-up, cold start ms) of one fresh session."""
+) -> tuple[ort.InferenceSession, dict[str, np.ndarray], float]:
+    """(session, feed, cold start ms): a fresh session, run once, then ``warmup_runs`` untimed."""
     rng = np.random.default_rng(seed)
     batch = rng.standard_normal((settings.batch_size, *input_shape)).astype(np.float32)
     start = time.perf_counter()
@@ -152,33 +179,79 @@ def _time_session(
     cold_ms = (time.perf_counter() - start) * 1e3
     for _ in range(settings.warmup_runs):
         session.run(None, feed)
+    return session, feed, cold_ms
+
+
+def time_block(
+    session: ort.InferenceSession,
+    feed: dict[str, np.ndarray],
+    iterations: int,
+    seconds: float,
+    settle: int = 0,
+) -> np.ndarray:
+    """Per-run milliseconds of single runs until both ``iterations`` and ``seconds`` are met.
+
+    ``settle`` untimed runs come first, so that a block timed right after another session's
+    block does not pay for that session's worker threads still spinning.
+    """
+    for _ in range(settle):
+        session.run(None, feed)
     times: list[float] = []
     began = time.perf_counter()
-    while (
-        len(times) < settings.min_iterations or time.perf_counter() - began < settings.min_seconds
-    ):
+    while len(times) < iterations or time.perf_counter() - began < seconds:
         t0 = time.perf_counter()
         session.run(None, feed)
         times.append(time.perf_counter() - t0)
-    return np.asarray(times) * 1e3, cold_ms
+    return np.asarray(times) * 1e3
+
+
+def round_quota(settings: TimingSettings, rounds: int) -> tuple[int, float]:
+    """(iterations, seconds) per round so that ``rounds`` rounds meet the profile's minimums."""
+    return max(math.ceil(settings.min_iterations / rounds), 10), settings.min_seconds / rounds
+
+
+def time_rounds(
+    session: ort.InferenceSession,
+    feed: dict[str, np.ndarray],
+    settings: TimingSettings,
+    rounds: int,
+) -> list[np.ndarray]:
+    """``rounds`` consecutive blocks that together meet the profile's minimums."""
+    iterations, seconds = round_quota(settings, rounds)
+    return [time_block(session, feed, iterations, seconds) for _ in range(rounds)]
+
+
+def summarize_rounds(
+    chunks: list[np.ndarray],
+    percentile: float,
+    cold_start_ms: float,
+    settings: TimingSettings,
+    cpu: CpuUse | None = None,
+) -> LatencyStats:
+    """Percentiles as the median of per-round percentiles; mean, std and min over all runs."""
+    per_round = np.array([np.percentile(c, [50, 90, 99, percentile]) for c in chunks])
+    p50, p90, p99, at = np.median(per_round, axis=0)
+    pooled = np.concatenate(chunks)
+    return LatencyStats(
+        p50_ms=float(p50),
+        p90_ms=float(p90),
+        p99_ms=float(p99),
+        mean_ms=float(pooled.mean()),
+        std_ms=float(pooled.std()),
+        min_ms=float(pooled.min()),
+        at_percentile_ms=float(at),
+        percentile=float(percentile),
+        iterations=int(pooled.size),
+        cold_start_ms=float(cold_start_ms),
+        batch_size=settings.batch_size,
+        intra_op_threads=settings.intra_op_threads,
+        rounds=len(chunks),
+        cpu=cpu.to_dict() if cpu else None,
+    )
 
 
 def summarize(
     times_ms: np.ndarray, percentile: float, cold_start_ms: float, settings: TimingSettings
 ) -> LatencyStats:
-    """Percentiles of a sample of per-run times (ms)."""
-    p50, p90, p99, at = np.percentile(times_ms, [50, 90, 99, percentile])
-    return LatencyStats(
-        p50_ms=float(p50),
-        p90_ms=float(p90),
-        p99_ms=float(p99),
-        mean_ms=float(times_ms.mean()),
-        std_ms=float(times_ms.std()),
-        min_ms=float(times_ms.min()),
-        at_percentile_ms=float(at),
-        percentile=float(percentile),
-        iterations=int(times_ms.size),
-        cold_start_ms=float(cold_start_ms),
-        batch_size=settings.batch_size,
-        intra_op_threads=settings.intra_op_threads,
-    )
+    """Percentiles of one sample of per-run times (ms), pooled (one round)."""
+    return summarize_rounds([np.asarray(times_ms)], percentile, cold_start_ms, settings)

@@ -24,6 +24,7 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 from compressor.errors import CompressorError
 from compressor.io import atomic_write
 from compressor.latency import LatencyStats
+from compressor.paired_timing import PairedTiming
 from compressor.profile import LatencyProfile
 from compressor.verify import VerifyReport
 
@@ -75,6 +76,8 @@ class Int8Decision:
     int8_ms: float
     fp32_top1: float
     int8_top1: float
+    speedup_ci: list[float] | None = None  # int8 over fp32, timed interleaved
+    inconclusive: bool = False  # the speed question could not be decided (contended host)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -224,17 +227,22 @@ def decide_int8(
     int8: VerifyReport,
     max_top1_drop: float,
     latencies: tuple[LatencyStats, LatencyStats] | None = None,
+    paired: PairedTiming | None = None,
 ) -> Int8Decision:
     """Keep int8 only if it is faster at the profile's percentile and inside the accuracy gate.
 
-    ``latencies`` (fp32, int8), when given, are the two models timed in alternation
-    (:func:`~compressor.latency.measure_alternating`) and decide the speed question instead of
-    the two verifications' latencies, which were measured minutes apart.
+    ``paired`` (fp32 as the reference, int8 as the candidate, timed interleaved by
+    :func:`~compressor.paired_timing.measure_paired`) decides the speed question when given:
+    int8 must be faster beyond the ratio's confidence interval, and a contended measurement
+    keeps fp32 and marks the decision inconclusive. Otherwise ``latencies`` (fp32, int8) or the
+    two verifications' latencies decide, by their percentiles alone.
 
     The accuracy gate is relative to the teacher when the reports carry its top-1 (the same gate
     the fp32 student must pass), else relative to the fp32 student. Anything unmeasurable (NaN)
     or a latency comparison at different percentiles/batch sizes keeps fp32: int8 must prove itself.
     """
+    if paired is not None:
+        latencies = (paired.reference, paired.candidate)
     f_lat, i_lat = latencies if latencies is not None else (fp32.latency, int8.latency)
     f_ms, i_ms = f_lat.at_percentile_ms, i_lat.at_percentile_ms
     f_top, i_top = fp32.student_top1, int8.student_top1
@@ -246,6 +254,13 @@ def decide_int8(
     setup = [(lat.percentile, lat.batch_size) for lat in (f_lat, i_lat)]
     if setup[0] != setup[1]:
         problems.append(f"latencies measured at different (percentile, batch): {setup}")
+    elif paired is not None and paired.contended:
+        problems.append(
+            f"int8's speed is inconclusive: the host was contended while timing it against fp32 "
+            f"(CPU share {paired.cpu.cpu_share:.0%})"
+        )
+    elif paired is not None and paired.verdict(1.0) != "above":
+        problems.append(f"int8 is not faster beyond noise ({ms}, {paired.describe()})")
     elif not i_ms < f_ms:  # also true when either is NaN
         problems.append(f"int8 is not faster ({ms})")
     accuracy = f"int8 top-1 {i_top:.4f} is {100 * drop:.2f} points below the {ref_name}'s {ref:.4f}"
@@ -253,12 +268,16 @@ def decide_int8(
     if not drop <= max_top1_drop:
         problems.append(f"{accuracy}, over the {gate}")
     speed = f"{ms} ({f_ms / max(i_ms, 1e-12):.2f}x faster)"
+    if paired is not None:
+        speed = f"{ms} ({paired.describe()} faster)"
     reason = (
         f"kept fp32: {'; '.join(problems)}."
         if problems
         else f"kept int8: {speed} and {accuracy}, within the {gate}."
     )
-    return Int8Decision(not problems, reason, f_ms, i_ms, f_top, i_top)
+    ci = [paired.ci_low, paired.ci_high] if paired is not None else None
+    contended = paired is not None and paired.contended
+    return Int8Decision(not problems, reason, f_ms, i_ms, f_top, i_top, ci, contended)
 
 
 def int8_for_timing(fp32: bytes, input_shape: tuple[int, int, int], seed: int = 0) -> bytes:

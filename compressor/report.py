@@ -80,13 +80,24 @@ def _heading(title: str) -> list[str]:
     return ["", f"## {title}", ""]
 
 
+def gate_status(gate: dict[str, Any]) -> str:
+    """ "pass", "FAIL" or "INCONCLUSIVE" (a contended host or noise left it undecided)."""
+    if gate["passed"]:
+        return "pass"
+    return "INCONCLUSIVE" if gate.get("inconclusive") else "FAIL"
+
+
+def run_verdict(result: dict[str, Any]) -> str:
+    """PASS, FAIL, or INCONCLUSIVE (exit code 3) for a report or a verify result."""
+    if result["passed"]:
+        return "PASS"
+    return "INCONCLUSIVE" if result.get("exit_code") == 3 else "FAIL"
+
+
 def _gate_rows(gates: list[dict[str, Any]]) -> list[str]:
     """The gates as a table, one row each; FAIL in capitals so it stands out."""
     rows = ["| gate | result | detail |", "| --- | --- | --- |"]
-    return rows + [
-        f"| {gate['name']} | {'pass' if gate['passed'] else 'FAIL'} | {gate['detail']} |"
-        for gate in gates
-    ]
+    return rows + [f"| {gate['name']} | {gate_status(gate)} | {gate['detail']} |" for gate in gates]
 
 
 def _preprocess_line(report: dict[str, Any]) -> str:
@@ -138,7 +149,7 @@ def render_markdown(report: dict[str, Any]) -> str:
 
 def _summary_md(report: dict[str, Any]) -> list[str]:
     profile, selection = report["profile"], report["selection"]
-    verdict = "PASS" if report["passed"] else "FAIL"
+    verdict = run_verdict(report)
     return [
         f"# compressor report: {verdict}",
         "",
@@ -373,7 +384,7 @@ def junit_xml(gates: list[dict[str, Any]], suite: str = "compressor.verify") -> 
     """JUnit XML with one test case per gate, so CI systems show each gate as a test."""
     import xml.etree.ElementTree as ET
 
-    failures = sum(not gate["passed"] for gate in gates)
+    failures = sum(not gate["passed"] and not gate.get("inconclusive") for gate in gates)
     root = ET.Element(
         "testsuites", name="compressor", tests=str(len(gates)), failures=str(failures)
     )
@@ -382,7 +393,9 @@ def junit_xml(gates: list[dict[str, Any]], suite: str = "compressor.verify") -> 
     )
     for gate in gates:
         case = ET.SubElement(node, "testcase", classname=suite, name=gate["name"])
-        if not gate["passed"]:
+        if gate.get("inconclusive"):  # a skipped test: undecided, for the CI job to retry
+            ET.SubElement(case, "skipped", message=gate["detail"])
+        elif not gate["passed"]:
             failure = ET.SubElement(case, "failure", message=gate["detail"], type="GateFailure")
             failure.text = (
                 f"{gate['name']}: value {gate['value']:.6g} must be {gate['comparison']} "
@@ -394,11 +407,25 @@ def junit_xml(gates: list[dict[str, Any]], suite: str = "compressor.verify") -> 
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
 
 
+def _contention_lines(contention: dict[str, Any]) -> list[str]:
+    """The CPU the latency timing got, and the container's thread warning, when they matter."""
+    lines = []
+    if contention.get("contended"):
+        shares = [r["cpu"]["cpu_share"] for r in contention["repeats"] if r.get("cpu")]
+        lines.append(
+            f"- the host was **contended** while timing (CPU share down to {min(shares):.0%} of "
+            "the threads asked for, after back-off)"
+        )
+    if contention.get("thread_warning"):
+        lines.append(f"- {contention['thread_warning']}")
+    return lines
+
+
 def render_verify_markdown(result: dict[str, Any]) -> str:
     """Summary of a standalone ``compressor verify`` for CI logs and pull requests."""
     latency = result["latency"]
     lines = [
-        f"# compressor verify: {'PASS' if result['passed'] else 'FAIL'}",
+        f"# compressor verify: {run_verdict(result)}",
         "",
         f"Model `{result['model']}` on {result['images']} test images ({result['test_source']}).",
         "",
@@ -412,6 +439,7 @@ def render_verify_markdown(result: dict[str, Any]) -> str:
         f"p99 {_ms(latency['p99_ms'])}, cold start {_ms(latency['cold_start_ms'])}, "
         "spread over repeats "
         f"{100 * result['latency_spread']:.1f}%",
+        *_contention_lines(result.get("contention") or {}),
     ]
     parity = result.get("parity")
     if parity:

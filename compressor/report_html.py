@@ -39,7 +39,7 @@ def _header(report: dict[str, Any]) -> str:
     chosen = code(lookup(report, "selection", "chosen"))
     description = profile.get("description")
     described = f" ({escape_html(description)})" if description else ""
-    verdict = badge(report.get("passed"), word=True)
+    verdict = badge(report.get("passed"), word=True, inconclusive=report.get("exit_code") == 3)
     return (
         f'<header id="summary"><h1>compressor report {verdict}</h1><p>Teacher {arch} &rarr; '
         f"student {chosen} for profile {code(profile.get('name'))}{described}.</p></header>"
@@ -61,7 +61,7 @@ def _gates(report: dict[str, Any]) -> str:
     rows = [
         [
             escape_html(gate.get("name")),
-            badge(gate.get("passed")),
+            badge(gate.get("passed"), inconclusive=bool(gate.get("inconclusive"))),
             escape_html(gate.get("detail") or ""),
         ]
         for gate in gates
@@ -238,6 +238,7 @@ def render_html(report: dict[str, Any]) -> str:
     parts = [_guard(name, render, report) for name, render in SECTIONS]
     passed = report.get("passed")
     verdict = MISSING if passed is None else "PASS" if passed else "FAIL"
+    verdict = "INCONCLUSIVE" if report.get("exit_code") == 3 else verdict
     title = f"compressor report: {verdict} ({lookup(report, 'profile', 'name') or 'no profile'})"
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><meta name="viewport" '

@@ -15,6 +15,7 @@ from typing import Any
 from compressor import distributed
 from compressor.checkpoint import ModelBundle, load_bundle
 from compressor.compat import check_channels, check_classes
+from compressor.cpu_check import cpu_allowance, thread_warning
 from compressor.data import DatasetSplits, load_image_folder
 from compressor.data_cache import default_cache_dir
 from compressor.distill import TrainConfig
@@ -163,6 +164,9 @@ def check_compatibility(
         )
     if data.skipped:
         warnings.append(f"{len(data.skipped)} unreadable file(s) skipped, e.g. {data.skipped[0]}")
+    threads = thread_warning(profile.intra_op_threads, cpu_allowance())
+    if threads:
+        warnings.append(threads)
     return warnings
 
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from compressor.recipes import recipe_loss
 from compressor.report import provenance
 from compressor.students import count_flops, count_params
-from compressor.verify import VerifyReport, make_gate
+from compressor.verify import VerifyReport, gate_exit_code, make_gate
 
 if TYPE_CHECKING:
     from compressor.distill import DistillResult
@@ -25,9 +25,11 @@ Gate = dict[str, Any]
 
 
 def verdict(gates: list[Gate]) -> tuple[bool, int, list[str]]:
-    """``(passed, exit_code, failed gate names)``: a run passes when every gate does."""
-    failed = [gate["name"] for gate in gates if not gate["passed"]]
-    return not failed, 0 if not failed else 1, failed
+    """``(passed, exit_code, failed gate names)``: a run passes when every gate does; exit code
+    1 when a gate failed, 3 when none failed but one was inconclusive (contended host)."""
+    failed = [gate["name"] for gate in gates if not gate["passed"] and not gate.get("inconclusive")]
+    passed = all(gate["passed"] for gate in gates)
+    return passed, gate_exit_code(gates), failed
 
 
 @dataclass
@@ -69,6 +71,7 @@ class Report:
         int8 = sections.pop("int8")
         tail = {key: sections.pop(key) for key in ("shipped", "speedup", "resumed")}
         out = {"passed": passed, "exit_code": exit_code, "failed_gates": failed}
+        out["inconclusive_gates"] = [g["name"] for g in gates if g.get("inconclusive")]
         out.update(sections)
         out = _insert_after(out, "latency", "gates", gates)
         if int8 is not None:
@@ -99,10 +102,48 @@ def shipped_gates(verified: VerifyReport, int8: dict[str, Any] | None) -> list[G
 
 
 def speedup_gates(speedup: dict[str, Any]) -> list[Gate]:
-    """A shipped student slower than its teacher fails the run: it compresses nothing."""
+    """A shipped student slower than its teacher fails the run: it compresses nothing.
+
+    Decided by the interleaved ratio's confidence interval: above 1 passes, below 1 fails,
+    an interval around 1 (or a contended timing that did not clear 1) is inconclusive.
+    """
     if not speedup.get("measured"):
         return []
-    return [asdict(make_gate("faster_than_teacher", speedup["speedup"], 1.0, ">=", "x"))]
+    gate = asdict(make_gate("faster_than_teacher", speedup["speedup"], 1.0, ">=", "x"))
+    verdict_ = speedup.get("verdict")
+    if verdict_ is None:  # a record from before paired timing: the point estimate decides
+        return [gate]
+    interval = f"{speedup['ci_low']:.2f}-{speedup['ci_high']:.2f}"
+    if verdict_ == "above":
+        gate.update(passed=True, detail=f"{gate['detail'].split(':')[0]}: ok (CI {interval})")
+    elif verdict_ == "below" and not speedup.get("contended"):
+        gate.update(passed=False, detail=f"{gate['detail']} (CI {interval})")
+    else:
+        why = "a contended host" if speedup.get("contended") else "noise"
+        gate.update(
+            passed=False,
+            inconclusive=True,
+            detail=f"{speedup['speedup']:.3g}x >= 1x: INCONCLUSIVE, within {why} (CI {interval})",
+        )
+    return [gate]
+
+
+def int8_decision_gates(int8: dict[str, Any] | None) -> list[Gate]:
+    """An int8 keep-or-drop that a contended host left undecided makes the run inconclusive."""
+    if not int8 or not int8["decision"].get("inconclusive"):
+        return []
+    reason = int8["decision"]["reason"]
+    return [
+        {
+            "name": "int8_speed_decision",
+            "passed": False,
+            "value": float("nan"),
+            "threshold": 1.0,
+            "comparison": ">=",
+            "detail": f"INCONCLUSIVE: {reason}",
+            "inconclusive": True,
+        }
+    ]
 
 
 def build_report(ctx: RunContext, shipped_model: Path, ships_int8: bool) -> Report:
@@ -114,7 +155,7 @@ def build_report(ctx: RunContext, shipped_model: Path, ships_int8: bool) -> Repo
     latency = _latency_section(verified, ctx.profile.latency_ms)
     shipped_latency = int8["verify"]["latency"] if int8 and ships_int8 else latency
     return Report(
-        gates=shipped_gates(verified, int8) + speedup_gates(speedup),
+        gates=shipped_gates(verified, int8) + int8_decision_gates(int8) + speedup_gates(speedup),
         teacher=ctx.teacher.describe(),
         profile=ctx.profile.to_dict(),
         data=ctx.data.describe(),
@@ -206,6 +247,7 @@ def _latency_section(verified: VerifyReport, budget_ms: float) -> dict[str, Any]
         "spread": verified.latency_spread,
         "predicted_target_ms": verified.predicted_target_ms,
         "budget_utilisation": judged_ms / budget_ms,
+        "contention": verified.contention,
     }
 
 

@@ -5,24 +5,36 @@ dense CNNs), exported through the same exporter as the final student, and timed 
 :mod:`compressor.latency` with the profile's settings. The ladder is walked cheapest first and
 the walk stops after ``patience`` consecutive candidates miss the target, so huge models are not
 exported just to learn that they are too slow.
+
+Whether a candidate is ``min_speedup`` faster than the teacher is a relative decision, so it is
+made from the two graphs timed interleaved (:mod:`compressor.paired_timing`), with a confidence
+interval on the ratio: a candidate qualifies only when the whole interval clears the bar, a
+ratio inside its noise is marked "inconclusive", and a candidate with the teacher's own
+architecture and width never qualifies. A timing on a contended host (after the back-off) stops
+selection with :class:`~compressor.errors.LatencyInconclusive` instead of deciding on it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 from torch import nn
 
 from compressor.calibrate import LatencyPredictor, host_predictor
-from compressor.errors import CompressorError
+from compressor.cpu_check import CpuUse
+from compressor.errors import CompressorError, LatencyInconclusive
 from compressor.export import onnx_bytes
 from compressor.latency import LatencyStats, TimingSettings, measure_onnx
+from compressor.paired_timing import PairedTiming, measure_paired, pair_settings
 from compressor.profile import LatencyProfile
 from compressor.students import build_model, count_flops, count_params, get_family
 
 Timer = Callable[[bytes, tuple[int, int, int]], LatencyStats]
+# (teacher graph, candidate graph, shape, threshold) -> the two timed interleaved
+PairTimer = Callable[[bytes, bytes, tuple[int, int, int], float | None], PairedTiming]
+SAME_AS_TEACHER = "same architecture and width as the teacher"
 
 
 @dataclass
@@ -43,6 +55,9 @@ class Candidate:
     fp32_at_percentile_ms: float | None = None  # int8 profiles: the fp32 graph, for reference
     source: str = "fresh"  # "fresh": a ladder architecture; "pruned": derived from the teacher
     macs_ratio: float | None = None  # pruned: MACs relative to the teacher
+    speedup_ci: list[float] | None = None  # the speedup's confidence interval (paired timing)
+    speed_verdict: str | None = None  # "above" / "below" / "inconclusive" min_speedup, or why not
+    rounds: int | None = None  # interleaved rounds behind the speedup
 
     @property
     def qualifies(self) -> bool:
@@ -127,10 +142,60 @@ def profile_timer(profile: LatencyProfile) -> Timer:
     return lambda model, shape: measure_onnx(model, shape, settings, profile.percentile)
 
 
+def profile_pair_timer(profile: LatencyProfile) -> PairTimer:
+    """The real paired timer: both graphs interleaved under the profile's settings, with the
+    sessions' workers told to stop spinning between runs (else the idle session's spinning
+    workers take a core from the timed one: docs/selection.md)."""
+    settings = pair_settings(profile)
+
+    def pair(ref: bytes, cand: bytes, shape: tuple[int, int, int], threshold: float | None):
+        return measure_paired(ref, cand, shape, settings, profile.percentile, threshold=threshold)
+
+    return pair
+
+
+def pair_from_timer(timer: Timer) -> PairTimer:
+    """A paired timer made of two single timings (constructed timings in tests): the ratio of
+    the two, with no uncertainty."""
+
+    def pair(ref: bytes, cand: bytes, shape: tuple[int, int, int], _threshold: float | None):
+        ref_stats, cand_stats = timer(ref, shape), timer(cand, shape)
+        ratio = round(ref_stats.at_percentile_ms / max(cand_stats.at_percentile_ms, 1e-9), 4)
+        cpu = CpuUse(1.0, None, 1, 0.0)
+        if ref_stats.contended or cand_stats.contended:
+            cpu = CpuUse(0.0, None, 1, 0.0)
+        return PairedTiming(ratio, ratio, ratio, 1.0, 1, ref_stats, cand_stats, cpu)
+
+    return pair
+
+
+def inconclusive(what: str, cpu: dict[str, object] | CpuUse | None, attempts: int) -> NoReturn:
+    """Stop: a latency decision would rest on a contended measurement."""
+    use = cpu.to_dict() if isinstance(cpu, CpuUse) else (cpu or {})
+    raise LatencyInconclusive(
+        f"latency decision inconclusive: the host was contended while timing {what} (the "
+        f"process got {float(use.get('cpu_share', 0.0)):.0%} of the CPU time its "
+        f"{use.get('threads', '?')} thread(s) asked for, after {attempts} attempt(s)); nothing "
+        "was chosen: rerun when the host is idle"
+    )
+
+
+def export_teacher(model: nn.Module, profile: LatencyProfile) -> bytes | CompressorError:
+    """The teacher's ONNX graph at the profile's shape, or why it cannot be exported."""
+    try:
+        return onnx_bytes(model, profile.input_shape, profile.opset)
+    except CompressorError as exc:
+        return exc
+
+
 def time_teacher(
-    model: nn.Module, arch: str, profile: LatencyProfile, timer: Timer | None = None
+    model: nn.Module,
+    arch: str,
+    profile: LatencyProfile,
+    timer: Timer | None = None,
+    graph: bytes | CompressorError | None = None,
 ) -> TeacherTiming:
-    """Export the teacher and time it exactly as the candidates are timed.
+    """Export the teacher (unless ``graph`` is given) and time it as the candidates are timed.
 
     A teacher that cannot be exported to ONNX (some TorchScript files) is returned untimed,
     with the reason, and the speedup criterion is then not applied.
@@ -138,10 +203,15 @@ def time_teacher(
     timer = timer or profile_timer(profile)
     shape = profile.input_shape
     params, mflops = count_params(model), round(count_flops(model, shape) / 1e6, 3)
+    graph = export_teacher(model, profile) if graph is None else graph
+    if isinstance(graph, CompressorError):
+        return TeacherTiming(arch, params, mflops, None, note=f"not timed: {graph}")
     try:
-        stats = timer(onnx_bytes(model, shape, profile.opset), shape)
+        stats = timer(graph, shape)
     except CompressorError as exc:
         return TeacherTiming(arch, params, mflops, None, note=f"not timed: {exc}")
+    if stats.contended:
+        inconclusive(f"the teacher {arch}", stats.cpu, stats.attempts)
     return TeacherTiming(
         arch,
         params,
@@ -173,6 +243,25 @@ def _restricted_ladder(
     return tuple(c for c in ladder if c in candidates)
 
 
+@dataclass(frozen=True)
+class Reference:
+    """What candidates are compared with: the teacher's timing and, for paired timing, its
+    graph and the paired timer (no graph: the single timing's arithmetic is used)."""
+
+    teacher: TeacherTiming | None
+    graph: bytes | None = None
+    pair_timer: PairTimer | None = None
+
+    @property
+    def teacher_ms(self) -> float | None:
+        return self.teacher.at_percentile_ms if self.teacher else None
+
+
+def same_as_teacher(cand: Candidate, teacher: TeacherTiming | None) -> bool:
+    """The candidate is the teacher's own architecture and width (same params and FLOPs)."""
+    return teacher is not None and cand.params == teacher.params and cand.mflops == teacher.mflops
+
+
 def time_candidate(
     cand: Candidate,
     model: nn.Module,
@@ -180,15 +269,37 @@ def time_candidate(
     timer: Timer,
     to_shipped: Callable[[bytes], bytes] | None,
     predictor: LatencyPredictor | None,
-    teacher_ms: float | None,
+    reference: Reference | float | None,
 ) -> None:
-    """Time one candidate as it would ship and record whether it fits and beats the teacher."""
+    """Time one candidate as it would ship and record whether it fits and beats the teacher.
+
+    With the teacher's graph and a paired timer in ``reference`` the speedup comes from the two
+    graphs timed interleaved, and the candidate qualifies only when its interval clears
+    ``min_speedup``. A bare teacher latency (a float) keeps the single-timing arithmetic.
+    """
+    if not isinstance(reference, Reference):
+        teacher_ms = reference
+        reference = Reference(None)
+    else:
+        teacher_ms = reference.teacher_ms
     shape = profile.input_shape
     graph = onnx_bytes(model, shape, profile.opset)
     if to_shipped is not None:
-        cand.fp32_at_percentile_ms = round(timer(graph, shape).at_percentile_ms, 4)
+        fp32 = timer(graph, shape)
+        if fp32.contended:
+            inconclusive(f"{cand.name} (fp32)", fp32.cpu, fp32.attempts)
+        cand.fp32_at_percentile_ms = round(fp32.at_percentile_ms, 4)
         graph = to_shipped(graph)
-    stats = timer(graph, shape)
+    paired = None
+    if reference.graph is not None and reference.pair_timer is not None:
+        paired = reference.pair_timer(reference.graph, graph, shape, profile.min_speedup)
+        if paired.contended:
+            inconclusive(f"{cand.name} against the teacher", paired.cpu, paired.attempts)
+        stats = paired.candidate
+    else:
+        stats = timer(graph, shape)
+        if stats.contended:
+            inconclusive(cand.name, stats.cpu, stats.attempts)
     cand.p50_ms, cand.p90_ms = round(stats.p50_ms, 4), round(stats.p90_ms, 4)
     cand.at_percentile_ms = round(stats.at_percentile_ms, 4)
     judged = stats.at_percentile_ms
@@ -196,9 +307,18 @@ def time_candidate(
         judged = predictor.predict(stats.at_percentile_ms, cand.mflops)
         cand.predicted_ms = round(judged, 4)
     cand.fits = judged <= profile.target_ms
-    if teacher_ms is not None:
+    if paired is not None:
+        cand.speedup = round(paired.ratio, 3)
+        cand.speedup_ci = [paired.ci_low, paired.ci_high]
+        cand.rounds = paired.rounds
+        cand.speed_verdict = paired.verdict(profile.min_speedup)
+        cand.faster = cand.speed_verdict == "above"
+    elif teacher_ms is not None:
         cand.speedup = round(teacher_ms / max(stats.at_percentile_ms, 1e-9), 3)
         cand.faster = teacher_ms >= profile.min_speedup * stats.at_percentile_ms
+        cand.speed_verdict = "above" if cand.faster else "below"
+    if same_as_teacher(cand, reference.teacher):
+        cand.faster, cand.speed_verdict = False, SAME_AS_TEACHER
 
 
 def select_student(
@@ -213,6 +333,8 @@ def select_student(
     teacher: TeacherTiming | None = None,
     to_shipped: Callable[[bytes], bytes] | None = None,
     keep: Callable[[str], bool] | None = None,
+    teacher_graph: bytes | None = None,
+    pair_timer: PairTimer | None = None,
 ) -> Selection:
     """Choose the largest candidate (by FLOPs) that fits the budget and beats the teacher.
 
@@ -220,7 +342,9 @@ def select_student(
     budget less the safety margin) and, when ``teacher`` was timed, the teacher is at least
     ``profile.min_speedup`` times slower. ``to_shipped`` turns a candidate's fp32 ONNX into the
     graph that would ship (int8 profiles), so candidates are judged at the shipped precision.
-    ``candidates`` restricts the ladder to the given names.
+    ``candidates`` restricts the ladder to the given names. With ``teacher_graph`` the speedup
+    is measured by ``pair_timer`` (the two graphs interleaved), else from the teacher's single
+    timing.
 
     Raises:
         CompressorError: no candidate fits, or none is fast enough against the teacher (the
@@ -232,7 +356,8 @@ def select_student(
     predictor = None
     if profile.calibration is not None:
         predictor = host_predictor(profile.calibration, shape, timer)
-    teacher_ms = teacher.at_percentile_ms if teacher else None
+    pair_timer = pair_timer or (pair_from_timer(timer) if teacher_graph is not None else None)
+    reference = Reference(teacher, teacher_graph, pair_timer)
     rows = []
     for name in ladder:
         model = build_model(name, num_classes, shape[0])
@@ -246,7 +371,7 @@ def select_student(
     for (_, model, _, _), cand in zip(rows, table, strict=True):
         if misses >= patience:
             break
-        time_candidate(cand, model, profile, timer, to_shipped, predictor, teacher_ms)
+        time_candidate(cand, model, profile, timer, to_shipped, predictor, reference)
         misses = 0 if cand.qualifies else misses + 1
         if on_candidate:
             on_candidate(cand)
@@ -303,6 +428,7 @@ def choose_student(
     log: Callable[[str], None] = lambda _msg: None,
     plan: SourcePlan | None = None,
     keep: Callable[[str], bool] | None = None,
+    pair_timer: PairTimer | None = None,
 ) -> Selection:
     """Time the teacher, then its derived (pruned) students, then the fresh families in order.
 
@@ -313,8 +439,13 @@ def choose_student(
     """
     say_source = log if plan is not None else (lambda _msg: None)  # a plan's choice is news
     plan = plan or SourcePlan("fresh")
+    if pair_timer is None:
+        pair_timer = pair_from_timer(timer) if timer is not None else profile_pair_timer(profile)
     timer = timer or profile_timer(profile)
-    teacher = time_teacher(teacher_model, teacher_arch, profile, timer)
+    graph = export_teacher(teacher_model, profile)
+    teacher = time_teacher(teacher_model, teacher_arch, profile, timer, graph)
+    timed = isinstance(graph, bytes) and teacher.at_percentile_ms is not None
+    reference = Reference(teacher, graph if timed else None, pair_timer)  # type: ignore[arg-type]
     pct = f"p{profile.percentile:g}"
     if teacher.at_percentile_ms is None:
         log(f"warning: teacher {teacher.note}; the speedup criterion is not applied")
@@ -325,13 +456,13 @@ def choose_student(
                 f"the teacher already meets the {profile.latency_ms:g} ms budget: compressing to "
                 f"the largest candidate at least {profile.min_speedup:g}x faster than it"
             )
-    derived = _search_derived(plan, profile, timer, teacher, to_shipped, on_candidate, log)
+    derived = _search_derived(plan, profile, timer, reference, to_shipped, on_candidate, log)
     fresh: Selection | None = None
     failure: CompressorError | None = None
     if plan.fresh_allowed:
         fresh, failure = _first_fresh(
-            profile, num_classes, families, timer, candidates, on_candidate, teacher, to_shipped,
-            log, keep,
+            profile, num_classes, families, timer, candidates, on_candidate, reference,
+            to_shipped, log, keep,
         )  # fmt: skip
     rows = [*(derived.rows if derived else []), *(fresh.candidates if fresh else [])]
     if derived is not None and derived.chosen is not None:
@@ -374,7 +505,7 @@ def _search_derived(
     plan: SourcePlan,
     profile: LatencyProfile,
     timer: Timer,
-    teacher: TeacherTiming,
+    reference: Reference,
     to_shipped: Callable[[bytes], bytes] | None,
     on_candidate: Callable[[Candidate], None] | None,
     log: Callable[[str], None],
@@ -394,7 +525,7 @@ def _search_derived(
     if profile.calibration is not None:
         predictor = host_predictor(profile.calibration, profile.input_shape, timer)
     return search_trajectory(
-        trajectory, profile, timer, teacher, to_shipped=to_shipped, predictor=predictor,
+        trajectory, profile, timer, reference, to_shipped=to_shipped, predictor=predictor,
         on_candidate=on_candidate,
     )  # fmt: skip
 
@@ -406,7 +537,7 @@ def _first_fresh(
     timer: Timer,
     candidates: tuple[str, ...] | None,
     on_candidate: Callable[[Candidate], None] | None,
-    teacher: TeacherTiming,
+    reference: Reference,
     to_shipped: Callable[[bytes], bytes] | None,
     log: Callable[[str], None],
     keep: Callable[[str], bool] | None,
@@ -417,8 +548,11 @@ def _first_fresh(
         try:
             return select_student(
                 profile, num_classes, family, timer=timer, candidates=candidates,
-                on_candidate=on_candidate, teacher=teacher, to_shipped=to_shipped, keep=keep,
+                on_candidate=on_candidate, teacher=reference.teacher, to_shipped=to_shipped,
+                keep=keep, teacher_graph=reference.graph, pair_timer=reference.pair_timer,
             ), None  # fmt: skip
+        except LatencyInconclusive:
+            raise
         except CompressorError as exc:
             failure = exc
             if index + 1 < len(families):

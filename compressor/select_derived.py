@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from compressor.calibrate import LatencyPredictor
 from compressor.profile import LatencyProfile
 from compressor.pruning import Trajectory
-from compressor.select import Candidate, TeacherTiming, Timer, time_candidate
+from compressor.select import Candidate, Reference, TeacherTiming, Timer, time_candidate
 
 
 @dataclass
@@ -35,13 +35,17 @@ def search_trajectory(
     trajectory: Trajectory,
     profile: LatencyProfile,
     timer: Timer,
-    teacher: TeacherTiming | None,
+    teacher: Reference | TeacherTiming | None,
     *,
     to_shipped: Callable[[bytes], bytes] | None = None,
     predictor: LatencyPredictor | None = None,
     on_candidate: Callable[[Candidate], None] | None = None,
 ) -> DerivedSearch:
-    """Bisect the trajectory (least pruned first) for the first step that qualifies."""
+    """Bisect the trajectory (least pruned first) for the first step that qualifies.
+
+    ``teacher`` is a :class:`~compressor.select.Reference` (paired timing against the teacher's
+    graph) or a bare teacher timing (the single-timing arithmetic).
+    """
     precision = "int8" if to_shipped is not None else "fp32"
     rows = [
         Candidate(
@@ -57,13 +61,13 @@ def search_trajectory(
     search = DerivedSearch(rows)
     if not rows:
         return search
-    teacher_ms = teacher.at_percentile_ms if teacher else None
+    reference = teacher if isinstance(teacher, Reference) else Reference(teacher)
 
     def qualifies(index: int) -> bool:
         row = rows[index]
         if row.at_percentile_ms is None:
             model = trajectory.points[index].model
-            time_candidate(row, model, profile, timer, to_shipped, predictor, teacher_ms)
+            time_candidate(row, model, profile, timer, to_shipped, predictor, reference)
             if on_candidate:
                 on_candidate(row)
         return row.qualifies

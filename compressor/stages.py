@@ -25,7 +25,7 @@ from compressor.distill_stage import DistillStage, initial_student, save_derived
 from compressor.errors import CompressorError
 from compressor.export import onnx_bytes
 from compressor.io import read_json, write_json_atomic
-from compressor.latency import TimingSettings, measure_alternating
+from compressor.paired_timing import measure_paired, pair_settings
 from compressor.progress import Progress
 from compressor.pruning import plan_student_source, prepare_derived
 from compressor.quantize import decide_int8, quantize_int8, shipped_graph
@@ -200,16 +200,13 @@ class Int8Stage(Stage):
             folder.int8_onnx, ctx.data.test, teacher.mean, teacher.std, profile,
             teacher=teacher.model.cpu(),
         )  # fmt: skip
-        log("int8: timing fp32 and int8 in alternation for the keep-or-drop decision")
-        fp32_timed, int8_timed = measure_alternating(
-            [folder.onnx, folder.int8_onnx],
-            profile.input_shape,
-            TimingSettings.from_profile(profile),
-            profile.percentile,
-        )
+        log("int8: timing fp32 and int8 interleaved for the keep-or-drop decision")
+        paired = measure_paired(
+            folder.onnx, folder.int8_onnx, profile.input_shape, pair_settings(profile),
+            profile.percentile, threshold=1.0,
+        )  # fmt: skip
         fp32 = ctx.results["verify"]
-        timed = (fp32_timed, int8_timed)
-        decision = decide_int8(fp32, int8_verified, profile.max_top1_drop, timed)
+        decision = decide_int8(fp32, int8_verified, profile.max_top1_drop, paired=paired)
         log(f"int8: {decision.reason}")
         if not decision.use_int8:
             folder.int8_onnx.unlink()
@@ -217,7 +214,7 @@ class Int8Stage(Stage):
             "quantize": quant.to_dict(),
             "verify": int8_verified.to_dict(),
             "decision": decision.to_dict(),
-            "alternating_latency": {"fp32": fp32_timed.to_dict(), "int8": int8_timed.to_dict()},
+            "paired_latency": paired.to_dict(),
         }
         write_json_atomic(folder.int8_record, payload)
         return payload
@@ -233,10 +230,10 @@ def shipped_model(ctx: RunContext) -> Path:
 
 
 class SpeedupStage(Stage):
-    """Teacher and shipped student timed in alternation under the profile's settings.
+    """Teacher and shipped student timed interleaved under the profile's settings.
 
-    Selection already required ``min_speedup`` from one measurement of each; this is the
-    number the report quotes, measured with machine noise hitting both models alike.
+    Selection required ``min_speedup`` from untrained candidates; this is the number the report
+    quotes for the shipped model, with its confidence interval and the CPU the timing got.
     """
 
     name = "speedup"
@@ -250,24 +247,31 @@ class SpeedupStage(Stage):
             log(f"warning: the teacher could not be exported for timing ({exc}); no speedup "
                 "measured")  # fmt: skip
             return {"measured": False, "note": str(exc)}
-        log("timing the teacher and the shipped student in alternation (measured speedup)")
-        teacher_stats, student_stats = measure_alternating(
-            [graph, shipped_model(ctx)],
-            profile.input_shape,
-            TimingSettings.from_profile(profile),
-            profile.percentile,
-        )
-        teacher_ms, student_ms = teacher_stats.at_percentile_ms, student_stats.at_percentile_ms
+        log("timing the teacher and the shipped student interleaved (measured speedup)")
+        paired = measure_paired(
+            graph, shipped_model(ctx), profile.input_shape, pair_settings(profile),
+            profile.percentile, threshold=1.0,
+        )  # fmt: skip
         return {
             "measured": True,
-            "method": "alternating sessions, 3 rounds, order flipped each round",
+            "method": (
+                f"both sessions open, {paired.rounds} interleaved rounds (order flipped each "
+                "round); speedup = median of per-round ratios, order-statistic interval"
+            ),
             "percentile": profile.percentile,
-            "teacher_ms": teacher_ms,
-            "student_ms": student_ms,
-            "speedup": teacher_ms / max(student_ms, 1e-9),
+            "teacher_ms": paired.reference.at_percentile_ms,
+            "student_ms": paired.candidate.at_percentile_ms,
+            "speedup": paired.ratio,
+            "ci_low": paired.ci_low,
+            "ci_high": paired.ci_high,
+            "coverage": paired.coverage,
+            "rounds": paired.rounds,
+            "verdict": paired.verdict(1.0),
+            "contended": paired.contended,
+            "cpu": paired.cpu.to_dict(),
             "min_speedup": profile.min_speedup,
-            "teacher": teacher_stats.to_dict(),
-            "student": student_stats.to_dict(),
+            "teacher": paired.reference.to_dict(),
+            "student": paired.candidate.to_dict(),
         }
 
 

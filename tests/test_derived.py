@@ -157,6 +157,9 @@ def params_timed(monkeypatch):
 
     monkeypatch.setattr(select, "onnx_bytes", fake_bytes)
     monkeypatch.setattr(select, "profile_timer", timer_for)
+    monkeypatch.setattr(
+        select, "profile_pair_timer", lambda profile: select.pair_from_timer(timer_for(profile))
+    )
 
 
 def _selection(teacher, trajectory, profile: Path, source: str, families: list[str]):

@@ -73,38 +73,10 @@ def test_measure_onnx_iterations_and_percentiles(tmp_path: Path) -> None:
     model = onnx_bytes(build_model("cifar_resnet8_w8", 10, 1), (1, 8, 8), 18)
     settings = TimingSettings(batch_size=3, warmup_runs=1, min_iterations=25, min_seconds=0.0)
     stats = measure_onnx(model, (1, 8, 8), settings, percentile=75)
-    assert stats.iterations == 25 and stats.batch_size == 3
+    assert stats.rounds == 5 and stats.iterations == 50  # 5 rounds of at least 10 runs
+    assert stats.batch_size == 3 and stats.cpu is not None and stats.attempts == 1
     assert stats.min_ms <= stats.p50_ms <= stats.at_percentile_ms <= stats.p90_ms <= stats.p99_ms
     assert stats.cold_start_ms > 0
-
-
-def test_measure_alternating_flips_the_order_and_pools_rounds(monkeypatch) -> None:
-    from compressor import latency
-
-    calls: list[str] = []
-
-    def fake_session(model, input_shape, settings, seed):
-        calls.append(model)
-        return np.full(settings.min_iterations, 1.0 if model == b"a" else 2.0), 5.0
-
-    monkeypatch.setattr(latency, "_time_session", fake_session)
-    settings = TimingSettings(min_iterations=10, min_seconds=0.0, warmup_runs=0)
-    a, b = latency.measure_alternating([b"a", b"b"], (1, 8, 8), settings, rounds=3)
-    assert calls == [b"a", b"b", b"b", b"a", b"a", b"b"]
-    assert (a.iterations, b.iterations) == (30, 30)
-    assert (a.p90_ms, b.p90_ms) == (1.0, 2.0)
-
-
-def test_measure_alternating_times_real_models() -> None:
-    from compressor.latency import measure_alternating
-
-    small = onnx_bytes(build_model("cifar_resnet8_w8", 10, 1), (1, 8, 8), 18)
-    large = onnx_bytes(build_model("cifar_resnet20_w32", 10, 1), (1, 8, 8), 18)
-    settings = TimingSettings(min_iterations=20, min_seconds=0.0, warmup_runs=2)
-    stats = measure_alternating([small, large], (1, 8, 8), settings, rounds=2)
-    for one in stats:  # real sessions ran: no wall-clock comparison (a shared machine is noisy)
-        assert one.iterations == 40 and one.cold_start_ms > 0
-        assert 0 < one.min_ms <= one.p50_ms <= one.p90_ms <= one.p99_ms
 
 
 # --- the selection decision, on constructed timings ------------------------------------------

@@ -17,8 +17,10 @@ import pytest
 
 from compressor import select
 from compressor.calibrate import LatencyPredictor
+from compressor.cpu_check import CpuUse
 from compressor.errors import CompressorError
 from compressor.latency import LatencyStats, TimingSettings
+from compressor.paired_timing import PairedTiming
 from compressor.profile import Calibration
 from compressor.select import (
     Candidate,
@@ -117,11 +119,24 @@ def test_default_timer_is_onnxruntime_under_the_profile_settings(
     teacher = time_teacher(build_model(TEACHER, 10, 1), TEACHER, profile)
     assert teacher.at_percentile_ms == 6.0 and teacher.meets_budget is False
     calls.clear()
+    pairs: list[tuple[bytes, bytes, TimingSettings, float, float | None]] = []
+
+    def fake_paired(ref, cand, shape, settings, percentile, threshold=None):
+        pairs.append((ref, cand, settings, percentile, threshold))
+        ref_stats, cand_stats = fake_measure(ref, shape, settings, percentile), _stats(1.0)
+        calls.pop()  # counted in pairs
+        return PairedTiming(6.0, 5.5, 6.5, 0.93, 8, ref_stats, cand_stats, CpuUse(1.0, 0.0, 1, 1.0))
+
+    monkeypatch.setattr(select, "measure_paired", fake_paired)
     selection = choose_student(profile, build_model(TEACHER, 10, 1), TEACHER, 10,
                                ["cifar_resnet"], candidates=SMALL[:2])  # fmt: skip
-    assert [c[0].decode() for c in calls] == [TEACHER, *SMALL[:2]]
+    assert [c[0].decode() for c in calls] == [TEACHER]  # the teacher's own row, timed once
     assert all(c[1:] == ((1, 8, 8), settings, 75.0) for c in calls)
+    spinning_off = dataclasses.replace(settings, stop_spinning=True)  # two sessions open
+    assert [(r.decode(), c.decode()) for r, c, *_ in pairs] == [(TEACHER, n) for n in SMALL[:2]]
+    assert all(p[2:] == (spinning_off, 75.0, profile.min_speedup) for p in pairs)
     assert selection.chosen == SMALL[1] and selection.teacher == teacher
+    assert selection.candidates[1].speedup_ci == [5.5, 6.5]
     calls.clear()
     alone = select_student(profile, 10, "cifar_resnet", candidates=SMALL[:2])
     assert [c[0].decode() for c in calls] == list(SMALL[:2])
@@ -378,7 +393,8 @@ def test_choose_student_times_the_teacher_first_and_says_it_already_fits(tmp_pat
         timer=_timer(latency, calls),
         on_candidate=lambda c: seen.append(c.name),
     )
-    assert calls == [TEACHER, *SMALL] and seen == list(SMALL)
+    paired = [name for cand in SMALL for name in (TEACHER, cand)]  # each speedup is a pair
+    assert calls == [TEACHER, *paired] and seen == list(SMALL)
     assert lines == [
         "teacher cifar_resnet20_w32: 4.000 ms at p90 (fp32)",
         "the teacher already meets the 5 ms budget: compressing to the largest candidate at "

@@ -1,0 +1,206 @@
+"""Comparing two models' speed: interleaved rounds, a ratio with a confidence interval.
+
+Timing one model and then the other lets a load change between the two decide the comparison
+(identical graphs were timed 1.25-1.5x apart that way). Here both sessions stay open and are
+timed in alternating blocks (A B, B A, ...), one ratio per round. The speedup is the median of
+the per-round ratios, and its confidence interval comes from order statistics of those ratios
+(distribution-free: it assumes only that rounds are independent). When a threshold is given
+and the interval straddles it, rounds are added up to ``max_rounds``; a ratio still inside its
+noise is reported as such (:meth:`PairedTiming.verdict` = "inconclusive"), never decided by a
+coin flip.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from compressor.cpu_check import CpuProbe, CpuUse, combine
+from compressor.latency import (
+    BACKOFF_S,
+    LatencyStats,
+    TimingSettings,
+    open_session,
+    round_quota,
+    summarize_rounds,
+    time_block,
+    timing_threads,
+)
+from compressor.profile import LatencyProfile
+
+MIN_ROUNDS = 8
+MAX_ROUNDS = 24
+CONFIDENCE = 0.90
+SETTLE_RUNS = 3  # untimed runs at the start of each block (the other session's spinning)
+
+
+def pair_settings(profile: LatencyProfile) -> TimingSettings:
+    """The profile's timing settings with the workers told to stop spinning when a run returns.
+
+    Two open sessions each own a thread pool; with spinning on, the idle session's workers keep
+    a core busy while the other is timed. Measured on 2 cores (docs/selection.md): identical
+    224-px graphs gave a 0.68-1.73 interval over 24 rounds with spinning, 0.98-1.00 over 8
+    without. Single runs get 6-10% slower, for both models alike.
+    """
+    return replace(TimingSettings.from_profile(profile), stop_spinning=True)
+
+
+def median_ci(
+    values: list[float] | np.ndarray, confidence: float = CONFIDENCE
+) -> tuple[float, float, float]:
+    """(low, high, coverage): the order-statistic interval for the median of ``values``.
+
+    The k-th smallest and k-th largest values bound the median with probability
+    1 - 2 P(Binomial(n, 1/2) < k); k is the largest for which that is at least ``confidence``.
+    With fewer than 6 values no such k exists at 90%, and the interval is the full range.
+    """
+    data = np.sort(np.asarray(values, dtype=float))
+    n = data.size
+    if n == 0:
+        raise ValueError("median_ci needs at least one value")
+    k, coverage = 1, 1.0 - 2 * 0.5**n
+    for candidate in range(1, n // 2 + 1):
+        tail = sum(math.comb(n, i) for i in range(candidate)) / 2**n
+        if 1 - 2 * tail >= confidence:
+            k, coverage = candidate, 1 - 2 * tail
+        else:
+            break
+    return float(data[k - 1]), float(data[n - k]), float(coverage)
+
+
+@dataclass(frozen=True)
+class PairedTiming:
+    """Two models timed interleaved: ``ratio`` = reference / candidate at the percentile."""
+
+    ratio: float  # median of per-round ratios (> 1: the candidate is faster)
+    ci_low: float
+    ci_high: float
+    coverage: float  # the interval's actual confidence
+    rounds: int
+    reference: LatencyStats
+    candidate: LatencyStats
+    cpu: CpuUse
+    attempts: int = 1
+
+    @property
+    def contended(self) -> bool:
+        return self.cpu.contended
+
+    def verdict(self, threshold: float) -> str:
+        """ "above", "below" or "inconclusive": where the ratio's interval lies against it."""
+        if self.ci_low >= threshold:
+            return "above"
+        if self.ci_high < threshold:
+            return "below"
+        return "inconclusive"
+
+    def describe(self) -> str:
+        return (
+            f"{self.ratio:.2f}x ({self.coverage:.0%} CI {self.ci_low:.2f}-{self.ci_high:.2f}, "
+            f"{self.rounds} interleaved rounds)"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ratio": self.ratio,
+            "ci_low": self.ci_low,
+            "ci_high": self.ci_high,
+            "coverage": self.coverage,
+            "rounds": self.rounds,
+            "attempts": self.attempts,
+            "cpu": self.cpu.to_dict(),
+            "contended": self.contended,
+            "reference": self.reference.to_dict(),
+            "candidate": self.candidate.to_dict(),
+        }
+
+
+def measure_paired(
+    reference: Path | bytes,
+    candidate: Path | bytes,
+    input_shape: tuple[int, int, int],
+    settings: TimingSettings,
+    percentile: float = 90.0,
+    *,
+    threshold: float | None = None,
+    min_rounds: int = MIN_ROUNDS,
+    max_rounds: int = MAX_ROUNDS,
+    backoff: tuple[float, ...] = BACKOFF_S,
+) -> PairedTiming:
+    """Time ``reference`` and ``candidate`` interleaved; re-measure after a back-off while the
+    host is contended (the last result says whether it still was)."""
+    timing = _measure_once(
+        reference, candidate, input_shape, settings, percentile, threshold, min_rounds, max_rounds
+    )
+    for attempt, wait in enumerate(backoff, start=2):
+        if not timing.contended:
+            break
+        time.sleep(wait)
+        timing = _measure_once(
+            reference, candidate, input_shape, settings, percentile, threshold, min_rounds,
+            max_rounds,
+        )  # fmt: skip
+        timing = PairedTiming(**{**timing.__dict__, "attempts": attempt})
+    return timing
+
+
+def _measure_once(
+    reference: Path | bytes,
+    candidate: Path | bytes,
+    input_shape: tuple[int, int, int],
+    settings: TimingSettings,
+    percentile: float,
+    threshold: float | None,
+    min_rounds: int,
+    max_rounds: int,
+) -> PairedTiming:
+    models = (reference, candidate)
+    opened = [open_session(m, input_shape, settings, seed=0) for m in models]
+    iterations, seconds = round_quota(settings, min_rounds)
+    chunks: list[list[np.ndarray]] = [[], []]
+    uses: list[CpuUse] = []
+    threads = timing_threads(settings)
+
+    def add_rounds(count: int) -> None:
+        for _ in range(count):
+            order = (0, 1) if len(chunks[0]) % 2 == 0 else (1, 0)
+            probe = CpuProbe(threads)
+            for i in order:
+                session, feed, _ = opened[i]
+                chunks[i].append(time_block(session, feed, iterations, seconds, settle=SETTLE_RUNS))
+            uses.append(probe.stop())
+
+    add_rounds(min_rounds)
+    timing = _summarize(chunks, opened, percentile, settings, uses)
+    while (
+        threshold is not None
+        and timing.verdict(threshold) == "inconclusive"
+        and timing.rounds < max_rounds
+    ):
+        add_rounds(min(4, max_rounds - timing.rounds))
+        timing = _summarize(chunks, opened, percentile, settings, uses)
+    return timing
+
+
+def _summarize(
+    chunks: list[list[np.ndarray]],
+    opened: list[Any],
+    percentile: float,
+    settings: TimingSettings,
+    uses: list[CpuUse],
+) -> PairedTiming:
+    cpu = combine(uses)
+    ref_at = [float(np.percentile(c, percentile)) for c in chunks[0]]
+    cand_at = [float(np.percentile(c, percentile)) for c in chunks[1]]
+    ratios = [r / max(c, 1e-9) for r, c in zip(ref_at, cand_at, strict=True)]
+    low, high, coverage = median_ci(ratios)
+    stats = [summarize_rounds(chunks[i], percentile, opened[i][2], settings, cpu) for i in (0, 1)]
+    return PairedTiming(
+        round(float(np.median(ratios)), 4), round(low, 4), round(high, 4), round(coverage, 4),
+        len(ratios), stats[0], stats[1], cpu,
+    )  # fmt: skip
