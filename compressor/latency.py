@@ -129,6 +129,7 @@ def measure_onnx(
     percentile: float = 90.0,
     seed: int = 0,
     backoff: tuple[float, ...] = BACKOFF_S,
+    rounds: int = ROUNDS,
 ) -> LatencyStats:
     """Time one ONNX model on CPU with a fixed random batch of shape (batch, *input_shape).
 
@@ -139,7 +140,7 @@ def measure_onnx(
     def once() -> LatencyStats:
         session, feed, cold_ms = open_session(model, input_shape, settings, seed)
         probe = CpuProbe(timing_threads(settings))
-        chunks = time_rounds(session, feed, settings, ROUNDS)
+        chunks = time_rounds(session, feed, settings, rounds)
         return summarize_rounds(chunks, percentile, cold_ms, settings, probe.stop())
 
     return with_backoff(once, backoff)

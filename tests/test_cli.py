@@ -45,19 +45,30 @@ def _is_int8(model: Path | bytes) -> bool:
 def size_timed(monkeypatch):
     """Deterministic latencies: every real onnxruntime session still runs, but the times it
     reports are the graph's size in MB as milliseconds (fp32), or ``int8_ms[0]`` for a
-    quantized graph. So selection, verification, the int8 decision and the teacher speedup
-    are decided by constructed numbers, never by the load on a shared machine."""
-    from compressor import latency
+    quantized graph, and the CPU probe reports an idle host. So selection, verification, the
+    int8 decision and the teacher speedup are decided by constructed numbers, never by the
+    load on a shared machine."""
+    from compressor import cpu_check, latency, paired_timing
 
-    real = latency._time_session
+    real_open, real_block = latency.open_session, latency.time_block
+    graphs: dict[int, Path | bytes] = {}
     int8_ms = [0.05]
 
-    def timed(model, input_shape, settings, seed):
-        times, cold = real(model, input_shape, settings, seed)
-        ms = int8_ms[0] if _is_int8(model) else _graph_size(model) / 1e6
-        return np.full(times.shape, ms), cold
+    def opened(model, input_shape, settings, seed=0):
+        session, feed, cold = real_open(model, input_shape, settings, seed)
+        graphs[id(session)] = model
+        return session, feed, cold
 
-    monkeypatch.setattr(latency, "_time_session", timed)
+    def timed(session, feed, iterations, seconds, settle=0):
+        times = real_block(session, feed, iterations, seconds, settle)
+        model = graphs[id(session)]
+        return np.full(times.shape, int8_ms[0] if _is_int8(model) else _graph_size(model) / 1e6)
+
+    for module in (latency, paired_timing):
+        monkeypatch.setattr(module, "open_session", opened)
+        monkeypatch.setattr(module, "time_block", timed)
+    idle = cpu_check.CpuUse(1.0, 0.0, 1, 1.0)
+    monkeypatch.setattr(cpu_check.CpuProbe, "stop", lambda self: idle)
     return int8_ms
 
 
@@ -261,12 +272,13 @@ def test_int8_profile_quantizes_verifies_and_decides(
     assert decision["use_int8"] is use_int8, decision["reason"]
     fp32_ms = (out / "student.onnx").stat().st_size / 1e6
     assert decision["fp32_ms"] == pytest.approx(fp32_ms) and decision["int8_ms"] == int8_ms
-    alternating = int8["alternating_latency"]  # the speed question, timed fairly
+    paired = int8["paired_latency"]  # the speed question, timed interleaved
     assert (decision["fp32_ms"], decision["int8_ms"]) == (
-        alternating["fp32"]["at_percentile_ms"],
-        alternating["int8"]["at_percentile_ms"],
+        paired["reference"]["at_percentile_ms"],
+        paired["candidate"]["at_percentile_ms"],
     )
-    assert alternating["int8"]["iterations"] >= 3 * 20  # 3 rounds of at least 20 runs
+    assert paired["rounds"] >= 8 and paired["candidate"]["iterations"] >= 8 * 10
+    assert decision["speedup_ci"] == [paired["ci_low"], paired["ci_high"]]
     assert abs(decision["int8_top1"] - decision["fp32_top1"]) <= 0.03  # calibrated int8
     assert decision["fp32_top1"] == report["accuracy"]["student_top1"] > SMALL_STUDENT_TOP1_FLOOR
     shipped = Path(report["shipped_model"])

@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from compressor import latency
+from compressor.cpu_check import CpuProbe, CpuUse
 from compressor.latency import TimingSettings, measure_onnx, session_options, summarize
 from compressor.profile import load_profile
 from tests.conftest import write_profile
@@ -60,6 +61,7 @@ def fake_runtime(monkeypatch):
 
     monkeypatch.setattr(latency, "time", clock)
     monkeypatch.setattr(latency, "create_session", create)
+    monkeypatch.setattr(CpuProbe, "stop", lambda self: CpuUse(1.0, 0.0, 1, 1.0))  # idle host
     return clock, sessions, script
 
 
@@ -142,7 +144,7 @@ def test_protocol_cold_start_warmup_then_timed_runs(fake_runtime) -> None:
     timed = [float(k) * TICK for k in (4, 1, 3, 2, 8, 6, 5, 7, 9, 10)]
     script += [first, *warmups, *timed]
     settings = TimingSettings(batch_size=2, warmup_runs=3, min_iterations=10, min_seconds=0.0)
-    stats = measure_onnx(b"model", (1, 4, 4), settings, percentile=75.0, seed=5)
+    stats = measure_onnx(b"model", (1, 4, 4), settings, percentile=75.0, seed=5, rounds=1)
     (session,) = sessions
     assert len(session.feeds) == 1 + 3 + 10  # first run, warm-up, timed
     assert stats.iterations == 10
@@ -160,44 +162,27 @@ def test_protocol_cold_start_warmup_then_timed_runs(fake_runtime) -> None:
 @pytest.mark.usefixtures("fake_runtime")  # every run takes one TICK
 def test_timed_runs_continue_until_min_seconds() -> None:
     settings = TimingSettings(warmup_runs=0, min_iterations=10, min_seconds=32 * TICK)
-    stats = measure_onnx(b"model", (1, 4, 4), settings)
+    stats = measure_onnx(b"model", (1, 4, 4), settings, rounds=1)
     assert stats.iterations == 32  # exactly min_seconds of runs, not one more
     settings = TimingSettings(warmup_runs=2, min_iterations=40, min_seconds=32 * TICK)
-    assert measure_onnx(b"model", (1, 4, 4), settings).iterations == 40
+    assert measure_onnx(b"model", (1, 4, 4), settings, rounds=1).iterations == 40
+    settings = TimingSettings(warmup_runs=0, min_iterations=50, min_seconds=40 * TICK)
+    stats = measure_onnx(b"model", (1, 4, 4), settings)  # 5 rounds of 8 TICKs and 10 runs
+    assert stats.rounds == 5 and stats.iterations == 50
 
 
 def test_measure_onnx_uses_seed_zero_and_p90_by_default(fake_runtime) -> None:
     _, sessions, script = fake_runtime
-    script += [TICK] + [float(k) * TICK for k in range(1, 11)]
+    rounds = [[float(k + r) * TICK for k in range(1, 11)] for r in (0, 4, 1, 3, 2)]
+    script += [TICK] + [t for one in rounds for t in one]
     stats = measure_onnx(
         b"m", (1, 2, 2), TimingSettings(warmup_runs=0, min_iterations=10, min_seconds=0)
     )
-    assert stats.percentile == 90.0
-    expected = np.percentile(np.arange(1, 11) * TICK * 1e3, 90)
-    assert stats.at_percentile_ms == pytest.approx(expected)
+    assert stats.percentile == 90.0 and stats.rounds == 5
+    per_round = sorted(np.percentile(np.asarray(one) * 1e3, 90) for one in rounds)
+    assert stats.at_percentile_ms == pytest.approx(per_round[2])  # the median round's p90
     batch = np.random.default_rng(0).standard_normal((1, 1, 2, 2)).astype(np.float32)
     np.testing.assert_array_equal(sessions[0].feeds[0]["pixels"], batch)
-
-
-def test_alternating_rounds_use_their_own_seed_and_median_cold_start(monkeypatch) -> None:
-    calls: list[tuple[bytes, int]] = []
-    cold = {(b"a", 0): 9.0, (b"a", 1): 1.0, (b"a", 2): 5.0}
-
-    settings = TimingSettings(min_iterations=10, min_seconds=0.0)
-
-    def fake_session(model, input_shape, given, seed):
-        assert input_shape == (1, 8, 8) and given is settings
-        calls.append((model, seed))
-        return np.full(settings.min_iterations, 1.0 + seed), cold.get((model, seed), 2.0)
-
-    monkeypatch.setattr(latency, "_time_session", fake_session)
-    a, b = latency.measure_alternating([b"a", b"b"], (1, 8, 8), settings, percentile=50.0)
-    assert calls == [(b"a", 0), (b"b", 0), (b"b", 1), (b"a", 1), (b"a", 2), (b"b", 2)]
-    assert (a.cold_start_ms, b.cold_start_ms) == (5.0, 2.0)
-    assert (a.iterations, a.percentile, a.at_percentile_ms) == (30, 50.0, 2.0)
-    assert (a.min_ms, a.p99_ms) == (1.0, 3.0)
-    one = latency.measure_alternating([b"a"], (1, 8, 8), settings, rounds=1)
-    assert len(one) == 1 and one[0].iterations == 10 and one[0].percentile == 90.0
 
 
 def test_create_session_applies_the_settings_on_the_cpu(tmp_path: Path) -> None:
