@@ -314,26 +314,3 @@ def test_int8_is_kept_only_when_faster_beyond_noise() -> None:
     assert not noisy.use_int8 and "beyond noise" in noisy.reason and not noisy.inconclusive
     busy = decide_int8(fp32, int8, 0.03, paired=_pair(1.5, 1.4, 1.6, BUSY))
     assert not busy.use_int8 and busy.inconclusive and "contended" in busy.reason
-
-
-def test_cli_select_on_a_contended_host_is_one_line_exit_3_and_writes_nothing(
-    teacher_path: Path, tiny_profile: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Real export and real sessions; only the CPU probe reports a busy host, and the back-off
-    waits are skipped."""
-    from typer.testing import CliRunner
-
-    from compressor.cli import app
-
-    monkeypatch.setattr(CpuProbe, "stop", lambda self: BUSY)
-    monkeypatch.setattr(latency.time, "sleep", lambda _s: None)
-    monkeypatch.setattr(paired_timing.time, "sleep", lambda _s: None)
-    out = tmp_path / "sel"
-    result = CliRunner().invoke(app, [
-        "select", "--teacher", str(teacher_path), "--profile", str(tiny_profile),
-        "--student-source", "fresh", "--out", str(out),
-    ])  # fmt: skip
-    assert result.exit_code == 3, result.output
-    last = result.output.strip().splitlines()[-1]
-    assert last.startswith("error: latency decision inconclusive: the host was contended")
-    assert "Traceback" not in result.output and not out.exists()

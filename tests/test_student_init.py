@@ -173,14 +173,17 @@ def test_cli_torchvision_init_offline_stops_before_writing(
 
     # selection decided by parameter counts (resnet34 teacher ~2x resnet18), not by a clock
     monkeypatch.setattr(select, "onnx_bytes", lambda m, _s, _o: str(count_params(m)).encode())
-    monkeypatch.setattr(
-        select,
-        "profile_timer",
-        lambda _p: lambda graph, _s: select.LatencyStats(
+
+    def timer_for(_profile):
+        return lambda graph, _s: select.LatencyStats(
             *(int(graph.decode()) / 1e5,) * 4, 0, *(int(graph.decode()) / 1e5,) * 2,
             90, 20, 1.0, 1, 1,
-        ),
-    )  # fmt: skip
+        )  # fmt: skip
+
+    monkeypatch.setattr(select, "profile_timer", timer_for)
+    monkeypatch.setattr(
+        select, "profile_pair_timer", lambda p: select.pair_from_timer(timer_for(p))
+    )
     torch.manual_seed(0)
     torch.save(build_model("resnet34", 10, 3).state_dict(), tmp_path / "teacher.pt")
     profile = write_profile(

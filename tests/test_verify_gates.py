@@ -199,7 +199,7 @@ def test_latency_is_the_median_repeat_and_spread_is_kept(
     assert report.teacher_top1 is None and report.top1_drop is None and report.parity is None
     as_dict = report.to_dict()
     fields = {f.name for f in dataclasses.fields(report)}
-    assert set(as_dict) == fields | {"latency_spread", "passed"}
+    assert set(as_dict) == fields | {"latency_spread", "passed", "exit_code", "inconclusive_gates"}
     assert as_dict["passed"] is True and as_dict["latency"]["at_percentile_ms"] == 3.0
     assert as_dict["latency_spread"] == report.latency_spread
 
