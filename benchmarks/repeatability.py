@@ -11,7 +11,8 @@ What it runs, each as a real ``compressor`` subprocess or real onnxruntime sessi
    :func:`compressor.paired_timing.measure_paired` exactly as selection times a candidate
    against the teacher, ``--runs`` times idle and loaded. Counted: ratios within 1.00 +/- 0.10.
 3. **``compressor verify`` under load.** A student that passes idle is verified against a
-   profile whose budget is 1.5x its idle p90, ``--verify-runs`` times idle and loaded. Counted:
+   profile whose budget is 2x its slowest of 3 idle p90s, ``--verify-runs`` times idle and
+   loaded (a small 224-px student's p90 varies 0.5-1.0 ms between idle sessions). Counted:
    exit codes (0 pass, 1 fail, 3 inconclusive).
 4. **Cost.** Idle ``compressor select`` wall time of this tree against ``--baseline`` (a
    checkout of the commit before paired timing, e.g. ``git worktree add /tmp/base 330a434``),
@@ -180,9 +181,13 @@ def part_verify(args: argparse.Namespace, log: Any) -> dict[str, Any]:
     from compressor.profile import load_profile
 
     base = load_profile("mobile-224")
-    idle = measure_onnx(args.verify_model, base.input_shape, TimingSettings.from_profile(base),
-                        base.percentile)  # fmt: skip
-    budget = round(1.5 * idle.at_percentile_ms, 3)
+    settings = TimingSettings.from_profile(base)
+    idle = max(
+        (measure_onnx(args.verify_model, base.input_shape, settings, base.percentile, seed=i)
+         for i in range(3)),
+        key=lambda stats: stats.at_percentile_ms,
+    )  # fmt: skip
+    budget = round(2.0 * idle.at_percentile_ms, 3)  # passes idle: sessions vary 0.5-1.0 ms
     source = (REPO / "profiles" / "mobile-224.toml").read_text()
     data = tomllib.loads(source)
     profile_path = args.work / "mobile-224-tight.toml"
@@ -281,8 +286,8 @@ def table(res: dict[str, Any]) -> str:
                      f"{sum(r['contended'] for r in rows)} |")  # fmt: skip
     verify = res.get("verify") or {}
     if verify:
-        lines += ["", f"## compressor verify (budget {verify['budget_ms']} ms = 1.5x the idle "
-                  f"p90 {verify['idle_p90_ms']:.3f} ms)", "",
+        lines += ["", f"## compressor verify (budget {verify['budget_ms']} ms = 2x the slowest "
+                  f"idle p90 {verify['idle_p90_ms']:.3f} ms)", "",
                   "| host | runs | exit 0 | exit 1 (FAIL) | exit 3 (inconclusive) | p90 ms |",
                   "| --- | ---: | ---: | ---: | ---: | --- |"]  # fmt: skip
         for host in ("idle", "loaded"):
