@@ -67,6 +67,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--verify-runs", type=int, default=5)
     p.add_argument("--cost-runs", type=int, default=3)
     p.add_argument("--teacher224", type=Path, default=None)
+    p.add_argument("--teacher224-arch", default="mobilenet_v3_small")
     p.add_argument("--teacher32", type=Path, default=None)
     p.add_argument("--verify-model", type=Path, default=None)
     p.add_argument("--verify-data", type=Path, default=None)
@@ -117,9 +118,13 @@ def compressor_cmd(tree: Path, *args: str) -> tuple[int, str, str, float]:
     return proc.returncode, proc.stdout, proc.stderr, time.perf_counter() - start
 
 
+ARCHS: dict[Path, str] = {}  # teachers saved as plain state dicts: their architecture
+
+
 def select_once(tree: Path, teacher: Path, profile: str) -> dict[str, Any]:
+    arch = ["--arch", ARCHS[teacher]] if teacher in ARCHS else []
     code, out, err, seconds = compressor_cmd(
-        tree, "select", "--teacher", str(teacher), "--profile", profile, "--json"
+        tree, "select", "--teacher", str(teacher), *arch, "--profile", profile, "--json"
     )
     row: dict[str, Any] = {"exit": code, "seconds": round(seconds, 1)}
     if code == 0:
@@ -156,7 +161,7 @@ def part_pair(args: argparse.Namespace, teachers: dict[str, Path], log: Any) -> 
     results: dict[str, Any] = {}
     for case in args.cases.split(","):
         profile = load_profile(case)
-        model = load_bundle(teachers[case]).model
+        model = load_bundle(teachers[case], arch=ARCHS.get(teachers[case])).model
         graph = onnx_bytes(model, profile.input_shape, profile.opset)
         for busy in (False, True):
             rows = []
@@ -241,7 +246,8 @@ def part_estimator(args: argparse.Namespace, teachers: dict[str, Path], log: Any
     results: dict[str, Any] = {}
     for case in args.cases.split(","):
         profile = load_profile(case)
-        graph = onnx_bytes(load_bundle(teachers[case]).model, profile.input_shape, profile.opset)
+        model = load_bundle(teachers[case], arch=ARCHS.get(teachers[case])).model
+        graph = onnx_bytes(model, profile.input_shape, profile.opset)
         settings = TimingSettings.from_profile(profile)
         for busy in (False, True):
             pooled, median = [], []
@@ -337,6 +343,8 @@ def main(argv: list[str] | None = None) -> None:
         "cpu-1thread": args.teacher32
         or build_teacher(args.work / "teacher32.pt", "cifar_resnet20_w32", 10, 32),
     }
+    if args.teacher224 is not None:
+        ARCHS[args.teacher224] = args.teacher224_arch
     log_path = args.work / "repeatability.jsonl"
 
     def log(row: dict[str, Any]) -> None:
