@@ -17,9 +17,10 @@ What it runs, each as a real ``compressor`` subprocess or real onnxruntime sessi
 4. **Cost.** Idle ``compressor select`` wall time of this tree against ``--baseline`` (a
    checkout of the commit before paired timing, e.g. ``git worktree add /tmp/base 330a434``),
    run alternately, ``--cost-runs`` each.
-5. **The estimator.** One student graph timed ``--runs`` times as 5 rounds of the profile's
-   minimums; the spread (max-min over median) across repeats of the pooled p90 and of the
-   median of per-round p90s, idle and loaded (docs/selection.md says why the median was chosen).
+5. **The estimator.** The teacher's graph timed ``--runs`` times as ``measure_onnx`` does (5
+   rounds, a fresh session each, together the profile's minimums); the spread (max-min over
+   median) across repeats of the pooled p90, of the median of per-round p90s and of a single
+   session's p90 (the first round alone, the protocol before #22), idle and loaded.
 
 **Load generator:** one ``python -c "while True: pass"`` process (one core at 100%), started
 before and stopped after each loaded measurement; nothing else runs.
@@ -155,7 +156,8 @@ def part_select(args: argparse.Namespace, teachers: dict[str, Path], log: Any) -
 def part_pair(args: argparse.Namespace, teachers: dict[str, Path], log: Any) -> dict[str, Any]:
     from compressor.checkpoint import load_bundle
     from compressor.export import onnx_bytes
-    from compressor.paired_timing import measure_paired, pair_settings
+    from compressor.latency import TimingSettings
+    from compressor.paired_timing import measure_paired
     from compressor.profile import load_profile
 
     results: dict[str, Any] = {}
@@ -168,7 +170,7 @@ def part_pair(args: argparse.Namespace, teachers: dict[str, Path], log: Any) -> 
             for i in range(args.runs):
                 with loaded(busy):
                     t = measure_paired(graph, bytes(graph), profile.input_shape,
-                                       pair_settings(profile), profile.percentile,
+                                       TimingSettings.from_profile(profile), profile.percentile,
                                        threshold=profile.min_speedup)  # fmt: skip
                 row = {"ratio": t.ratio, "ci": [t.ci_low, t.ci_high], "rounds": t.rounds,
                        "contended": t.contended, "cpu_share": t.cpu.cpu_share,
@@ -240,7 +242,7 @@ def part_cost(args: argparse.Namespace, teachers: dict[str, Path], log: Any) -> 
 def part_estimator(args: argparse.Namespace, teachers: dict[str, Path], log: Any) -> dict:
     from compressor.checkpoint import load_bundle
     from compressor.export import onnx_bytes
-    from compressor.latency import ROUNDS, TimingSettings, open_session, time_rounds
+    from compressor.latency import ROUNDS, TimingSettings, open_session, round_quota, time_block
     from compressor.profile import load_profile
 
     results: dict[str, Any] = {}
@@ -250,15 +252,20 @@ def part_estimator(args: argparse.Namespace, teachers: dict[str, Path], log: Any
         graph = onnx_bytes(model, profile.input_shape, profile.opset)
         settings = TimingSettings.from_profile(profile)
         for busy in (False, True):
-            pooled, median = [], []
+            pooled, median, single = [], [], []
             for _ in range(args.runs):
+                iterations, seconds = round_quota(settings, ROUNDS)
+                chunks = []
                 with loaded(busy):
-                    session, feed, _ = open_session(graph, profile.input_shape, settings, 0)
-                    chunks = time_rounds(session, feed, settings, ROUNDS)
+                    for _ in range(ROUNDS):  # as measure_onnx: a fresh session per round
+                        session, feed, _ = open_session(graph, profile.input_shape, settings, 0)
+                        chunks.append(time_block(session, feed, iterations, seconds))
+                        del session
                 pooled.append(float(np.percentile(np.concatenate(chunks), profile.percentile)))
+                single.append(float(np.percentile(chunks[0], profile.percentile)))
                 median.append(float(np.median([np.percentile(c, profile.percentile)
                                                for c in chunks])))  # fmt: skip
-            row = {"pooled": pooled, "median_of_rounds": median}
+            row = {"pooled": pooled, "median_of_rounds": median, "one_session": single}
             results[f"{case}|{'loaded' if busy else 'idle'}"] = row
             log({"part": "estimator", "case": case, "loaded": busy, **row})
     return results
@@ -320,11 +327,12 @@ def table(res: dict[str, Any]) -> str:
     est = res.get("estimator") or {}
     if est:
         lines += ["", "## Estimator (spread of the p90 over repeats: (max - min) / median)", "",
-                  "| case | host | pooled p90 | median of per-round p90s |",
-                  "| --- | --- | ---: | ---: |"]  # fmt: skip
+                  "| case | host | one session's p90 | pooled p90 | median of per-round p90s |",
+                  "| --- | --- | ---: | ---: | ---: |"]  # fmt: skip
         for key, row in est.items():
             case, host = key.split("|")
-            lines.append(f"| {case} | {host} | {spread(row['pooled']):.1%} | "
+            lines.append(f"| {case} | {host} | {spread(row['one_session']):.1%} | "
+                         f"{spread(row['pooled']):.1%} | "
                          f"{spread(row['median_of_rounds']):.1%} |")  # fmt: skip
     return "\n".join(lines)
 

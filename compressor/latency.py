@@ -5,12 +5,13 @@ shipped model is verified. Method (as in Olive's latency metric): create the ses
 thread counts, report session creation + first run as *cold start*, run ``warmup_runs`` untimed,
 then time single runs until both ``min_iterations`` and ``min_seconds`` are reached.
 
-The runs are taken in :data:`ROUNDS` consecutive rounds and a percentile is the **median of the
-per-round percentiles** (docs/selection.md has the measurement that chose it over pooling): a
-burst from another process inflates one round, not the estimate. Every measurement records the
-CPU its process got (:mod:`compressor.cpu_check`); a contended one is repeated after a bounded
-back-off and, if still contended, returned marked ``contended`` for the caller to call
-inconclusive. Two models compared with each other are timed interleaved by
+The runs are taken in :data:`ROUNDS` rounds, each in a fresh session, and a percentile is the
+**median of the per-round percentiles** (docs/selection.md has the measurements that chose
+this): the same graph runs up to 1.6x slower in one session than in another on this 2-core
+host, and a burst from another process inflates one round; neither moves the median much.
+Every measurement records the CPU its process got (:mod:`compressor.cpu_check`); a contended one
+is repeated after a bounded back-off and, if still contended, returned marked ``contended`` for
+the caller to call inconclusive. Two models compared with each other are timed interleaved by
 :mod:`compressor.paired_timing`.
 """
 
@@ -26,7 +27,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from compressor.cpu_check import CpuProbe, CpuUse, cpu_allowance, expected_threads
+from compressor.cpu_check import CpuProbe, CpuUse, combine, cpu_allowance, expected_threads
 from compressor.profile import LatencyProfile
 
 ROUNDS = 5  # rounds per measurement; the estimate is the median of their percentiles
@@ -52,7 +53,6 @@ class TimingSettings:
     warmup_runs: int = 10
     min_iterations: int = 100
     min_seconds: float = 1.0
-    stop_spinning: bool = False  # worker threads stop spinning when a run returns (paired timing)
 
     @classmethod
     def from_profile(cls, profile: LatencyProfile) -> TimingSettings:
@@ -109,8 +109,6 @@ def session_options(settings: TimingSettings) -> ort.SessionOptions:
     )
     options.graph_optimization_level = _OPT_LEVELS[settings.graph_optimization]
     options.log_severity_level = 3
-    if settings.stop_spinning:
-        options.add_session_config_entry("session.force_spinning_stop", "1")
     return options
 
 
@@ -138,10 +136,18 @@ def measure_onnx(
     """
 
     def once() -> LatencyStats:
-        session, feed, cold_ms = open_session(model, input_shape, settings, seed)
-        probe = CpuProbe(timing_threads(settings))
-        chunks = time_rounds(session, feed, settings, rounds)
-        return summarize_rounds(chunks, percentile, cold_ms, settings, probe.stop())
+        iterations, seconds = round_quota(settings, rounds)
+        threads = timing_threads(settings)
+        chunks, colds, uses = [], [], []
+        for _ in range(rounds):
+            session, feed, cold_ms = open_session(model, input_shape, settings, seed)
+            probe = CpuProbe(threads)
+            chunks.append(time_block(session, feed, iterations, seconds))
+            uses.append(probe.stop())
+            colds.append(cold_ms)
+            del session  # its worker threads end before the next session starts
+        cold = float(np.median(colds))
+        return summarize_rounds(chunks, percentile, cold, settings, combine(uses))
 
     return with_backoff(once, backoff)
 
@@ -184,19 +190,9 @@ def open_session(
 
 
 def time_block(
-    session: ort.InferenceSession,
-    feed: dict[str, np.ndarray],
-    iterations: int,
-    seconds: float,
-    settle: int = 0,
+    session: ort.InferenceSession, feed: dict[str, np.ndarray], iterations: int, seconds: float
 ) -> np.ndarray:
-    """Per-run milliseconds of single runs until both ``iterations`` and ``seconds`` are met.
-
-    ``settle`` untimed runs come first, so that a block timed right after another session's
-    block does not pay for that session's worker threads still spinning.
-    """
-    for _ in range(settle):
-        session.run(None, feed)
+    """Per-run milliseconds of single runs until both ``iterations`` and ``seconds`` are met."""
     times: list[float] = []
     began = time.perf_counter()
     while len(times) < iterations or time.perf_counter() - began < seconds:
@@ -209,17 +205,6 @@ def time_block(
 def round_quota(settings: TimingSettings, rounds: int) -> tuple[int, float]:
     """(iterations, seconds) per round so that ``rounds`` rounds meet the profile's minimums."""
     return max(math.ceil(settings.min_iterations / rounds), 10), settings.min_seconds / rounds
-
-
-def time_rounds(
-    session: ort.InferenceSession,
-    feed: dict[str, np.ndarray],
-    settings: TimingSettings,
-    rounds: int,
-) -> list[np.ndarray]:
-    """``rounds`` consecutive blocks that together meet the profile's minimums."""
-    iterations, seconds = round_quota(settings, rounds)
-    return [time_block(session, feed, iterations, seconds) for _ in range(rounds)]
 
 
 def summarize_rounds(

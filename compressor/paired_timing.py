@@ -1,20 +1,22 @@
 """Comparing two models' speed: interleaved rounds, a ratio with a confidence interval.
 
 Timing one model and then the other lets a load change between the two decide the comparison
-(identical graphs were timed 1.25-1.5x apart that way). Here both sessions stay open and are
-timed in alternating blocks (A B, B A, ...), one ratio per round. The speedup is the median of
-the per-round ratios, and its confidence interval comes from order statistics of those ratios
-(distribution-free: it assumes only that rounds are independent). When a threshold is given
-and the interval straddles it, rounds are added up to ``max_rounds``; a ratio still inside its
-noise is reported as such (:meth:`PairedTiming.verdict` = "inconclusive"), never decided by a
-coin flip.
+(identical graphs were timed 1.25-1.5x apart that way). Here the two are timed in interleaved
+rounds (A B, B A, ...), each block in a fresh session whose thread pool ends before the other
+model's block starts (two open pools would compete for the cores), one ratio per round. The
+speedup is the median of the per-round ratios, and its confidence interval comes from order
+statistics of those ratios (distribution-free: it assumes only that rounds are independent, and
+a fresh session per round makes the session-to-session differences part of that noise). When
+a threshold is given and the interval straddles it, rounds are added up to ``max_rounds``; a
+ratio still inside its noise is reported as such (:meth:`PairedTiming.verdict` =
+"inconclusive"), never decided by a coin flip.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,23 +33,10 @@ from compressor.latency import (
     time_block,
     timing_threads,
 )
-from compressor.profile import LatencyProfile
 
 MIN_ROUNDS = 8
 MAX_ROUNDS = 24
 CONFIDENCE = 0.90
-SETTLE_RUNS = 3  # untimed runs at the start of each block (the other session's spinning)
-
-
-def pair_settings(profile: LatencyProfile) -> TimingSettings:
-    """The profile's timing settings with the workers told to stop spinning when a run returns.
-
-    Two open sessions each own a thread pool; with spinning on, the idle session's workers keep
-    a core busy while the other is timed. Measured on 2 cores (docs/selection.md): identical
-    224-px graphs gave a 0.68-1.73 interval over 24 rounds with spinning, 0.98-1.00 over 8
-    without. Single runs get 6-10% slower, for both models alike.
-    """
-    return replace(TimingSettings.from_profile(profile), stop_spinning=True)
 
 
 def median_ci(
@@ -160,36 +149,39 @@ def _measure_once(
     max_rounds: int,
 ) -> PairedTiming:
     models = (reference, candidate)
-    opened = [open_session(m, input_shape, settings, seed=0) for m in models]
     iterations, seconds = round_quota(settings, min_rounds)
     chunks: list[list[np.ndarray]] = [[], []]
+    colds: list[list[float]] = [[], []]
     uses: list[CpuUse] = []
     threads = timing_threads(settings)
 
     def add_rounds(count: int) -> None:
         for _ in range(count):
-            order = (0, 1) if len(chunks[0]) % 2 == 0 else (1, 0)
-            probe = CpuProbe(threads)
+            r = len(chunks[0])
+            order = (0, 1) if r % 2 == 0 else (1, 0)
             for i in order:
-                session, feed, _ = opened[i]
-                chunks[i].append(time_block(session, feed, iterations, seconds, settle=SETTLE_RUNS))
-            uses.append(probe.stop())
+                session, feed, cold = open_session(models[i], input_shape, settings, seed=0)
+                probe = CpuProbe(threads)
+                chunks[i].append(time_block(session, feed, iterations, seconds))
+                uses.append(probe.stop())
+                colds[i].append(cold)
+                del session  # its thread pool ends before the other model's block
 
     add_rounds(min_rounds)
-    timing = _summarize(chunks, opened, percentile, settings, uses)
+    timing = _summarize(chunks, colds, percentile, settings, uses)
     while (
         threshold is not None
         and timing.verdict(threshold) == "inconclusive"
         and timing.rounds < max_rounds
     ):
         add_rounds(min(4, max_rounds - timing.rounds))
-        timing = _summarize(chunks, opened, percentile, settings, uses)
+        timing = _summarize(chunks, colds, percentile, settings, uses)
     return timing
 
 
 def _summarize(
     chunks: list[list[np.ndarray]],
-    opened: list[Any],
+    colds: list[list[float]],
     percentile: float,
     settings: TimingSettings,
     uses: list[CpuUse],
@@ -199,7 +191,10 @@ def _summarize(
     cand_at = [float(np.percentile(c, percentile)) for c in chunks[1]]
     ratios = [r / max(c, 1e-9) for r, c in zip(ref_at, cand_at, strict=True)]
     low, high, coverage = median_ci(ratios)
-    stats = [summarize_rounds(chunks[i], percentile, opened[i][2], settings, cpu) for i in (0, 1)]
+    stats = [
+        summarize_rounds(chunks[i], percentile, float(np.median(colds[i])), settings, cpu)
+        for i in (0, 1)
+    ]
     return PairedTiming(
         round(float(np.median(ratios)), 4), round(low, 4), round(high, 4), round(coverage, 4),
         len(ratios), stats[0], stats[1], cpu,

@@ -27,7 +27,7 @@ from compressor.cpu_check import CpuUse
 from compressor.errors import CompressorError, LatencyInconclusive
 from compressor.export import onnx_bytes
 from compressor.latency import LatencyStats, TimingSettings, measure_onnx
-from compressor.paired_timing import PairedTiming, measure_paired, pair_settings
+from compressor.paired_timing import PairedTiming, measure_paired
 from compressor.profile import LatencyProfile
 from compressor.students import build_model, count_flops, count_params, get_family
 
@@ -143,10 +143,8 @@ def profile_timer(profile: LatencyProfile) -> Timer:
 
 
 def profile_pair_timer(profile: LatencyProfile) -> PairTimer:
-    """The real paired timer: both graphs interleaved under the profile's settings, with the
-    sessions' workers told to stop spinning between runs (else the idle session's spinning
-    workers take a core from the timed one: docs/selection.md)."""
-    settings = pair_settings(profile)
+    """The real paired timer: both graphs interleaved under the profile's settings."""
+    settings = TimingSettings.from_profile(profile)
 
     def pair(ref: bytes, cand: bytes, shape: tuple[int, int, int], threshold: float | None):
         return measure_paired(ref, cand, shape, settings, profile.percentile, threshold=threshold)

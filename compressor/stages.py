@@ -25,7 +25,8 @@ from compressor.distill_stage import DistillStage, initial_student, save_derived
 from compressor.errors import CompressorError
 from compressor.export import onnx_bytes
 from compressor.io import read_json, write_json_atomic
-from compressor.paired_timing import measure_paired, pair_settings
+from compressor.latency import TimingSettings
+from compressor.paired_timing import measure_paired
 from compressor.progress import Progress
 from compressor.pruning import plan_student_source, prepare_derived
 from compressor.quantize import decide_int8, quantize_int8, shipped_graph
@@ -201,9 +202,10 @@ class Int8Stage(Stage):
             teacher=teacher.model.cpu(),
         )  # fmt: skip
         log("int8: timing fp32 and int8 interleaved for the keep-or-drop decision")
+        settings = TimingSettings.from_profile(profile)
         paired = measure_paired(
-            folder.onnx, folder.int8_onnx, profile.input_shape, pair_settings(profile),
-            profile.percentile, threshold=1.0,
+            folder.onnx, folder.int8_onnx, profile.input_shape, settings, profile.percentile,
+            threshold=1.0,
         )  # fmt: skip
         fp32 = ctx.results["verify"]
         decision = decide_int8(fp32, int8_verified, profile.max_top1_drop, paired=paired)
@@ -249,7 +251,7 @@ class SpeedupStage(Stage):
             return {"measured": False, "note": str(exc)}
         log("timing the teacher and the shipped student interleaved (measured speedup)")
         paired = measure_paired(
-            graph, shipped_model(ctx), profile.input_shape, pair_settings(profile),
+            graph, shipped_model(ctx), profile.input_shape, TimingSettings.from_profile(profile),
             profile.percentile, threshold=1.0,
         )  # fmt: skip
         return {

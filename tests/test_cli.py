@@ -59,8 +59,8 @@ def size_timed(monkeypatch):
         graphs[id(session)] = model
         return session, feed, cold
 
-    def timed(session, feed, iterations, seconds, settle=0):
-        times = real_block(session, feed, iterations, seconds, settle)
+    def timed(session, feed, iterations, seconds):
+        times = real_block(session, feed, iterations, seconds)
         model = graphs[id(session)]
         return np.full(times.shape, int8_ms[0] if _is_int8(model) else _graph_size(model) / 1e6)
 
