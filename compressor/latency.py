@@ -20,9 +20,9 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import onnxruntime as ort
@@ -152,20 +152,20 @@ def measure_onnx(
     return with_backoff(once, backoff)
 
 
-def with_backoff(measure: Callable[[], LatencyStats], backoff: tuple[float, ...]) -> LatencyStats:
-    """``measure()``, repeated after each wait in ``backoff`` while it reports contention."""
-    stats = measure()
+Measured = TypeVar("Measured")
+
+
+def with_backoff(measure: Callable[[], Measured], backoff: tuple[float, ...]) -> Measured:
+    """``measure()``, repeated after each wait in ``backoff`` while it reports contention; the
+    result's ``attempts`` counts the measurements taken (any frozen dataclass with
+    ``contended`` and ``attempts``: a single timing or a paired one)."""
+    result = measure()
     for attempt, wait in enumerate(backoff, start=2):
-        if not stats.contended:
+        if not result.contended:
             break
         time.sleep(wait)
-        stats = measure()
-        stats = _with_attempts(stats, attempt)
-    return stats
-
-
-def _with_attempts(stats: LatencyStats, attempts: int) -> LatencyStats:
-    return LatencyStats(**{**asdict(stats), "attempts": attempts})
+        result = replace(measure(), attempts=attempt)
+    return result
 
 
 def timing_threads(settings: TimingSettings) -> int:

@@ -15,7 +15,6 @@ ratio still inside its noise is reported as such (:meth:`PairedTiming.verdict` =
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ from compressor.latency import (
     summarize_rounds,
     time_block,
     timing_threads,
+    with_backoff,
 )
 
 MIN_ROUNDS = 8
@@ -123,19 +123,13 @@ def measure_paired(
 ) -> PairedTiming:
     """Time ``reference`` and ``candidate`` interleaved; re-measure after a back-off while the
     host is contended (the last result says whether it still was)."""
-    timing = _measure_once(
-        reference, candidate, input_shape, settings, percentile, threshold, min_rounds, max_rounds
-    )
-    for attempt, wait in enumerate(backoff, start=2):
-        if not timing.contended:
-            break
-        time.sleep(wait)
-        timing = _measure_once(
+    return with_backoff(
+        lambda: _measure_once(
             reference, candidate, input_shape, settings, percentile, threshold, min_rounds,
             max_rounds,
-        )  # fmt: skip
-        timing = PairedTiming(**{**timing.__dict__, "attempts": attempt})
-    return timing
+        ),
+        backoff,
+    )  # fmt: skip
 
 
 def _measure_once(

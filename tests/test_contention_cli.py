@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from compressor import latency, paired_timing
+from compressor import latency
 from compressor.cpu_check import CpuProbe, CpuUse
 
 BUSY = CpuUse(0.66, 0.5, 2, 1.0)
@@ -27,7 +27,6 @@ def test_cli_select_on_a_contended_host_is_one_line_exit_3_and_writes_nothing(
 
     monkeypatch.setattr(CpuProbe, "stop", lambda self: BUSY)
     monkeypatch.setattr(latency.time, "sleep", lambda _s: None)
-    monkeypatch.setattr(paired_timing.time, "sleep", lambda _s: None)
     out = tmp_path / "sel"
     result = CliRunner().invoke(app, [
         "select", "--teacher", str(teacher_path), "--profile", str(tiny_profile),

@@ -123,7 +123,7 @@ def test_contention_is_retried_after_a_bounded_back_off(
     uses = iter([BUSY] * 16 + [IDLE] * 16)  # one probe per block, two blocks per round
     monkeypatch.setattr(CpuProbe, "stop", lambda self: next(uses))
     waits: list[float] = []
-    monkeypatch.setattr(paired_timing.time, "sleep", waits.append)
+    monkeypatch.setattr(latency.time, "sleep", waits.append)
     timing = measure_paired("a", "b", (1, 8, 8), SETTINGS, backoff=(2.0, 5.0))
     assert waits == [2.0] and timing.attempts == 2 and not timing.contended
 
