@@ -174,17 +174,38 @@ def configure_device(device: torch.device) -> None:
         torch.backends.cudnn.benchmark = True
 
 
+def contains_batchnorm(model: nn.Module) -> bool:
+    """Whether ``model`` normalises with batch statistics, also where no module shows it.
+
+    TorchScript files and ``torch.export`` programs keep BatchNorm as operators in a graph, not
+    as module instances, so their graphs are read too. Casting such a teacher would put its
+    running statistics in bf16/fp16, which degrades its logits.
+    """
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            return True
+        if isinstance(module, torch.jit.ScriptModule) and "batch_norm" in str(module.inlined_graph):
+            return True
+        if isinstance(module, torch.fx.GraphModule) and any(
+            node.op == "call_function" and "batch_norm" in str(node.target)
+            for node in module.graph.nodes
+        ):
+            return True
+    return False
+
+
 def teacher_dtype(model: nn.Module, device: torch.device, precision: str) -> torch.dtype | None:
     """The dtype to cast the frozen teacher to once, or None to keep it in fp32.
 
     Under autocast every step re-casts fp32 weights to bf16/fp16; a teacher already in that
     dtype is used as is, with the same numbers (autocast would produce the same casts). Only on
     CUDA (CPU half-precision kernels are slow or missing) and only when no batch-norm layer is
-    left (folded or absent): batch norm keeps fp32 parameters under autocast.
+    left (folded or absent, :func:`contains_batchnorm`): batch norm keeps fp32 parameters under
+    autocast.
     """
     if device.type != "cuda" or precision not in _DTYPES:
         return None
-    if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+    if contains_batchnorm(model):
         return None
     return _DTYPES[precision]
 
@@ -199,18 +220,24 @@ def prepare_teacher(
     """The frozen teacher on ``device``: eval mode, no gradients, folded, in the memory format,
     in the autocast dtype on CUDA (:func:`teacher_dtype`; call it under :func:`autocast`).
 
-    ``example`` is a normalised float batch from the training data (on ``device``).
+    ``example`` is a normalised float batch from the training data (on ``device``). The dtype
+    cast and the memory format apply to a copy (the folded one, or a deep copy): the caller's
+    teacher keeps its fp32 weights, because verification, int8 calibration and the report run
+    it on CPU with fp32 input after training.
     """
     teacher = teacher.to(device).eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
-    teacher, folded = fold_batchnorm(teacher, example)
-    dtype = teacher_dtype(teacher, device, precision)
+    prepared, folded = fold_batchnorm(teacher, example)
+    dtype = teacher_dtype(prepared, device, precision)
+    relayout = channels_last and not isinstance(prepared, torch.jit.ScriptModule)
+    if prepared is teacher and (dtype is not None or relayout):
+        prepared = copy.deepcopy(teacher)
     if dtype is not None:
-        teacher = teacher.to(dtype)
-    if channels_last and not isinstance(teacher, torch.jit.ScriptModule):
-        teacher = teacher.to(memory_format=torch.channels_last)
-    return teacher, folded
+        prepared = prepared.to(dtype)
+    if relayout:
+        prepared = prepared.to(memory_format=torch.channels_last)
+    return prepared, folded
 
 
 def maybe_compile(model: nn.Module, enabled: bool) -> nn.Module:

@@ -13,6 +13,8 @@ import pytest
 from compressor import latency
 from compressor.cpu_check import CpuProbe, CpuUse
 
+pytestmark = pytest.mark.usefixtures("judge_contention")  # contention judged as in production
+
 BUSY = CpuUse(0.66, 0.5, 2, 1.0)
 
 

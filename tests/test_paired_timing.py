@@ -24,6 +24,8 @@ from compressor.students import build_model
 from compressor.verify import latency_gate
 from tests.test_select import SMALL, _profile, _stats, _timer, named_export  # noqa: F401
 
+pytestmark = pytest.mark.usefixtures("judge_contention")  # contention judged as in production
+
 SETTINGS = TimingSettings(min_iterations=10, min_seconds=0.0, warmup_runs=0)
 IDLE, BUSY = CpuUse(0.99, 0.01, 2, 1.0), CpuUse(0.66, 0.5, 2, 1.0)
 
@@ -313,3 +315,17 @@ def test_int8_is_kept_only_when_faster_beyond_noise() -> None:
     assert not noisy.use_int8 and "beyond noise" in noisy.reason and not noisy.inconclusive
     busy = decide_int8(fp32, int8, 0.03, paired=_pair(1.5, 1.4, 1.6, BUSY))
     assert not busy.use_int8 and busy.inconclusive and "contended" in busy.reason
+
+
+def test_the_contention_threshold_can_be_overridden(monkeypatch: pytest.MonkeyPatch) -> None:
+    from compressor.cpu_check import MIN_CPU_SHARE_ENV
+    from compressor.errors import CompressorError
+
+    assert BUSY.contended and not IDLE.contended  # the default 0.85
+    monkeypatch.setenv(MIN_CPU_SHARE_ENV, "0")
+    assert not BUSY.contended  # the test suite's setting: never contended
+    monkeypatch.setenv(MIN_CPU_SHARE_ENV, "0.995")
+    assert IDLE.contended
+    monkeypatch.setenv(MIN_CPU_SHARE_ENV, "lots")
+    with pytest.raises(CompressorError, match="COMPRESSOR_MIN_CPU_SHARE='lots' is not a fraction"):
+        _ = BUSY.contended
