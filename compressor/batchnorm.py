@@ -12,7 +12,7 @@ family and any schedule, at the cost of one forward pass over those images (Wu &
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 from torch import nn
@@ -25,12 +25,20 @@ def batchnorm_layers(model: nn.Module) -> list[_BatchNorm]:
 
 
 @torch.no_grad()
-def recalibrate_batchnorm(model: nn.Module, batches: Iterable[torch.Tensor]) -> int:
+def recalibrate_batchnorm(
+    model: nn.Module,
+    batches: Iterable[torch.Tensor],
+    sum_over_ranks: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> int:
     """Replace running statistics by their average over ``batches`` (normalised inputs).
 
-    Each layer's momentum is set to ``None`` (cumulative average) for the pass and restored
-    afterwards; the model's train/eval mode is restored too. Returns the number of images used
-    (0 when the model has no BatchNorm layer, which is then left untouched).
+    Each layer's momentum is set to ``None`` (cumulative average: every batch's statistics
+    weigh the same) for the pass and restored afterwards; the model's train/eval mode is
+    restored too. With ``sum_over_ranks`` (an in-place all-reduce), each rank passes its own
+    share of the batches and the per-batch averages are combined over ranks, weighted by each
+    rank's batch count: the statistics of the whole set, the same on every rank. Returns the
+    number of images used over all ranks (0 when the model has no BatchNorm layer, which is
+    then left untouched).
     """
     layers = batchnorm_layers(model)
     if not layers:
@@ -50,4 +58,31 @@ def recalibrate_batchnorm(model: nn.Module, batches: Iterable[torch.Tensor]) -> 
         for layer, momentum in zip(layers, momenta, strict=True):
             layer.momentum = momentum
         model.train(was_training)
+    if sum_over_ranks is not None:
+        seen = _average_over_ranks(layers, seen, sum_over_ranks)
     return seen
+
+
+def _average_over_ranks(
+    layers: list[_BatchNorm], seen: int, sum_over_ranks: Callable[[torch.Tensor], torch.Tensor]
+) -> int:
+    """Combine each rank's running averages into the average over every rank's batches."""
+    device = layers[0].running_mean.device
+    counts = torch.stack([layer.num_batches_tracked for layer in layers]).to(device).double()
+    flat = torch.cat(
+        [torch.cat([layer.running_mean, layer.running_var]).double() * n
+         for layer, n in zip(layers, counts, strict=True)]
+        + [counts, torch.tensor([float(seen)], dtype=torch.float64, device=device)]
+    )  # fmt: skip
+    sum_over_ranks(flat)
+    total_seen = int(flat[-1].item())
+    counts = flat[-1 - len(layers) : -1]
+    offset = 0
+    for layer, n in zip(layers, counts, strict=True):
+        size = layer.running_mean.numel()
+        stats = flat[offset : offset + 2 * size] / n.clamp_min(1)
+        offset += 2 * size
+        layer.running_mean.copy_(stats[:size])
+        layer.running_var.copy_(stats[size:])
+        layer.num_batches_tracked.fill_(int(n.item()))
+    return total_seen

@@ -43,6 +43,7 @@ from compressor.cli_options import (
     DataOpt,
     DataStorageOpt,
     DebugOpt,
+    DeterministicOpt,
     DeviceOpt,
     EpochsOpt,
     FamilyOpt,
@@ -128,6 +129,7 @@ def run(
     device: DeviceOpt = TRAIN.device,
     precision: PrecisionOpt = TRAIN.precision,
     compile_step: CompileOpt = TRAIN.compile,
+    deterministic: DeterministicOpt = TRAIN.deterministic,
     data_cache: DataCacheOpt = RUN["data_cache"],
     data_in_memory: DataStorageOpt = None,
     seed: SeedOpt = TRAIN.seed,
@@ -266,6 +268,10 @@ def distill_cmd(
     ] = None,
     compile_step: Annotated[
         bool | None, typer.Option("--compile/--no-compile", help="torch.compile the step.")
+    ] = None,
+    deterministic: Annotated[
+        bool | None,
+        typer.Option("--deterministic/--nondeterministic", help="Deterministic GPU algorithms."),
     ] = None,
     quiet: QuietOpt = False,
     debug: DebugOpt = False,

@@ -100,10 +100,21 @@ PrecisionOpt = Annotated[
     ),
 ]
 CompileOpt = Annotated[
-    bool,
+    bool | None,
     typer.Option(
         "--compile/--no-compile",
-        help="torch.compile the training step and the teacher (a minute of compiling first).",
+        help="torch.compile the training step and the teacher. Default (neither flag): on CUDA "
+        "with CUDA graphs (mode reduce-overhead) when every batch is full, else eager; on CPU "
+        "eager (compiling takes a minute there).",
+        show_default=False,
+    ),
+]
+DeterministicOpt = Annotated[
+    bool,
+    typer.Option(
+        "--deterministic",
+        help="Deterministic cuDNN/cuBLAS algorithms (same seed, same GPU: same numbers; "
+        "slower). Restored when training ends.",
     ),
 ]
 ValFractionOpt = Annotated[

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from compressor import distributed
-from compressor.accel import check_precision, compile_errors, grad_scaler
+from compressor.accel import check_precision, compile_errors, device_settings, grad_scaler
 from compressor.data import DatasetSplits
 from compressor.errors import CompressorError
 from compressor.inference import DeviceImages, accuracy, inference_batch_size, predict_sharded
@@ -57,7 +57,8 @@ class TrainConfig:
     cache_teacher: bool = True  # without augmentation, run the teacher once, not every step
     eval_batch_size: int | None = None  # None: 128 on CPU, 512 on CUDA (inference_batch_size)
     precision: str = "auto"  # auto: bf16 on CUDA (fp16 + grad scaler without bf16), fp32 on CPU
-    compile: bool = False  # torch.compile the student's training step and the teacher
+    compile: bool | None = None  # None: auto (CUDA graphs on CUDA, eager on CPU; resolve_compile)
+    deterministic: bool = False  # deterministic cuDNN/cuBLAS algorithms (accel.device_settings)
     channels_last: bool | None = None  # None: the device's default (NHWC on CUDA and CPU)
     crop_scale: tuple[float, float] = (0.25, 1.0)  # RandomResizedCrop area range (>= 64 px)
     bn_recalibration_images: int = 1024  # precise BN before each validation; 0 turns it off
@@ -133,25 +134,13 @@ def distill(
     loss_fn = DistillationLoss(loss_config, train_config.epochs)
     if teacher is None and loss_fn.distills:
         raise ValueError(f"method {loss_config.method!r} distils from a teacher: pass one")
-    place = Placement.resolve(student, train_config)
+    place = Placement.resolve(student, train_config, len(data.train))
     started = time.perf_counter()
-    models = place_models(teacher, student, data, mean, std, train_config, place)
-    run, teacher_statistics = _build_run(models, data, mean, std, loss_fn, train_config, place)
-    run.checkpoint = checkpoint  # named in the message of a diverged run
-    if resume and checkpoint is not None and checkpoint.exists():
-        progress = _resume(run, checkpoint)
-    else:
-        progress = _Progress(best_state=copy.deepcopy(run.student.state_dict()))
-    with compile_errors(train_config.compile):  # a compiler failure is one clear line
-        for epoch in range(progress.first_epoch, train_config.stop_after or train_config.epochs):
-            row, val_top1 = _run_epoch(run, epoch)
-            progress.record(row, epoch, val_top1, run.student)
-            if checkpoint is not None and place.world.is_main:
-                _train_state(run, progress, epoch).save(checkpoint)
-            if on_epoch:
-                on_epoch(row)
-    run.student.load_state_dict(progress.best_state)
-    run.student.eval()
+    with device_settings(place.device, train_config.deterministic):
+        models = place_models(teacher, student, data, mean, std, train_config, place)
+        run, teacher_statistics = _build_run(models, data, mean, std, loss_fn, train_config, place)
+        run.checkpoint = checkpoint  # named in the message of a diverged run
+        progress = _train(run, train_config, checkpoint, resume, on_epoch)
     return DistillResult(
         student=run.student.cpu(),
         device=str(place.device),
@@ -164,6 +153,32 @@ def distill(
         step=step_settings(models, train_config, place).to_dict(),
         **teacher_statistics,
     )
+
+
+def _train(
+    run: _Run,
+    train_config: TrainConfig,
+    checkpoint: Path | None,
+    resume: bool,
+    on_epoch: Callable[[dict[str, Any]], None] | None,
+) -> _Progress:
+    """The epoch loop (from the checkpoint when resuming); leaves the best epoch's weights."""
+    place = run.place
+    if resume and checkpoint is not None and checkpoint.exists():
+        progress = _resume(run, checkpoint)
+    else:
+        progress = _Progress(best_state=copy.deepcopy(run.student.state_dict()))
+    with compile_errors(place.compile.mode is not None):  # a compiler failure is one clear line
+        for epoch in range(progress.first_epoch, train_config.stop_after or train_config.epochs):
+            row, val_top1 = _run_epoch(run, epoch)
+            progress.record(row, epoch, val_top1, run.student)
+            if checkpoint is not None and place.world.is_main:
+                _train_state(run, progress, epoch).save(checkpoint)
+            if on_epoch:
+                on_epoch(row)
+    run.student.load_state_dict(progress.best_state)
+    run.student.eval()
+    return progress
 
 
 @dataclass
@@ -208,10 +223,10 @@ def _build_run(
     # without augmentation, the logit cache (the teacher's output is then the same every epoch).
     cache_logits = models.teacher is not None and not cfg.augment and cfg.cache_teacher
     teacher = run_teacher_pass(models.teacher, train, val, data, predict, cache_logits)
-    recalibrate = batchnorm_recalibration(
-        models.student, train, mean, std, cfg, place.channels_last
+    recalibrate = batchnorm_recalibration(models.student, train, mean, std, cfg, place)
+    batches = BatchPlan.plan(
+        cfg, len(train), place.world.world_size, compiled=place.compile.mode is not None
     )
-    batches = BatchPlan.plan(cfg, len(train), place.world.world_size)
     optimizer, scheduler = build_optimiser(models.student, cfg, place, batches)
     step = TrainStep(
         model=models.trained, teacher=models.teacher_step, teacher_cache=teacher.logit_cache,
@@ -219,7 +234,7 @@ def _build_run(
         scaler=grad_scaler(device, place.precision), images=train, labels=train_labels,
         augment_gen=torch.Generator(device=device),  # seeded per epoch: augment_seed
         cfg=cfg, mean=mean, std=std, device=device, precision=place.precision,
-        channels_last=place.channels_last,
+        channels_last=place.channels_last, compile_mode=place.compile.mode,
     )  # fmt: skip
     shuffle = torch.Generator().manual_seed(cfg.seed)
     run = _Run(step, models.student, place, batches, shuffle, val, data.val.labels, predict,

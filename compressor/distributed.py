@@ -215,3 +215,38 @@ def shutdown() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
     _wait_group = None
+
+
+def one_machine() -> bool:
+    """Whether every rank runs on this machine (torchrun's LOCAL_WORLD_SIZE = WORLD_SIZE)."""
+    world = info().world_size
+    return int(os.environ.get("LOCAL_WORLD_SIZE", world)) == world
+
+
+def shared_host_zeros(shape: tuple[int, ...]) -> torch.Tensor:
+    """A float32 tensor of zeros in host memory that every rank on this machine shares.
+
+    Backed by a file that rank 0 creates in the temporary folder and unlinks once every rank
+    has mapped it: the page cache holds one copy per machine instead of one per rank (5 GB
+    each for ImageNet's teacher logits), the kernel may write it back to disk under memory
+    pressure, and nothing is left behind if a rank dies. A write by one rank is seen by the
+    others after a :func:`barrier`. Call on every rank; needs :func:`one_machine`.
+    """
+    import tempfile
+
+    numel = 1
+    for size in shape:
+        numel *= size
+    if numel == 0:
+        return torch.zeros(shape)
+    path = None
+    if info().is_main:
+        fd, path = tempfile.mkstemp(prefix="compressor-shared-", suffix=".f32")
+        os.ftruncate(fd, numel * 4)  # zeros, without writing them
+        os.close(fd)
+    path = broadcast_from_main(path)
+    tensor = torch.from_file(path, shared=True, size=numel, dtype=torch.float32).view(shape)
+    barrier()  # every rank has mapped it
+    if info().is_main:
+        os.unlink(path)
+    return tensor

@@ -54,7 +54,8 @@ def step_summary(distillation: dict[str, Any]) -> str:
     if step.get("teacher_batchnorm_folded"):
         parts.append("teacher BN folded")
     if step.get("compiled"):
-        parts.append("torch.compile")
+        mode = step.get("compile_mode")
+        parts.append(f"torch.compile ({mode})" if mode and mode != "default" else "torch.compile")
     if int(distillation.get("world_size") or 1) > 1:
         parts.append(f"{distillation['world_size']} ranks")
     return ", ".join(parts)

@@ -133,17 +133,27 @@ def predict_sharded(
         distributed.broadcast_buffers(model)
     n, device = len(images), images.device
     block = distributed.span(n, dinfo.rank, dinfo.world_size)
-    out = torch.zeros(n, classes) if logits else torch.zeros(n, dtype=torch.long, device=device)
+    shared = logits and dinfo.world_size > 1 and distributed.one_machine()
+    if shared:  # one host copy per machine, filled by every rank (distributed.shared_host_zeros)
+        out = distributed.shared_host_zeros((n, classes))
+    elif logits:
+        out = torch.zeros(n, classes)
+    else:
+        out = torch.zeros(n, dtype=torch.long, device=device)
+    rows = torch.arange(block.start, block.stop)
     was_training = model.training
     model.eval()
     with autocast(device, precision):
-        for idx, batch in images.batches(torch.arange(block.start, block.stop), batch_size):
+        for k, (idx, batch) in enumerate(images.batches(rows, batch_size)):
             y = model(to_memory_format(normalize(batch, mean, std), channels_last)).float()
-            if logits:
-                out[idx.cpu()] = y.cpu()
+            if logits:  # host rows from the host order: no read-back of device indices
+                out[rows[k * batch_size : (k + 1) * batch_size]] = y.cpu()
             else:
                 out[idx] = y.argmax(1)
     model.train(was_training)
+    if shared:
+        distributed.barrier()  # every rank's rows are written
+        return out
     return sum_over_ranks(out, device).cpu()
 
 

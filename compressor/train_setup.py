@@ -8,9 +8,10 @@ epoch is cut into steps (:class:`BatchPlan`); the optimiser and its learning-rat
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import torch
@@ -18,12 +19,14 @@ from torch import nn
 
 from compressor import distributed
 from compressor.accel import (
+    CompilePlan,
     StepSettings,
-    configure_device,
+    autocast,
     maybe_compile,
     nhwc_unsafe_layer,
     prepare_teacher,
     resolve_channels_last,
+    resolve_compile,
     resolve_precision,
     to_memory_format,
 )
@@ -35,6 +38,8 @@ from compressor.train_step import lr_factor
 if TYPE_CHECKING:
     from compressor.distill import TrainConfig
 
+_log = logging.getLogger(__name__)
+
 
 @dataclass
 class Placement:
@@ -45,16 +50,22 @@ class Placement:
     channels_last: bool
     nhwc_unsafe_layer: str | None  # a layer that rules channels-last out on CPU
     world: distributed.DistInfo
+    compile: CompilePlan = field(default_factory=lambda: CompilePlan(None))
 
     @classmethod
-    def resolve(cls, student: nn.Module, cfg: TrainConfig) -> Placement:
+    def resolve(cls, student: nn.Module, cfg: TrainConfig, train_images: int) -> Placement:
+        """Resolve ``cfg``'s "auto" settings for this device, student and training split."""
         device = resolve_device(cfg.device)
         precision = resolve_precision(cfg.precision, device)
         channels_last = resolve_channels_last(cfg.channels_last, device)
         unsafe_layer = nhwc_unsafe_layer(student) if device.type == "cpu" else None
         channels_last = channels_last and unsafe_layer is None  # oneDNN bug: nhwc_unsafe_layer
-        configure_device(device)
-        return cls(device, precision, channels_last, unsafe_layer, distributed.info())
+        world = distributed.info()
+        static = train_images // world.world_size >= cfg.batch_size  # every batch can be full
+        plan = resolve_compile(cfg.compile, device, static, world.world_size)
+        if plan.mode is None and device.type == "cuda" and cfg.compile is not False:
+            _log.warning("training step runs eagerly on %s: %s", device, plan.reason)
+        return cls(device, precision, channels_last, unsafe_layer, world, plan)
 
 
 @dataclass
@@ -91,9 +102,13 @@ def place_models(
     trained: nn.Module = student
     if place.world.world_size > 1:
         ids = [device.index] if device.type == "cuda" else None
-        trained = nn.parallel.DistributedDataParallel(student, device_ids=ids)
-    trained = maybe_compile(trained, cfg.compile)
-    teacher_step = maybe_compile(teacher, cfg.compile) if teacher is not None else None
+        # No per-step buffer broadcast: BatchNorm statistics are recomputed (identically on
+        # every rank) before each validation, so rank 0's running averages are never needed.
+        trained = nn.parallel.DistributedDataParallel(
+            student, device_ids=ids, broadcast_buffers=False
+        )
+    trained = maybe_compile(trained, place.compile.mode)
+    teacher_step = maybe_compile(teacher, place.compile.mode) if teacher is not None else None
     return RunModels(student, trained, teacher, teacher_step, folded)
 
 
@@ -106,11 +121,13 @@ class BatchPlan:
     steps_per_epoch: int
 
     @classmethod
-    def plan(cls, cfg: TrainConfig, train_images: int, world_size: int) -> BatchPlan:
+    def plan(
+        cls, cfg: TrainConfig, train_images: int, world_size: int, compiled: bool
+    ) -> BatchPlan:
         shard_size = train_images // world_size
         # Compiled, an epoch's short last batch is dropped (its images come up in later
         # epochs): a second shape would make dynamo compile the whole step again.
-        drop_last = cfg.compile and shard_size >= cfg.batch_size
+        drop_last = compiled and shard_size >= cfg.batch_size
         steps = (shard_size // cfg.batch_size if drop_last
                  else math.ceil(shard_size / cfg.batch_size))  # fmt: skip
         return cls(cfg.batch_size, drop_last, steps)
@@ -146,8 +163,10 @@ def build_optimiser(
 def step_settings(models: RunModels, cfg: TrainConfig, place: Placement) -> StepSettings:
     """How the step ran (precision, memory format, folding, compile...), for the report."""
     return StepSettings(
-        str(place.device), place.precision, place.channels_last, cfg.compile,
-        models.teacher_folded, teacher_dtype=_dtype_name(models.teacher),
+        str(place.device), place.precision, place.channels_last, place.compile.mode is not None,
+        models.teacher_folded, compile_mode=place.compile.mode,
+        eager_reason=place.compile.reason, deterministic=cfg.deterministic,
+        teacher_dtype=_dtype_name(models.teacher),
         batch_per_rank=cfg.batch_size, world_size=place.world.world_size,
         lr=cfg.lr * place.world.world_size, nhwc_unsafe_layer=place.nhwc_unsafe_layer,
     )  # fmt: skip
@@ -159,21 +178,35 @@ def batchnorm_recalibration(
     mean: tuple[float, ...],
     std: tuple[float, ...],
     cfg: TrainConfig,
-    channels_last: bool,
+    place: Placement,
 ) -> Callable[[], int]:
     """A function that recomputes the student's BatchNorm statistics on a fixed, seeded set of
-    un-augmented training images (the same on every rank), see :mod:`compressor.batchnorm`.
-    ``channels_last`` is the run's memory-format decision (:class:`Placement`)."""
+    un-augmented training images, see :mod:`compressor.batchnorm`.
+
+    The set is the same for every world size; each rank runs its block of its batches and the
+    statistics are averaged over ranks (:func:`~compressor.batchnorm.recalibrate_batchnorm`),
+    so every rank ends with the same statistics at 1/world_size of the work. The forward runs
+    under the run's precision (autocast: BatchNorm itself stays fp32), in its memory format.
+    """
     count = min(cfg.bn_recalibration_images, len(train))
     pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(cfg.seed))[:count]
     pick = pick.sort().values
     size = cfg.eval_batch_size or inference_batch_size(train.device)
+    world = place.world
+    batches = distributed.span(math.ceil(count / size), world.rank, world.world_size)
+    mine = pick[batches.start * size : batches.stop * size]
 
     def inputs() -> Iterator[torch.Tensor]:
-        for _idx, batch in train.batches(pick, size):
-            yield to_memory_format(normalize(batch, mean, std), channels_last)
+        for _idx, batch in train.batches(mine, size):
+            yield to_memory_format(normalize(batch, mean, std), place.channels_last)
 
-    return lambda: recalibrate_batchnorm(student, inputs()) if count else 0
+    combine = distributed.all_reduce_sum if world.world_size > 1 else None
+
+    def recalibrate() -> int:
+        with autocast(place.device, place.precision):
+            return recalibrate_batchnorm(student, inputs(), combine)
+
+    return recalibrate if count else lambda: 0
 
 
 def _dtype_name(model: nn.Module | None) -> str:

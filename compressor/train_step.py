@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from compressor import distributed
-from compressor.accel import autocast, to_memory_format
+from compressor.accel import autocast, mark_step, to_memory_format
 from compressor.data import normalize, train_augment
 from compressor.inference import DeviceImages
 from compressor.losses import DistillationLoss, LossOutput
@@ -45,6 +45,7 @@ class TrainStep:
     device: torch.device
     precision: str
     channels_last: bool
+    compile_mode: str | None = None  # accel.resolve_compile: "reduce-overhead" = CUDA graphs
 
 
 @dataclass
@@ -102,14 +103,16 @@ def train_epoch(
     """One pass over ``order``; metrics stay on the device (no host synchronisation)."""
     cfg, device = step.cfg, step.device
     sums = EpochSums.zeros(classes, device)
-    for idx, batch in step.images.batches(order, batch_size):
+    for k, (idx, batch) in enumerate(step.images.batches(order, batch_size)):
+        mark_step(step.compile_mode)
         if cfg.augment:
             batch = train_augment(batch, step.augment_gen, cfg.hflip, cfg.crop_scale)
         x = to_memory_format(normalize(batch, step.mean, step.std), step.channels_last)
         y = step.labels[idx]
         with autocast(device, step.precision):
             s_logits = step.model(x)
-            t_logits = _teacher_logits(step, x, idx, s_logits)
+            host_idx = order[k * batch_size : (k + 1) * batch_size]  # no device-to-host copy
+            t_logits = _teacher_logits(step, x, idx, host_idx, s_logits)
             out = step.loss_fn(s_logits.float(), t_logits.float(), y, epoch)
         step.optimizer.zero_grad(set_to_none=True)
         step.scaler.scale(out.loss).backward()  # scaling is a no-op unless fp16
@@ -126,23 +129,37 @@ def train_epoch(
 
 
 def _teacher_logits(
-    step: TrainStep, x: torch.Tensor, idx: torch.Tensor, s_logits: torch.Tensor
+    step: TrainStep,
+    x: torch.Tensor,
+    idx: torch.Tensor,
+    host_idx: torch.Tensor,
+    s_logits: torch.Tensor,
 ) -> torch.Tensor:
-    """The teacher's logits for this batch: cached, computed, or (no teacher) the student's."""
+    """The teacher's logits for this batch: cached, computed, or (no teacher) the student's.
+
+    ``idx`` are the batch's rows on the device, ``host_idx`` the same rows on the host.
+    """
     if step.teacher is None:
         return s_logits.detach()
     if step.teacher_cache is not None:
-        return cached_logits(step.teacher_cache, idx)
+        return cached_logits(step.teacher_cache, idx, host_idx)
     with torch.inference_mode():
         t_logits = step.teacher(x)
     return t_logits.clone()  # a normal tensor again, usable by autograd
 
 
-def cached_logits(cache: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-    """Rows of the teacher-logit cache, which lives beside the images (device or host)."""
+def cached_logits(cache: torch.Tensor, idx: torch.Tensor, host_idx: torch.Tensor) -> torch.Tensor:
+    """Rows of the teacher-logit cache, which lives beside the images (device or host).
+
+    A host cache is indexed with the host copy of the rows (``host_idx``): reading the device
+    indices back would stall the GPU queue every step. The rows travel in pinned memory.
+    """
     if cache.device == idx.device:
         return cache[idx]
-    return cache[idx.cpu()].to(idx.device, non_blocking=True)
+    rows = cache[host_idx]
+    if idx.device.type == "cuda":
+        rows = rows.pin_memory()
+    return rows.to(idx.device, non_blocking=True)
 
 
 def augment_seed(seed: int, rank: int, epoch: int) -> int:

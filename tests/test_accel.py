@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 from torch import nn
@@ -219,11 +221,90 @@ def test_teacher_cast_once_only_on_cuda_without_batchnorm(monkeypatch: pytest.Mo
     assert accel.teacher_dtype(folded, CUDA, "fp32") is None
     assert accel.teacher_dtype(folded, CPU, "bf16") is None  # CPU half kernels: slow or missing
     assert accel.teacher_dtype(_trained_bn_model(), CUDA, "bf16") is None  # BN stays fp32
-    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
-    accel.configure_device(CPU)
-    assert torch.backends.cudnn.benchmark is False
-    accel.configure_device(CUDA)
-    assert torch.backends.cudnn.benchmark is True
+
+
+def test_device_settings_are_restored_after_the_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    cudnn = torch.backends.cudnn
+    monkeypatch.setattr(cudnn, "benchmark", False)
+    monkeypatch.delenv(accel.CUBLAS_WORKSPACE, raising=False)
+    with accel.device_settings(CPU):
+        assert cudnn.benchmark is False  # CPU: nothing to tune
+    with accel.device_settings(CUDA):  # no index: no set_device, so no GPU needed
+        assert cudnn.benchmark is True
+    assert cudnn.benchmark is False  # not left on for the rest of the process
+    with accel.device_settings(CUDA, deterministic=True):
+        assert cudnn.benchmark is False and cudnn.deterministic is True
+        assert torch.are_deterministic_algorithms_enabled()
+        assert os.environ[accel.CUBLAS_WORKSPACE] == ":4096:8"
+    assert not torch.are_deterministic_algorithms_enabled() and cudnn.deterministic is False
+    assert accel.CUBLAS_WORKSPACE not in os.environ
+
+
+def test_single_process_on_cuda_n_makes_it_the_current_device(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    current = [0]
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: current[0])
+    monkeypatch.setattr(
+        torch.cuda,
+        "set_device",
+        lambda d: current.__setitem__(0, torch.device(d).index if not isinstance(d, int) else d),
+    )
+    with accel.device_settings(torch.device("cuda:1")):
+        assert current[0] == 1  # bf16 checks, pinned memory and launches address GPU 1
+    assert current[0] == 0
+
+
+@pytest.mark.parametrize(
+    ("requested", "device", "static", "world", "mode"),
+    [
+        (None, "cpu", True, 1, None),  # auto: eager on CPU
+        (True, "cpu", True, 1, "default"),
+        (False, "cuda", True, 1, None),
+        (None, "cuda", True, 1, "reduce-overhead"),  # auto on CUDA: CUDA graphs
+        (None, "cuda", False, 1, None),  # a batch would be short: eager, with the reason
+        (True, "cuda", False, 1, "default"),
+        (None, "cuda", True, 2, "default"),  # DDP: no CUDA graphs
+    ],
+)
+def test_compile_mode_follows_device_shapes_and_world(
+    requested, device, static, world, mode, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(accel, "_has_triton", lambda: True)
+    plan = accel.resolve_compile(requested, torch.device(device), static, world)
+    assert plan.mode == mode
+    assert (plan.reason is None) == (mode is not None)
+    monkeypatch.setattr(accel, "_has_triton", lambda: False)
+    if device == "cuda" and requested is not False:
+        assert accel.resolve_compile(requested, CUDA, static, world) == accel.CompilePlan(
+            None, "triton is not installed (torch.compile needs it on CUDA)"
+        )
+
+
+def test_compiled_step_gives_the_losses_of_the_eager_step(
+    digits_splits, teacher_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Dynamo capture plus AOT autograd (forward and backward graphs, as inductor gets them),
+    run without code generation: the same losses, epoch by epoch, as the eager step."""
+    import dataclasses
+
+    from compressor.data import Split
+
+    monkeypatch.setattr(accel, "COMPILE_BACKEND", "aot_eager")
+    full = (len(digits_splits.train) // 128) * 128  # every batch full: no dropped images
+    train = Split(digits_splits.train.images[:full], digits_splits.train.labels[:full])
+    splits = dataclasses.replace(digits_splits, train=train)
+    teacher = load_bundle(teacher_path).model
+    runs = {}
+    for compiled in (False, True):
+        torch.manual_seed(0)
+        student = build_model("cifar_resnet8_w8", 10, 1)
+        cfg = TrainConfig(epochs=2, batch_size=128, lr=0.05, device="cpu", compile=compiled)
+        runs[compiled] = distill(teacher, student, splits, MEAN, STD, LossConfig(), cfg)
+    assert runs[True].step["compile_mode"] == "default" and runs[False].step["compiled"] is False
+    eager = [row["loss"] for row in runs[False].history]
+    compiled_losses = [row["loss"] for row in runs[True].history]
+    assert compiled_losses == pytest.approx(eager, rel=1e-4)
 
 
 def test_compiled_step_never_recompiles_for_the_short_last_batch(
