@@ -345,3 +345,16 @@ def test_cpu_step_trains_nchw_when_the_student_has_an_unsafe_layer(digits_splits
         result = distill(None, student, digits_splits, (0.5,), (0.5,), LossConfig(method="ce"), cfg)
         assert result.step["nhwc_unsafe_layer"] == unsafe
         assert result.step["channels_last"] is (unsafe is None)
+
+
+def test_cached_logits_from_the_host_never_read_device_indices_back() -> None:
+    """A host cache is indexed with the host copy of the rows: the device indices (here on the
+    meta device, where any read-back raises) are never copied to the host (#24)."""
+    from compressor.train_step import cached_logits
+
+    cache = torch.arange(20.0).reshape(10, 2)
+    host_idx = torch.tensor([3, 1, 7])
+    device_idx = host_idx.to("meta")
+    rows = cached_logits(cache, device_idx, host_idx)
+    assert rows.device.type == "meta" and rows.shape == (3, 2)
+    assert torch.equal(cached_logits(cache, host_idx, host_idx), cache[host_idx])  # same device

@@ -427,3 +427,62 @@ def test_two_process_gloo_run_matches_single_process_and_distill_runs_distribute
     assert all(row["samples"] == (train // 2) * 2 for row in distilled["history"])
     assert (out / "student.pt").is_file() and not (out / "report.json").exists()
     assert not list(out.glob(".*.tmp"))
+
+
+# --- per-rank work that used to be repeated or copied on every rank (#24) --------------------
+
+SHARED_WORK = """
+import json, sys
+import torch
+from compressor import distributed
+from compressor.data import Split
+from compressor.distill import TrainConfig
+from compressor.inference import DeviceImages, predict_sharded
+from compressor.students import build_model
+from compressor.train_setup import Placement, batchnorm_recalibration, place_models
+
+distributed.init_distributed("cpu")
+torch.manual_seed(0)
+student = build_model("cifar_resnet8_w8", 10, 1)
+gen = torch.Generator().manual_seed(1)
+split = Split(torch.randint(0, 256, (90, 1, 8, 8), dtype=torch.uint8, generator=gen),
+              torch.randint(0, 10, (90,), generator=gen))
+images = DeviceImages(split, torch.device("cpu"))
+cfg = TrainConfig(device="cpu", eval_batch_size=16, bn_recalibration_images=70, channels_last=False)
+place = Placement.resolve(student, cfg, len(split))
+seen = batchnorm_recalibration(student, images, (0.5,), (0.5,), cfg, place)()
+stats = {k: v.tolist() for k, v in student.state_dict().items() if "running" in k}
+logits = predict_sharded(student.eval(), images, logits=True, mean=(0.5,), std=(0.5,), classes=10,
+                         batch_size=16, channels_last=False, precision="fp32")
+report = {"seen": seen, "stats": stats, "logits": logits.tolist(),
+          "file_backed": logits.untyped_storage().filename is not None}
+if distributed.info().world_size > 1:
+    import torch.nn as nn
+    wrapped = place_models(None, build_model("cifar_resnet8_w8", 10, 1), None, (0.5,), (0.5,),
+                           cfg, place).trained
+    report["broadcast_buffers"] = wrapped.broadcast_buffers
+print("REPORT", json.dumps(report), flush=True)
+distributed.shutdown()
+"""
+
+
+def test_two_ranks_share_bn_recalibration_and_one_host_logit_cache() -> None:
+    """BatchNorm recalibration is split over the ranks and gives the one-process statistics;
+    the teacher-logit cache is one file-backed host tensor per machine, not one per rank; the
+    DDP wrapper broadcasts no buffers per step (recalibration makes them agree)."""
+    reports = []
+    for nproc in (1, 2):
+        results = _launch(SHARED_WORK, nproc)
+        for rc, _out, err in results:
+            assert rc == 0, err[-2000:]
+        reports.append([json.loads(out.split("REPORT ", 1)[1]) for _, out, _ in results])
+    [single], pair = reports
+    for rank in pair:
+        assert rank["seen"] == single["seen"] == 70
+        for name, values in single["stats"].items():
+            assert torch.allclose(torch.tensor(rank["stats"][name]), torch.tensor(values),
+                                  rtol=1e-5, atol=1e-6), name  # fmt: skip
+        assert torch.allclose(torch.tensor(rank["logits"]), torch.tensor(single["logits"]),
+                              atol=1e-5)  # fmt: skip
+        assert rank["file_backed"] and rank["broadcast_buffers"] is False
+    assert not single["file_backed"]  # one process: a plain tensor

@@ -41,12 +41,15 @@ def digits_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_digits_imagefolder(tmp_path_factory.mktemp("digits") / "data")
 
 
-def _distill(digits_splits, teacher_path, **train):
+def _distill(digits_splits, teacher_path, on_epoch=None, teacher=None, **train):
+    """Eager unless ``compile`` is given: inductor's first compile takes a minute."""
     torch.manual_seed(0)
+    train.setdefault("compile", False)
     cfg = TrainConfig(epochs=4, batch_size=128, lr=0.05, device="cuda", **train)
     return distill(
-        load_bundle(teacher_path).model, build_model("cifar_resnet8_w8", 10, 1),
-        digits_splits, MEAN, STD, LossConfig(), cfg,
+        teacher if teacher is not None else load_bundle(teacher_path).model,
+        build_model("cifar_resnet8_w8", 10, 1),
+        digits_splits, MEAN, STD, LossConfig(), cfg, on_epoch=on_epoch,
     )  # fmt: skip
 
 
@@ -85,11 +88,57 @@ def test_training_epoch_never_waits_for_the_gpu(
 def test_teacher_is_cast_once_and_cudnn_autotunes(
     digits_splits, teacher_path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """B10: the folded teacher holds bf16 weights (autocast does not re-cast them per step)."""
+    """B10: the folded teacher holds bf16 weights (autocast does not re-cast them per step);
+    cuDNN autotunes during training and the flag is restored afterwards (#24)."""
     monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
-    result = _distill(digits_splits, teacher_path, precision="bf16")
+    during = []
+    result = _distill(
+        digits_splits, teacher_path, precision="bf16",
+        on_epoch=lambda row: during.append(torch.backends.cudnn.benchmark),
+    )  # fmt: skip
     assert result.step["teacher_dtype"] == "bfloat16" and result.step["teacher_batchnorm_folded"]
-    assert torch.backends.cudnn.benchmark is True
+    assert during == [True] * 4 and torch.backends.cudnn.benchmark is False
+
+
+def test_callers_teacher_stays_fp32_on_cpu_after_bf16_training(digits_splits, teacher_path) -> None:
+    """#24 item 1 on CUDA: the cast is a copy, so verification can run the teacher after."""
+    bundled = load_bundle(teacher_path).model.eval()
+    no_bn = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.GroupNorm(1, 8), torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(8, 10),
+    ).eval()  # fmt: skip
+    for teacher in (torch.jit.script(bundled), no_bn):
+        result = _distill(digits_splits, teacher_path, teacher=teacher, precision="bf16")
+        assert {p.dtype for p in teacher.parameters()} == {torch.float32}
+        logits = predict_logits(teacher.cpu(), digits_splits.val, MEAN, STD, torch.device("cpu"))
+        assert logits.dtype == torch.float32 and len(result.history) == 4
+
+
+def test_auto_compile_captures_cuda_graphs_with_the_eager_losses(
+    digits_splits, teacher_path
+) -> None:
+    """#24 item 3: by default the CUDA step is compiled with CUDA graphs (static shapes)."""
+    import dataclasses
+
+    from compressor.data import Split
+
+    full = (len(digits_splits.train) // 128) * 128  # full batches: both runs see every image
+    train = Split(digits_splits.train.images[:full], digits_splits.train.labels[:full])
+    splits = dataclasses.replace(digits_splits, train=train)
+    eager = _distill(splits, teacher_path, precision="bf16", compile=False)
+    graphs = _distill(splits, teacher_path, precision="bf16", compile=None)
+    assert graphs.step["compile_mode"] == "reduce-overhead" and graphs.step["eager_reason"] is None
+    assert [r["loss"] for r in graphs.history] == pytest.approx(
+        [r["loss"] for r in eager.history], rel=0.02
+    )
+
+
+def test_deterministic_runs_repeat_and_restore_the_flags(digits_splits, teacher_path) -> None:
+    runs = [_distill(digits_splits, teacher_path, deterministic=True) for _ in range(2)]
+    assert runs[0].step["deterministic"] is True
+    assert [r["loss"] for r in runs[0].history] == [r["loss"] for r in runs[1].history]
+    assert not torch.are_deterministic_algorithms_enabled()
+    assert not torch.backends.cudnn.deterministic
 
 
 def test_batchnorm_folding_is_accepted_with_tf32_on(
