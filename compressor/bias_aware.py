@@ -20,6 +20,7 @@ from compressor.loss_methods.base import check_logits, zero_like_loss
 BaseLoss = Callable[[Tensor, Tensor, Tensor], Tensor]
 SCHEDULES = ("cos2", "linear", "constant")
 RECTIFICATIONS = ("swap", "soft", "drop")
+WEIGHTINGS = ("subset", "sample")
 
 
 def rectify_teacher_logits(teacher_logits: Tensor, target: Tensor, mode: str) -> Tensor:
@@ -90,11 +91,18 @@ def bias_weight(epoch: int, total_epochs: int, schedule: str = "cos2") -> float:
 
 
 def _check_bias_args(
-    student: Tensor, teacher: Tensor, target: Tensor, b: float, rectification: str
+    student: Tensor,
+    teacher: Tensor,
+    target: Tensor,
+    b: float,
+    rectification: str,
+    weighting: str = "subset",
 ) -> None:
     check_logits(student, teacher, target)
     if rectification not in RECTIFICATIONS:
         raise ValueError(f"rectification must be one of {RECTIFICATIONS}; got {rectification!r}")
+    if weighting not in WEIGHTINGS:
+        raise ValueError(f"weighting must be one of {WEIGHTINGS}; got {weighting!r}")
     if not 0.0 <= b <= 1.0:
         raise ValueError(f"b must be in [0, 1]; got {b}")
 
@@ -106,6 +114,7 @@ def bias_aware_distillation(
     base: BaseLoss,
     b: float,
     rectification: str = "swap",
+    weighting: str = "subset",
 ) -> dict[str, Tensor]:
     """Bias elimination + rectification around a base loss (Zhang et al., AAAI 2025).
 
@@ -127,11 +136,12 @@ def bias_aware_distillation(
         base: ``base(student, teacher, target) -> scalar``, mean over its rows.
         b: weight of the right term, in [0, 1] (see ``bias_weight``).
         rectification: ``"swap"``, ``"soft"`` or ``"drop"``.
+        weighting: ``"subset"`` (the paper's per-subset means) or ``"sample"``.
 
     Returns:
         ``{"distill", "right", "rectified", "n_wrong"}``: scalar tensors (``n_wrong`` int64).
     """
-    _check_bias_args(student_logits, teacher_logits, target, b, rectification)
+    _check_bias_args(student_logits, teacher_logits, target, b, rectification, weighting)
     right = teacher_logits.argmax(dim=1) == target
     wrong = ~right
     n_wrong = wrong.sum()
@@ -143,7 +153,11 @@ def bias_aware_distillation(
     if n_w and rectification != "drop":
         t_wrong = rectify_teacher_logits(teacher_logits[wrong], target[wrong], rectification)
         l_rect = base(student_logits[wrong], t_wrong, target[wrong])
-    if rectification == "drop":
+    if weighting == "sample":
+        n = target.shape[0]
+        w_right, w_rect = (1.0, 0.0) if rectification == "drop" else (b, 1.0 - b)
+        distill = (w_right * n_r / n) * l_right + (w_rect * n_w / n) * l_rect
+    elif rectification == "drop":
         distill = l_right
     else:
         w_right = b if n_r else 0.0
@@ -164,6 +178,7 @@ def bias_aware_distillation_batched(
     per_sample_base: BaseLoss,
     b: float,
     rectification: str = "swap",
+    weighting: str = "subset",
 ) -> dict[str, Tensor]:
     """:func:`bias_aware_distillation` computed over all rows with masks: the training path.
 
@@ -177,7 +192,7 @@ def bias_aware_distillation_batched(
         per_sample_base: ``(student, teacher, target) -> (N,)`` per-row base loss.
         Others as for :func:`bias_aware_distillation`.
     """
-    _check_bias_args(student_logits, teacher_logits, target, b, rectification)
+    _check_bias_args(student_logits, teacher_logits, target, b, rectification, weighting)
     right = teacher_logits.argmax(dim=1) == target
     wrong = ~right
     n_right, n_wrong = right.sum(), wrong.sum()
@@ -193,7 +208,12 @@ def bias_aware_distillation_batched(
         target,
     )
     l_right = masked_mean(per_row, right, n_right)
-    if drop:
+    if weighting == "sample":  # per-row weights over the batch size (see the reference)
+        w_right, w_wrong = (1.0, 0.0) if drop else (b, 1.0 - b)
+        l_rect = zero_like_loss(student_logits) if drop else masked_mean(per_row, wrong, n_wrong)
+        weights = torch.where(right, w_right, w_wrong)
+        distill = (weights * per_row).sum() / target.shape[0]
+    elif drop:
         l_rect = zero_like_loss(student_logits)
         distill = l_right
     else:

@@ -36,6 +36,7 @@ from compressor.cli_options import (
     BatchSizeOpt,
     BetaOpt,
     BiasAwareOpt,
+    BiasWeightingOpt,
     CandidatesOpt,
     CeWeightOpt,
     CompileOpt,
@@ -124,6 +125,7 @@ def run(
     warmup_epochs: WarmupOpt = LOSS.warmup_epochs,
     schedule: ScheduleOpt = LOSS.schedule,
     rectification: RectificationOpt = LOSS.rectification,
+    bias_weighting: BiasWeightingOpt = LOSS.bias_weighting,
     augment: AugmentOpt = TRAIN.augment,
     hflip: HflipOpt = TRAIN.hflip,
     device: DeviceOpt = TRAIN.device,
@@ -260,6 +262,7 @@ def distill_cmd(
         bool | None, typer.Option("--bias-aware/--no-bias-aware", help="Teacher-bias removal.")
     ] = None,
     rectification: Annotated[str | None, typer.Option(help="swap, soft or drop.")] = None,
+    bias_weighting: Annotated[str | None, typer.Option(help="subset or sample.")] = None,
     schedule: Annotated[str | None, typer.Option(help="cos2, linear or constant.")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed.")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or cuda:N.")] = None,

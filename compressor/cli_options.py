@@ -140,6 +140,14 @@ WarmupOpt = Annotated[
     int | None, typer.Option(help="DKD warm-up epochs [default: min(20, max(1, epochs // 4))].")
 ]
 ScheduleOpt = Annotated[str, typer.Option(help="Bias weight b(e): cos2, linear or constant.")]
+BiasWeightingOpt = Annotated[
+    str,
+    typer.Option(
+        help="How bias-aware KD weighs right and rectified samples: subset (the paper's "
+        "per-subset means, weights b and 1-b) or sample (each sample weighted b or 1-b, over "
+        "the batch size, so rectified samples keep their share)."
+    ),
+]
 RectificationOpt = Annotated[
     str, typer.Option(help="Wrong-sample rectification: swap, soft or drop.")
 ]

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from compressor.bias_aware import (
     RECTIFICATIONS,
     SCHEDULES,
+    WEIGHTINGS,
     bias_aware_distillation_batched,
     bias_weight,
 )
@@ -53,6 +54,9 @@ class LossConfig:
             reaches full weight).
         schedule: b(e) schedule, see ``bias_weight``.
         rectification: ``"swap"``, ``"soft"`` or ``"drop"``.
+        bias_weighting: how the right and rectified terms are weighed: ``"subset"`` (the
+            paper's per-subset means, weights b and 1 - b) or ``"sample"`` (each row's term
+            weighted b or 1 - b, over the batch size); see ``bias_aware_distillation``.
     """
 
     method: str = "kd"
@@ -64,12 +68,14 @@ class LossConfig:
     warmup_epochs: int | None = None
     schedule: str = "cos2"
     rectification: str = "swap"
+    bias_weighting: str = "subset"
 
     def __post_init__(self) -> None:
         choices = {
             "method": method_names(),
             "schedule": SCHEDULES,
             "rectification": RECTIFICATIONS,
+            "bias_weighting": WEIGHTINGS,
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -243,7 +249,7 @@ class DistillationLoss(nn.Module):
         b = bias_weight(epoch, self.total_epochs, cfg.schedule)
         terms = bias_aware_distillation_batched(
             student_logits, teacher_logits, target, lambda s, t, y: per_sample(s, t, y, cfg), b,
-            cfg.rectification,
+            cfg.rectification, cfg.bias_weighting,
         )  # fmt: skip
         n_wrong = terms.pop("n_wrong")
         # torch.full, not torch.tensor: a fill kernel, not a host-to-device copy that waits.

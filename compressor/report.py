@@ -291,7 +291,8 @@ def _distillation_md(report: dict[str, Any]) -> list[str]:
     lines = [
         *_heading("Distillation"),
         f"- method `{loss['method']}`, bias-aware {loss['bias_aware']}, rectification "
-        f"`{loss['rectification']}`, schedule `{loss['schedule']}`, lambda {loss['ce_weight']}, "
+        f"`{loss['rectification']}`, weighting `{loss.get('bias_weighting', 'subset')}`, "
+        f"schedule `{loss['schedule']}`, lambda {loss['ce_weight']}, "
         f"T {loss['temperature']}",
         f"- {distillation['train']['epochs']} epochs on {distillation['device']} "
         f"({step_summary(distillation)}) in {distillation['seconds']:.1f} s; "

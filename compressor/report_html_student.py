@@ -184,7 +184,8 @@ def distillation_section(report: dict[str, Any]) -> str:
         for row in history
     ]
     loss = as_dict(distillation.get("loss"))
-    keys = ("method", "bias_aware", "rectification", "schedule", "ce_weight", "temperature")
+    keys = ("method", "bias_aware", "rectification", "bias_weighting", "schedule", "ce_weight",
+            "temperature")  # fmt: skip
     settings = ", ".join(
         f"{key} <code>{escape_html(loss[key])}</code>" for key in keys if key in loss
     )
