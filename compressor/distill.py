@@ -103,10 +103,13 @@ class DistillResult:
     step: dict[str, Any] = field(default_factory=dict)  # precision, memory format, compile
     student_init: dict[str, Any] | None = None  # pretrained weights loaded (student_init.py)
     recipe_choice: dict[str, Any] | None = None  # --method auto: pilots and winner (recipes.py)
+    # per validation image, right at the best epoch (bool tensor): recipes.py's paired test
+    best_val_correct: torch.Tensor | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out.pop("student")
+        out.pop("best_val_correct")
         return out
 
 
@@ -151,6 +154,7 @@ def distill(
         resumed_from_epoch=progress.first_epoch or None,
         world_size=place.world.world_size,
         step=step_settings(models, train_config, place).to_dict(),
+        best_val_correct=progress.best_correct,
         **teacher_statistics,
     )
 
@@ -170,8 +174,8 @@ def _train(
         progress = _Progress(best_state=copy.deepcopy(run.student.state_dict()))
     with compile_errors(place.compile.mode is not None):  # a compiler failure is one clear line
         for epoch in range(progress.first_epoch, train_config.stop_after or train_config.epochs):
-            row, val_top1 = _run_epoch(run, epoch)
-            progress.record(row, epoch, val_top1, run.student)
+            row, val_correct = _run_epoch(run, epoch)
+            progress.record(row, epoch, val_correct, run.student)
             if checkpoint is not None and place.world.is_main:
                 _train_state(run, progress, epoch).save(checkpoint)
             if on_epoch:
@@ -251,16 +255,22 @@ class _Progress:
     best_epoch: int = -1
     first_epoch: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
+    best_correct: torch.Tensor | None = None  # per validation image (not kept in checkpoints)
 
-    def record(self, row: dict[str, Any], epoch: int, val_top1: float, student: nn.Module) -> None:
+    def record(
+        self, row: dict[str, Any], epoch: int, val_correct: torch.Tensor, student: nn.Module
+    ) -> None:
         self.history.append(row)
+        val_top1 = row["val_top1"]
         if val_top1 > self.best_val:
             self.best_val, self.best_epoch = val_top1, epoch + 1
             self.best_state = copy.deepcopy(student.state_dict())
+            self.best_correct = val_correct
 
 
-def _run_epoch(run: _Run, epoch: int) -> tuple[dict[str, Any], float]:
-    """Train one epoch, recalibrate BatchNorm, validate: (history row, validation top-1)."""
+def _run_epoch(run: _Run, epoch: int) -> tuple[dict[str, Any], torch.Tensor]:
+    """Train one epoch, recalibrate BatchNorm, validate: (history row, per validation image
+    whether the student got it right)."""
     epoch_start = time.perf_counter()
     step, world, batches = run.step, run.place.world, run.batches
     run.student.train()
@@ -278,14 +288,15 @@ def _run_epoch(run: _Run, epoch: int) -> tuple[dict[str, Any], float]:
             f"{epoch + 1}{kept if run.checkpoint else ''}; lower --lr or check the data"
         )
     run.recalibrate_student()
-    val_top1 = accuracy(run.predict(run.student, run.val, logits=False), run.val_labels)
+    predicted = run.predict(run.student, run.val, logits=False)
+    val_top1 = accuracy(predicted, run.val_labels)
     row = sums.history_row(epoch, step.loss_fn)
     row.update(
         lr=step.optimizer.param_groups[0]["lr"],
         val_top1=val_top1,
         seconds=time.perf_counter() - epoch_start,
     )
-    return row, val_top1
+    return row, predicted == run.val_labels
 
 
 def _train_state(run: _Run, progress: _Progress, epoch: int) -> TrainState:

@@ -16,6 +16,7 @@ from compressor import distributed
 from compressor.checkpoint import ModelBundle, load_bundle, save_bundle
 from compressor.distill import DistillResult, distill
 from compressor.errors import CompressorError
+from compressor.formatting import recipe_decision
 from compressor.io import read_json, write_json_atomic
 from compressor.losses import LossConfig
 from compressor.progress import Progress
@@ -116,8 +117,7 @@ def _choose_recipe_and_train(ctx: RunContext, train: Any) -> DistillResult:
         cfg.auto_recipes, cfg.loss, cfg.train.epochs, train, folder.root, finished, record,
         val_images=len(ctx.data.val),
     )  # fmt: skip
-    log(f"recipe chosen on validation: {choice.winner} (kept unless a pilot beat "
-        f"{choice.incumbent} by more than {100 * choice.margin:.1f} points)")  # fmt: skip
+    log(f"recipe chosen on validation: {choice.winner} ({recipe_decision(choice.to_dict())})")
     if distributed.info().is_main:
         losers = [name for name in cfg.auto_recipes if name != choice.winner]
         RunFolder.remove(folder.pilot_checkpoint(name) for name in losers)

@@ -59,3 +59,21 @@ def step_summary(distillation: dict[str, Any]) -> str:
     if int(distillation.get("world_size") or 1) > 1:
         parts.append(f"{distillation['world_size']} ranks")
     return ", ".join(parts)
+
+
+def recipe_decision(choice: dict[str, Any]) -> str:
+    """Why ``--method auto`` chose its winner (a ``RecipeChoice`` dict), in one line."""
+    test, incumbent = choice.get("test"), choice.get("incumbent")
+    if test:
+        verdict = "switched" if choice["winner"] != incumbent else "kept the incumbent"
+        return (
+            f"paired McNemar test of {test['challenger']} against {incumbent} on the same "
+            f"validation images: {test['gained']} gained, {test['lost']} lost, one-sided "
+            f"p = {test['p_value']:.3g} (switch below {test['alpha']}): {verdict}"
+        )
+    if choice["winner"] == incumbent and not choice.get("margin"):
+        return f"no pilot beat {incumbent}"
+    return (
+        f"kept unless a pilot beat {incumbent} by more than "
+        f"{100 * float(choice.get('margin') or 0.0):.1f} points (unpaired: no per-image results)"
+    )

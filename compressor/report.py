@@ -13,7 +13,14 @@ from pathlib import Path
 from typing import Any
 
 from compressor import __version__
-from compressor.formatting import milliseconds, number, percent, step_summary, yes_no
+from compressor.formatting import (
+    milliseconds,
+    number,
+    percent,
+    recipe_decision,
+    step_summary,
+    yes_no,
+)
 from compressor.io import write_json_atomic, write_text_atomic
 from compressor.report_html import render_html
 from compressor.run_folder import RunFolder
@@ -323,6 +330,7 @@ def _recipe_lines(choice: dict[str, Any] | None) -> list[str]:
         f"- recipe chosen on the validation split: `{choice['winner']}` (pilots of "
         f"{choice['pilot_epochs']} of {choice['total_epochs']} epochs, "
         f"{choice['pilot_seconds']:.0f} s in all; the winner's pilot was continued)",
+        f"- {recipe_decision(choice)}",
         "",
         "| recipe | pilot val top-1 | pilot time (s) | |",
         "| --- | ---: | ---: | --- |",

@@ -100,7 +100,9 @@ def test_the_incumbent_is_the_configured_loss() -> None:
     assert incumbent_recipe(("dkd", "dkd+bias"), LossConfig()) == "dkd"  # kd not piloted: first
     assert noise_margin(0.5, 0.5, 100) == pytest.approx(1.96 * math.sqrt(0.5 / 100))
     rows = [PilotRow("ce", 0.9, 2, 1.0), PilotRow("kd", 0.5, 2, 1.0)]
-    assert choose_winner(rows, "kd", 10) == ("ce", pytest.approx(noise_margin(0.9, 0.5, 10)))
+    assert choose_winner(rows, "kd", 10) == (
+        "ce", pytest.approx(noise_margin(0.9, 0.5, 10)), None,
+    )  # fmt: skip
 
 
 def test_pilot_length_and_recipe_parsing() -> None:
