@@ -64,6 +64,7 @@ class Curve:
     seconds: list[float] = field(default_factory=list)
     test_top1: list[float] = field(default_factory=list)
     startup: float = 0.0
+    compile_mode: object = None  # compressor loops: what compile=None/False/True became
 
     def images_per_second(self) -> float:
         steady = self.seconds[1:] or self.seconds
@@ -148,10 +149,12 @@ def reference_loop(
 
 def compressor_loop(
     bench: Bench, teacher: nn.Module, student: nn.Module, epochs: int, evaluate: bool,
-    compile_step: bool = False, channels_last: bool | None = None,
+    compile_step: bool | None = None, channels_last: bool | None = None,
 ) -> Curve:  # fmt: skip
     """``compressor.distill.distill`` as the CLI runs it; evaluation is taken off the clock
-    (each epoch's time is distill's own, measured before ``on_epoch`` runs)."""
+    (each epoch's time is distill's own, measured before ``on_epoch`` runs). ``compile_step``
+    is ``TrainConfig.compile``: None (the default) lets compressor choose (CUDA graphs through
+    torch.compile "reduce-overhead" on CUDA with static shapes, eager on CPU)."""
     args = bench.args
     curve = Curve(len(bench.splits.train))
     began = time.perf_counter()
@@ -167,7 +170,8 @@ def compressor_loop(
         epochs=epochs, batch_size=args.batch_size, lr=args.lr, device=str(bench.device),
         compile=compile_step, channels_last=channels_last,
     )  # fmt: skip
-    distill(teacher, student, bench.splits, MEAN, STD, KD, cfg, on_epoch=on_epoch)
+    result = distill(teacher, student, bench.splits, MEAN, STD, KD, cfg, on_epoch=on_epoch)
+    curve.compile_mode = result.step.get("compile_mode", result.step.get("compiled"))
     return curve
 
 
@@ -209,12 +213,19 @@ def throughput(bench: Bench) -> dict[str, dict[str, object]]:
         variants["compressor --compile"] = lambda t, s: compressor_loop(
             bench, t, s, args.epochs, False, compile_step=True
         )
+    if args.with_eager:  # the default compiles on CUDA: this is the loop without it
+        variants["compressor --no-compile"] = lambda t, s: compressor_loop(
+            bench, t, s, args.epochs, False, compile_step=False
+        )
     rows: dict[str, list[float]] = {name: [] for name in variants}
+    modes: dict[str, object] = {}
     for rep in range(args.repeats):
         torch.manual_seed(100 + rep)
         teacher = build_model(args.teacher, 10, 3)  # untrained: speed does not depend on it
         for name, loop in variants.items():  # interleaved: machine noise hits every variant
-            rows[name].append(loop(teacher, _student(args, rep)).images_per_second())
+            curve = loop(teacher, _student(args, rep))
+            rows[name].append(curve.images_per_second())
+            modes[name] = curve.compile_mode
         line = ", ".join(f"{name} {values[-1]:.0f} img/s" for name, values in rows.items())
         print(f"repeat {rep + 1}: {line}", flush=True)
     # Ratios are taken within a repeat (same machine state), then summarised over repeats.
@@ -230,6 +241,7 @@ def throughput(bench: Bench) -> dict[str, dict[str, object]]:
             "images_per_second": values,
             "ratio_to_reference": ratios,
             "median_ratio": statistics.median(ratios),
+            "compile_mode": modes[name],
         }
     return table
 
@@ -293,6 +305,9 @@ def main() -> None:
     parser.add_argument("--target", type=float, help="test top-1 for time-to-accuracy")
     parser.add_argument(
         "--with-compile", action="store_true", help="also time compressor with --compile"
+    )
+    parser.add_argument(
+        "--with-eager", action="store_true", help="also time compressor with --no-compile"
     )
     parser.add_argument("--no-data-cache", action="store_true")
     parser.add_argument("--skip", choices=["throughput", "tta"], help="run only one part")

@@ -1,133 +1,140 @@
 #!/usr/bin/env bash
-# Everything that needs a CUDA GPU, in one call on a bare GPU machine (no network, no
-# ../shared, only the working tree and .gpu_data/ travel). From the repository root:
+# Everything that needs a CUDA GPU, in one device call on a bare GPU machine (no network, no
+# ../shared; only the working tree and the carried .gpu_data travel). From the repository root:
 #
-#   OUT=/path/to/results bash benchmarks/gpu_check.sh
+#   OUT=$OUT bash benchmarks/gpu_check.sh          # device call: carry [".gpu_data"], 600 s
 #
-# Needs .gpu_data/gpu_data.tar.gz (python benchmarks/pack_gpu_data.py, run beforehand where
-# the CIFAR-10 copy is). Runs, each step under its own time limit and the whole under
-# GPU_CHECK_BUDGET_S (default 450 s, inside an 8-minute call):
-#   1. preflight   torch / CUDA / GPU facts; stops here, cleanly, without CUDA
-#   2. pytest      pytest -m gpu tests/test_gpu.py (JUnit XML)
-#   3. throughput  benchmarks/distill_throughput.py: compressor vs the reference loop, with and
-#                  without --compile, on the packed CIFAR-10 subset
-#   4. ddp         a 2-rank DDP distillation on the one GPU (torchrun, gloo: the GPU is shared)
-#   5. precision   the distillation loss in bf16 vs fp32 (forward, then a short training)
-# and writes OUT/summary.json (plus one log and one JSON per step). Everything it writes is
-# under $OUT; the unpacked data and compiler caches under $OUT/work are deleted at the end.
-# Exit status: 0 every step passed, 2 no CUDA, 1 otherwise.
-#
-# GPU_CHECK_REHEARSE=1 runs every step on the CPU with tiny sizes (minutes on 2 cores), to test
-# the plumbing where there is no GPU; its summary says "rehearsal", never "passed".
-set -euo pipefail
+# Needs .gpu_data/gpu_data.tar.gz (python benchmarks/pack_gpu_data.py, run beforehand where the
+# CIFAR-10 copy is). Leaves exactly three files in $OUT (the device tool brings back at most 8):
+#   summary.json     one line per check (passed / failed / skipped: ...), its numbers, the
+#                    versions and the GPU name; rewritten after every step, so a call cut short
+#                    still brings back what finished ("complete": false)
+#   results.tar.gz   every step's log and JSON, the pytest JUnit XML (also rewritten per step)
+#   gpu_check.log    this script's own output
+# Steps, each under its own time limit and all under GPU_CHECK_BUDGET_S (default 480 s, so a
+# 600-s call keeps a 2-minute margin; pack unpacking and wheel install included):
+#   pack, wheels, preflight, pytest_gpu, precision, compiled_vs_eager, deterministic,
+#   teacher_cast, ddp, throughput   (docs/throughput.md, "GPU check", says what each does)
+# Without CUDA nothing stops early: the setup steps run as on the GPU, and every GPU-only check
+# runs its code on the CPU at tiny sizes (a plumbing test) and is recorded as
+# "skipped: no CUDA" with that result beside it. Unpacked data, the installed wheels and the
+# compiler caches live in a temporary folder outside $OUT, deleted at the end.
+# Exit status: 0 when every check that ran passed (skips for want of CUDA allowed), 1 otherwise.
+set -uo pipefail
 
 : "${OUT:?set OUT to the folder for the results}"
-cd "$(dirname "$0")/.."
-PY=${PYTHON:-python3}
-BUDGET_S=${GPU_CHECK_BUDGET_S:-450}
-PACK=${GPU_CHECK_PACK:-.gpu_data/gpu_data.tar.gz}
-REHEARSE=${GPU_CHECK_REHEARSE:-0}
-if ((REHEARSE)); then
-    DEVICE=cpu TRAIN=512 EPOCHS=1 SUBSET=1000 TEST=200 SCALE=4
-    BUDGET_S=${GPU_CHECK_BUDGET_S:-1800}
-else
-    DEVICE=cuda TRAIN=8000 EPOCHS=2 SUBSET=19500 TEST=1000 SCALE=1
+if [[ -z "${GPU_CHECK_LOGGING:-}" ]]; then  # run again with our own output copied to the log
+    mkdir -p "$OUT"
+    OUT=$(cd "$OUT" && pwd) && export OUT  # absolute: the run below works from the repo root
+    rm -f "$OUT/summary.json" "$OUT/results.tar.gz" "$OUT/gpu_check.log"
+    # tee ignores INT/TERM: on a stop signal it still logs the script's last words
+    GPU_CHECK_LOGGING=1 bash "$0" "$@" 2>&1 | (trap '' INT TERM && exec tee "$OUT/gpu_check.log")
+    exit "${PIPESTATUS[0]}"
 fi
-START=$(date +%s)
-mkdir -p "$OUT"
-OUT=$(cd "$OUT" && pwd)
-WORK="$OUT/work"
-rm -rf "$WORK" "$OUT/steps.tsv"
-mkdir -p "$WORK"
 
-export PYTHONPATH=.
-export PYTHONDONTWRITEBYTECODE=1
+cd "$(dirname "$0")/.." || exit 1
+PY=${PYTHON:-python3}
+BUDGET_S=${GPU_CHECK_BUDGET_S:-480}
+RESERVE_S=10  # kept back for the last summary and archive
+PACK=${GPU_CHECK_PACK:-.gpu_data/gpu_data.tar.gz}
+START=$(date +%s)
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/gpu_check.XXXXXX")
+RES="$WORK/results"  # what goes into results.tar.gz
+DATA="$WORK/data"
+SITE="$WORK/site"    # the packed wheels, installed
+mkdir -p "$RES" "$WORK/tmp"
+
+export PYTHONPATH=".:$SITE"
+export PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
 export COMPRESSOR_CACHE_DIR="$WORK/cache"
 export TORCHINDUCTOR_CACHE_DIR="$WORK/inductor"
 export TRITON_CACHE_DIR="$WORK/triton"
 export XDG_CACHE_HOME="$WORK/xdg"
 export TMPDIR="$WORK/tmp"
-mkdir -p "$TMPDIR"
+
+# publish [--final]: OUT/summary.json and OUT/results.tar.gz from what RES holds now
+publish() {
+    local rc=0
+    "$PY" benchmarks/gpu_check.py summary --res "$RES" --out "$OUT" --budget-s "$BUDGET_S" \
+        --total-seconds "$(($(date +%s) - START))" "$@" || rc=$?
+    tar -czf "$OUT/results.tar.gz.partial" -C "$WORK" results &&
+        mv -f "$OUT/results.tar.gz.partial" "$OUT/results.tar.gz"
+    return "$rc"
+}
 
 finish() {
-    local rc=$?
-    trap - EXIT
-    "$PY" benchmarks/gpu_check.py summary --out "$OUT" --rehearsal "$REHEARSE" \
-        --total-seconds "$(($(date +%s) - START))" || true
+    local rc=0
+    trap - EXIT INT TERM
+    publish --final || rc=$?
     rm -rf "$WORK"
     exit "$rc"
 }
 trap finish EXIT
+trap 'echo "gpu_check: interrupted"; touch "$RES/interrupted"; exit 1' INT TERM
 
-FAILED=0
-# step NAME LIMIT_S COMMAND...: run with a time limit (never past the budget), log to
-# OUT/NAME.log, record "name rc seconds limit" in OUT/steps.tsv; a failure does not stop the
-# other steps.
+# step NAME LIMIT_S COMMAND...: run with a time limit (never past the budget), output to
+# RES/NAME.log, "name rc seconds limit" to RES/steps.tsv (rc 125: not started, budget spent);
+# a failure does not stop the other steps.
 step() {
-    local name=$1 limit=$(($2 * SCALE))
+    local name=$1 limit=$2
     shift 2
-    local left=$((BUDGET_S - ($(date +%s) - START)))
+    local left=$((BUDGET_S - RESERVE_S - ($(date +%s) - START)))
     if ((left < limit)); then limit=$left; fi
-    if ((limit < 20)); then
-        echo "gpu_check: $name skipped, budget spent" | tee "$OUT/$name.log"
-        printf '%s\t%s\t%s\t%s\n' "$name" 125 0 0 >>"$OUT/steps.tsv"
-        FAILED=1
+    if ((limit < 15)); then
+        echo "gpu_check: $name not started, budget spent"
+        printf '%s\t%s\t%s\t%s\n' "$name" 125 0 0 >>"$RES/steps.tsv"
         return 0
     fi
-    echo "gpu_check: $name (limit ${limit} s)"
+    echo "gpu_check: $name (limit ${limit} s) at $(($(date +%s) - START)) s"
     local began rc=0
     began=$(date +%s)
-    timeout --kill-after=10 "$limit" "$@" >"$OUT/$name.log" 2>&1 || rc=$?
-    printf '%s\t%s\t%s\t%s\n' "$name" "$rc" "$(($(date +%s) - began))" "$limit" >>"$OUT/steps.tsv"
+    timeout --kill-after=10 "$limit" "$@" >"$RES/$name.log" 2>&1 || rc=$?
+    printf '%s\t%s\t%s\t%s\n' "$name" "$rc" "$(($(date +%s) - began))" "$limit" >>"$RES/steps.tsv"
     if ((rc != 0)); then
-        FAILED=1
-        echo "gpu_check: $name failed (exit $rc); last lines of $name.log:"
-        tail -n 15 "$OUT/$name.log" || true
+        echo "gpu_check: $name exit $rc after $(($(date +%s) - began)) s; last lines of $name.log:"
+        tail -n 12 "$RES/$name.log"
     fi
-    return 0
+    publish >/dev/null 2>&1 || true
 }
 
-# 1. preflight: without CUDA, stop now (exit 2) with one clear line; the summary says no_cuda.
-if ! "$PY" benchmarks/gpu_check.py preflight --out "$OUT" >"$OUT/preflight.log" 2>&1; then
-    if ((!REHEARSE)); then
-        tail -n 1 "$OUT/preflight.log" >&2
-        exit 2
-    fi
-    echo "gpu_check: rehearsal on the CPU (no CUDA)"
-fi
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv >"$OUT/gpu.txt" 2>&1 || true
-
+echo "gpu_check: budget ${BUDGET_S} s, pack $PACK, python $(command -v "$PY")"
 if [[ ! -f "$PACK" ]]; then
-    echo "gpu_check: $PACK is missing: run python benchmarks/pack_gpu_data.py and carry .gpu_data" >&2
-    exit 1
+    echo "gpu_check: $PACK is missing: run python benchmarks/pack_gpu_data.py and carry .gpu_data"
 fi
-"$PY" -c "import tarfile, sys; tarfile.open(sys.argv[1]).extractall(sys.argv[2])" "$PACK" "$WORK/data"
-DATA="$WORK/data/cifar10"
-if ((REHEARSE)) || ! "$PY" -c "import pytest" 2>/dev/null; then
-    export PYTHONPATH=".:$WORK/data/site"  # pytest from the pack (pure Python)
+step pack 60 "$PY" benchmarks/gpu_check.py unpack --pack "$PACK" --dest "$DATA" --out "$RES"
+step wheels 60 "$PY" benchmarks/gpu_check.py wheels --wheels "$DATA/wheels" --dest "$SITE" \
+    --out "$RES"
+step preflight 60 "$PY" benchmarks/gpu_check.py preflight --out "$RES"
+CUDA=$("$PY" -c 'import json, sys; print(int(bool(json.load(open(sys.argv[1]))["env"]["cuda_available"])))' \
+    "$RES/preflight.json" 2>/dev/null || echo 0)
+
+if ((CUDA)); then
+    DEVICE=cuda LOW=bf16 TRAIN=8000 VAL=1000 EPOCHS=3 CVE_EPOCHS=4 DET_EPOCHS=2 DDP_EPOCHS=2
+    THROUGHPUT=(--subset 10000 --test 1000 --epochs 3 --with-eager)
+else
+    echo "gpu_check: no CUDA: GPU-only checks run their code on the CPU at tiny sizes and are" \
+        "recorded as 'skipped: no CUDA'"
+    # bf16 arms in fp32 (CPUs without bf16 units emulate it, minutes even at these sizes)
+    DEVICE=cpu LOW=fp32 TRAIN=128 VAL=64 EPOCHS=1 CVE_EPOCHS=2 DET_EPOCHS=1 DDP_EPOCHS=1
+    THROUGHPUT=(--subset 128 --test 32 --epochs 2)
 fi
-"$PY" -c "import pytest; print('pytest', pytest.__version__, 'from', pytest.__file__)" \
-    >"$OUT/pytest-origin.txt" 2>&1 || true
+COMMON=(--data "$DATA/cifar10" --teacher "$DATA/teacher/cifar_resnet20_w32.pt" --out "$RES"
+    --device "$DEVICE" --low-precision "$LOW" --train "$TRAIN" --val "$VAL")
 
-# 2. the CUDA tests (the digits fixtures come from the pack: no scikit-learn needed)
-step pytest 120 env COMPRESSOR_TEST_DIGITS="$WORK/data/digits" \
-    "$PY" -m pytest -m gpu -q -p no:cacheprovider --basetemp="$WORK/pytest" \
-    --junitxml="$OUT/pytest-gpu.xml" tests/test_gpu.py
-
-# 3. throughput, before the checks below: it is the measurement the budget must not cut. All
-#    19,500 packed training images (500 more are kept for validation); the first epoch of each
-#    loop pays its start-up (and --compile its compiling) and is not counted.
-step throughput 240 "$PY" benchmarks/distill_throughput.py --preset gpu --data "$DATA" \
-    --device "$DEVICE" --subset "$SUBSET" --test "$TEST" --epochs 3 --repeats 1 \
-    --with-compile --skip tta --no-data-cache --json "$OUT/throughput.json"
-
-# 4. two ranks on the one GPU
-step ddp 100 "$PY" -m torch.distributed.run --standalone --nproc_per_node=2 \
-    benchmarks/gpu_check.py ddp --data "$DATA" --out "$OUT" --device "$DEVICE" \
-    --train "$TRAIN" --epochs "$EPOCHS"
-
-# 5. bf16 vs fp32
-step precision 90 "$PY" benchmarks/gpu_check.py precision --data "$DATA" --out "$OUT" \
-    --device "$DEVICE" --train "$TRAIN" --epochs $((EPOCHS + 1))
-
-if ((FAILED)); then exit 1; fi
+# the CUDA tests (test_gpu.py builds its digits with scikit-learn, present on the GPU machine)
+step pytest_gpu 180 "$PY" -m pytest -m gpu -q -p no:cacheprovider --basetemp="$WORK/pytest" \
+    --junitxml="$RES/pytest_gpu.xml" tests/test_gpu.py
+step precision 90 "$PY" benchmarks/gpu_check.py precision "${COMMON[@]}" --epochs "$EPOCHS"
+step compiled_vs_eager 120 "$PY" benchmarks/gpu_check.py compiled_vs_eager "${COMMON[@]}" \
+    --epochs "$CVE_EPOCHS"
+step deterministic 60 "$PY" benchmarks/gpu_check.py deterministic "${COMMON[@]}" \
+    --epochs "$DET_EPOCHS"
+step teacher_cast 60 "$PY" benchmarks/gpu_check.py teacher_cast "${COMMON[@]}" --epochs 1
+# two ranks on the one GPU (gloo: NCCL refuses two ranks on one device)
+step ddp 90 "$PY" -m torch.distributed.run --standalone --nproc_per_node=2 \
+    benchmarks/gpu_check.py ddp "${COMMON[@]}" --epochs "$DDP_EPOCHS"
+# reference loop vs compressor (auto: compiled on CUDA) vs compressor --no-compile (CUDA only:
+# on CPU auto is eager); the first epoch of each pays its start-up (and compiling), not counted
+step throughput 150 "$PY" benchmarks/distill_throughput.py --preset gpu --data "$DATA/cifar10" \
+    --device "$DEVICE" "${THROUGHPUT[@]}" --repeats 1 --skip tta --no-data-cache \
+    --json "$RES/throughput.json"

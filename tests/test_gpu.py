@@ -1,9 +1,9 @@
 """CUDA-only checks of the fast path (deselected by default; run with ``pytest -m gpu``).
 
 These need a GPU, which the development machine of this project does not have: they are the
-first thing to run where one is available (``benchmarks/gpu_check.sh``). There, the digits
-come from the packed folder named by ``COMPRESSOR_TEST_DIGITS`` (the GPU machine has no
-scikit-learn to build them).
+first thing to run where one is available (``benchmarks/gpu_check.sh``). The digits are built
+from scikit-learn as in conftest (the GPU machine has it); ``COMPRESSOR_TEST_DIGITS`` may name
+a prepared folder instead.
 """
 
 from __future__ import annotations
