@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import os
+from collections import OrderedDict
 from pathlib import Path
 
 import pytest
@@ -93,6 +96,122 @@ def _contention_not_judged():
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv(MIN_CPU_SHARE_ENV, "0")
         yield
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_call(item: pytest.Item) -> None:
+    """Every test starts from torch seed 0, whatever ran before it: a test's random weights
+    and inputs do not depend on the order tests run in, and a model a run builds from the
+    global generator (selection's candidates) is the same model in every test that builds it
+    the same way, so its ONNX graph is exported once (:func:`_reuse_onnx_exports`)."""
+    torch.manual_seed(0)
+
+
+def _export_key(model: torch.nn.Module, input_shape, opset: int) -> str | None:
+    """What decides an ONNX export's bytes: every module's class, settings and non-module
+    attributes, every parameter and buffer (name, dtype, shape, strides, values), the input
+    shape and the opset. None (do not memoise) for models whose forward is not their classes'
+    code: TorchScript, FX graph modules, or modules with hooks."""
+    if isinstance(model, torch.jit.ScriptModule | torch.fx.GraphModule):
+        return None
+    digest = hashlib.blake2b(digest_size=20)
+    for name, module in model.named_modules():
+        if isinstance(module, torch.jit.ScriptModule | torch.fx.GraphModule):
+            return None
+        if module._forward_hooks or module._forward_pre_hooks:
+            return None
+        kind = type(module)
+        digest.update(f"{name}|{kind.__module__}.{kind.__qualname__}|{module.extra_repr()}".encode())
+        for key, value in sorted(vars(module).items()):
+            if key == "training" or key.startswith("_"):
+                continue
+            if isinstance(value, torch.Tensor):
+                tensor = value.detach().cpu().contiguous()
+                digest.update(f"{key}|{tensor.dtype}|{tuple(tensor.shape)}".encode())
+                digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+            elif value is None or isinstance(value, bool | int | float | str | tuple):
+                digest.update(f"{key}={value!r}".encode())
+            else:
+                return None  # something the key cannot describe: export it for real
+    for name, tensor in itertools.chain(model.named_parameters(), model.named_buffers()):
+        tensor = tensor.detach()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|{tensor.stride()}".encode())
+        digest.update(tensor.cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    digest.update(repr((tuple(input_shape), int(opset))).encode())
+    return digest.hexdigest()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _reuse_onnx_exports():
+    """The suite exports the same models many times (the session's teacher in every run, the
+    seeded calibration suite, the same shipped student): the dynamo exporter takes seconds per
+    graph on the 2-core CI host. Two memos, both returning exactly what a fresh call would:
+
+    * torch's ONNX registry (rebuilt from torchlib on every export) is built once per opset
+      and handed out as a copy;
+    * :func:`compressor.export.onnx_bytes` returns the bytes of an earlier export of the same
+      model (same classes, settings and weights, same shape and opset; see
+      :func:`_export_key`), after putting the model in eval mode on the CPU as it does. The
+      first export of each model is real, failures are never memoised, and a test that
+      patches ``onnx_bytes`` itself still replaces this wrapper.
+    """
+    from compressor import calibrate, export, select, stages
+
+    real_bytes = export.onnx_bytes
+    graphs: OrderedDict[str, bytes] = OrderedDict()
+    budget = 512 * 2**20  # bytes of graphs kept; oldest dropped first
+
+    def onnx_bytes(model, input_shape, opset):
+        key = _export_key(model, input_shape, opset)
+        if key is not None and key in graphs:
+            model.eval().cpu()
+            graphs.move_to_end(key)
+            return graphs[key]
+        data = real_bytes(model, input_shape, opset)
+        if key is not None:
+            graphs[key] = data
+            while sum(len(g) for g in graphs.values()) > budget:
+                graphs.popitem(last=False)
+        return data
+
+    with pytest.MonkeyPatch.context() as patch:
+        try:
+            from torch.onnx._internal.exporter import _registration
+        except ImportError:  # another torch layout: exports just build their own registry
+            _registration = None
+        if _registration is not None and hasattr(_registration.ONNXRegistry, "from_torchlib"):
+            build = _registration.ONNXRegistry.from_torchlib.__func__
+            registries: dict[tuple[type, object], object] = {}
+
+            def from_torchlib(cls, *args, **kwargs):
+                key = (cls, repr((args, sorted(kwargs.items()))))
+                if key not in registries:
+                    registries[key] = build(cls, *args, **kwargs)
+                base = registries[key]
+                copy = cls()
+                copy.__dict__.update(base.__dict__)
+                copy.functions = {op: list(impls) for op, impls in base.functions.items()}
+                return copy
+
+            patch.setattr(_registration.ONNXRegistry, "from_torchlib", classmethod(from_torchlib))
+        for module in (export, select, calibrate, stages):
+            patch.setattr(module, "onnx_bytes", onnx_bytes)
+        yield
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_torch_thread():
+    """Torch computes on one thread in the suite and in the runs it starts (OMP_NUM_THREADS).
+    The test models are tiny (8x8 digits), so a second thread saves little, and on a 2-core
+    host whose other core is busy (a shared CI runner, onnxruntime timing in the same test)
+    OpenMP's two-thread barriers made training 10-20x slower: 40-90 s instead of 3-4 s for
+    tests/test_batchnorm.py's schedule. What a test checks does not depend on the count."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("OMP_NUM_THREADS", "1")
+        yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture

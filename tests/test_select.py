@@ -2,15 +2,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from compressor import export
 from compressor.errors import CompressorError
-from compressor.export import onnx_bytes
 from compressor.latency import LatencyStats, TimingSettings, measure_onnx, summarize
 from compressor.profile import load_profile
 from compressor.select import select_student
-from compressor.students import build_model
+from compressor.students import build_model, get_family
 from tests.conftest import write_profile
 
 
@@ -27,11 +28,16 @@ def _stub_timer(latency_by_mflops: dict[float, float], calls: list[int]):
 
 def test_largest_fitting_candidate_is_chosen(tmp_path: Path) -> None:
     calls: list[int] = []
-    # serialized sizes of the first candidates, to put the budget between two of them
-    sizes = [len(onnx_bytes(build_model(n, 10, 1), (1, 8, 8), 18)) / 100_000 for n in
+    # serialized sizes of the first candidates, to put the budget between two of them; the
+    # ladder is built as select_student builds it (same seed, same order), so selection's
+    # exports of these two are the same graphs and are not exported twice (tests/conftest.py)
+    torch.manual_seed(0)
+    ladder = {n: build_model(n, 10, 1) for n in get_family("cifar_resnet").ladder}
+    sizes = [len(export.onnx_bytes(ladder[n], (1, 8, 8), 18)) / 100_000 for n in
              ("cifar_resnet8_w16", "cifar_resnet14_w16")]  # fmt: skip
     budget = (sizes[0] + sizes[1]) / 2 / 0.9  # target = budget * (1 - 0.1) lies between them
     profile = load_profile(str(write_profile(tmp_path / "p.toml", **{"budget.latency_ms": budget})))
+    torch.manual_seed(0)
     selection = select_student(profile, 10, "cifar_resnet", timer=_stub_timer({}, calls))
     assert selection.chosen == "cifar_resnet8_w16"
     fits = {c.name: c.fits for c in selection.candidates}
@@ -70,7 +76,7 @@ def test_real_timer_selection(tmp_path: Path) -> None:
 
 
 def test_measure_onnx_iterations_and_percentiles(tmp_path: Path) -> None:
-    model = onnx_bytes(build_model("cifar_resnet8_w8", 10, 1), (1, 8, 8), 18)
+    model = export.onnx_bytes(build_model("cifar_resnet8_w8", 10, 1), (1, 8, 8), 18)
     settings = TimingSettings(batch_size=3, warmup_runs=1, min_iterations=25, min_seconds=0.0)
     stats = measure_onnx(model, (1, 8, 8), settings, percentile=75)
     assert stats.rounds == 5 and stats.iterations == 50  # 5 rounds of at least 10 runs

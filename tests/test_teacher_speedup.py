@@ -11,6 +11,7 @@ import functools
 
 import numpy as np
 import pytest
+import torch
 
 from compressor.errors import CompressorError
 from compressor.latency import TimingSettings, summarize
@@ -28,16 +29,21 @@ def _profile(**changes: object):
 
 
 @functools.cache
-def _graph_length(name: str) -> int:
-    from compressor.export import onnx_bytes
+def _graph_lengths() -> dict[str, int]:
+    """The byte length of each LADDER graph. The models are built as :func:`_select` has
+    selection build them (seed 0, ladder order), so selection's own exports of them are the
+    same graphs and are not exported again (tests/conftest.py)."""
+    from compressor import export
 
-    return len(onnx_bytes(build_model(name, 10), SHAPE, 18))
+    torch.manual_seed(0)
+    models = {name: build_model(name, 10, SHAPE[0]) for name in LADDER}
+    return {name: len(export.onnx_bytes(model, SHAPE, 18)) for name, model in models.items()}
 
 
 def _ladder_timer(ms: dict[str, float], shipped_scale: float = 1.0):
     """Candidate name -> ms, recognised by the length of its ONNX graph (weights are random,
     their byte count is not); graphs from ``to_shipped`` are marked with an ``INT8:`` prefix."""
-    table = {_graph_length(name): value for name, value in ms.items()}
+    table = {_graph_lengths()[name]: value for name, value in ms.items()}
 
     def timer(graph: bytes, shape: tuple[int, int, int]):
         if graph.startswith(b"INT8:"):
@@ -57,6 +63,7 @@ def timings() -> dict[str, float]:
 
 def _select(profile, timer, teacher_ms: float | None, **kw):
     teacher = TeacherTiming("t", 1, 1.0, teacher_ms) if teacher_ms is not None else None
+    torch.manual_seed(0)  # the candidates' weights, as in _graph_lengths
     return select_student(profile, 10, "cifar_resnet", timer=timer, candidates=LADDER,
                           teacher=teacher, **kw)  # fmt: skip
 
@@ -110,6 +117,7 @@ def test_choose_student_times_the_teacher_and_says_when_it_already_fits(timings)
             return summarize(np.full(20, 5.0), 90.0, 1.0, TimingSettings())
 
     lines: list[str] = []
+    torch.manual_seed(0)  # exporting and timing the teacher draws nothing: as _graph_lengths
     sel = choose_student(_profile(min_speedup=1.5), teacher, "cifar_resnet20_w32", 10,
                          ["cifar_resnet"], candidates=LADDER, timer=timer,
                          log=lines.append)  # fmt: skip
