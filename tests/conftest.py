@@ -121,7 +121,9 @@ def _export_key(model: torch.nn.Module, input_shape, opset: int) -> str | None:
         if module._forward_hooks or module._forward_pre_hooks:
             return None
         kind = type(module)
-        digest.update(f"{name}|{kind.__module__}.{kind.__qualname__}|{module.extra_repr()}".encode())
+        digest.update(
+            f"{name}|{kind.__module__}.{kind.__qualname__}|{module.extra_repr()}".encode()
+        )
         for key, value in sorted(vars(module).items()):
             if key == "training" or key.startswith("_"):
                 continue
