@@ -66,6 +66,7 @@ import json
 import math
 import os
 import platform
+import re
 import shlex
 import shutil
 import statistics
@@ -82,34 +83,58 @@ import torchvision
 from PIL import Image
 
 from compressor.accel import to_memory_format
+from compressor.batchnorm import recalibrate_batchnorm
 from compressor.data import augment
 from compressor.data import normalize as normalize_images
 from compressor.losses import DistillationLoss, LossConfig
-from compressor.recipes import DEFAULT_RECIPES, choose_and_train, pilot_epochs, recipe_loss
+from compressor.pruning import prune_trajectory
+from compressor.recipes import DEFAULT_RECIPES, RECIPES, choose_and_train, pilot_epochs, recipe_loss
 from compressor.students import build_model, count_params
 
 MEAN = (0.4914, 0.4822, 0.4465)
 STD = (0.2470, 0.2435, 0.2616)
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 CAT, DOG = CLASSES.index("cat"), CLASSES.index("dog")
-REGIMES = ("weak", "moderate", "strong", "biased")  # "moderate" only on request (--regimes)
+REGIMES = ("weak", "moderate", "strong", "biased", "derived")  # moderate, derived: on request
+DERIVED = "derived"  # the biased teacher pruned to ~half its MACs is the student (issue #25)
+DERIVED_MACS = 0.5
+SUBSET = "subset"  # the paper's per-subset means (LossConfig.bias_weighting's default)
 ROWS: dict[str, LossConfig] = {
     "ce": LossConfig(method="ce", bias_aware=False),
     "kd": LossConfig(method="kd", bias_aware=False),
-    "kd+bias(swap)": LossConfig(method="kd", bias_aware=True, rectification="swap"),
-    "kd+bias(soft)": LossConfig(method="kd", bias_aware=True, rectification="soft"),
+    "kd+bias(drop)": LossConfig(method="kd", bias_aware=True, rectification="drop"),
+    "kd+bias(swap,subset)": LossConfig(method="kd", bias_aware=True, rectification="swap"),
+    "kd+bias(swap,sample)": LossConfig(
+        method="kd", bias_aware=True, rectification="swap", bias_weighting="sample"
+    ),
+    "kd+bias(soft,subset)": LossConfig(method="kd", bias_aware=True, rectification="soft"),
+    "kd+bias(soft,sample)": LossConfig(
+        method="kd", bias_aware=True, rectification="soft", bias_weighting="sample"
+    ),
     "dkd": LossConfig(method="dkd", bias_aware=False),
-    "dkd+bias(swap)": LossConfig(method="dkd", bias_aware=True, rectification="swap"),
-    "kd+bias(drop)": LossConfig(method="kd", bias_aware=True, rectification="drop"),  # ablation
+    "dkd+bias(swap,subset)": LossConfig(method="dkd", bias_aware=True, rectification="swap"),
 }
-DEFAULT_ROWS = ("ce", "kd", "kd+bias(swap)", "kd+bias(soft)", "dkd", "dkd+bias(swap)")
-BASE = {"kd": "ce", "dkd": "ce", "kd+bias(swap)": "kd", "kd+bias(soft)": "kd",
-        "dkd+bias(swap)": "dkd", "kd+bias(drop)": "kd"}  # fmt: skip
+RENAMED = {
+    "kd+bias(swap)": "kd+bias(swap,subset)",
+    "kd+bias(soft)": "kd+bias(soft,subset)",
+    "dkd+bias(swap)": "dkd+bias(swap,subset)",
+}  # results files from before issue #25
+DEFAULT_ROWS = (
+    "kd",
+    "kd+bias(drop)",
+    "kd+bias(swap,subset)",
+    "kd+bias(swap,sample)",
+    "kd+bias(soft,sample)",
+)  # issue #25; ce, dkd, ... on request
+BASE = {"kd": "ce", "dkd": "ce", "dkd+bias(swap,subset)": "dkd",
+        **{row: "kd" for row in ROWS if row.startswith("kd+bias")}}  # fmt: skip
 PRESETS: dict[str, dict[str, Any]] = {
-    "cpu": dict(train_size=4000, test_size=10000, epochs=15, seeds=3, batch_size=64, lr=0.05,
+    "cpu": dict(train_size=4000, test_size=10000, epochs=15, seeds=5, batch_size=64, lr=0.05,
+                pruned_lr=0.01,
                 student_arch="cifar_resnet8_w8", teacher_arch="cifar_resnet14_w16",
                 weak_epochs=10, strong_epochs=100, strong_augment="crop", noise_fraction=0.5),
     "smoke": dict(train_size=400, test_size=1000, epochs=2, seeds=2, batch_size=64, lr=0.05,
+                  pruned_lr=0.01,
                   student_arch="cifar_resnet8_w8", teacher_arch="cifar_resnet8_w8",
                   weak_epochs=1, strong_epochs=2, strong_augment="crop", noise_fraction=0.5),
 }  # fmt: skip
@@ -118,19 +143,29 @@ AUTO = "auto"  # the product's --method auto (compressor.recipes.choose_and_trai
 AUTO_MAX = "auto(max)"  # the rule before 6eb9352: the best pilot wins, no noise margin
 AUTO_ROWS = (AUTO, AUTO_MAX)
 AUTO_RULES = {
-    AUTO: "the incumbent (the base loss's recipe, kd) is kept unless the best pilot beats it on "
-    "validation top-1 by more than noise_margin(a, b, val_images) (compressor.recipes, 6eb9352)",
+    AUTO: "the incumbent (the base loss's recipe) is kept unless the best pilot beats it on the "
+    "same validation images by an exact one-sided McNemar test at p < 0.05 "
+    "(compressor.recipes.choose_winner, issue #25)",
     AUTO_MAX: "the best pilot on validation top-1 wins, no margin (the rule before 6eb9352)",
 }
-AUTO_RECIPE_ROWS = {
-    "ce": "ce",
-    "kd": "kd",
-    "kd+bias": "kd+bias(swap)",
-    "dkd": "dkd",
-    "dkd+bias": "dkd+bias(swap)",
-}  # recipe -> the row with its LossConfig
-AUTO_BASE = LossConfig(method="kd", bias_aware=False)  # what `compressor run --method auto` passes
+
+
+def recipe_row(recipe: str, base: LossConfig) -> str:
+    """The row whose ``LossConfig`` is the product's ``recipe`` on ``base`` (so auto's pilots
+    are exactly the rows' runs, paired with them)."""
+    loss = recipe_loss(recipe, base)
+    for row, cfg in ROWS.items():
+        if cfg == loss:
+            return row
+    raise SystemExit(f"no row has recipe {recipe}'s loss {loss}")
+
+
 VAL_PER_CLASS, VAL_SEED = 100, 7  # auto's validation split: extra train images, not test
+
+
+def split_names(text: str) -> list[str]:
+    """``"kd,kd+bias(swap,sample)"`` -> the two names (commas inside brackets stay)."""
+    return [name for name in re.split(r",(?![^()]*\))", text) if name]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -141,12 +176,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--cache-dir", type=Path, default=Path("~/.cache/compressor-bench"))
     p.add_argument("--out", type=Path, help="results JSON (default: <cache-dir>/regimes_<preset>)")
     p.add_argument("--regimes", type=lambda s: s.split(","), default=["weak", "strong", "biased"])
-    p.add_argument("--rows", type=lambda s: s.split(","), default=list(DEFAULT_ROWS))
+    p.add_argument("--rows", type=split_names, default=list(DEFAULT_ROWS))
     p.add_argument(
         "--auto-recipes",
         type=lambda s: s.split(","),
         default=list(DEFAULT_RECIPES),
         help="recipes the auto row pilots (default: the product's ce,kd,kd+bias)",
+    )
+    p.add_argument(
+        "--auto-base",
+        default="kd",
+        help="the row whose loss the auto row passes as the base (the CLI's --method default)",
+    )
+    p.add_argument(
+        "--skip-single",
+        action="store_true",
+        help="auto: do not train the chosen recipe again uninterrupted (the equality check)",
+    )
+    p.add_argument(
+        "--also",
+        type=Path,
+        nargs="*",
+        default=[],
+        help="with --report-only: more results files to merge (runs made in parallel)",
     )
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     p.add_argument("--report-only", action="store_true", help="print the tables of --out")
@@ -160,7 +212,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         if getattr(args, key) is None:
             setattr(args, key, value)
     choices = (("regimes", args.regimes, REGIMES), ("rows", args.rows, [*ROWS, *AUTO_ROWS]),
-               ("auto recipes", args.auto_recipes, AUTO_RECIPE_ROWS))  # fmt: skip
+               ("auto recipes", args.auto_recipes, RECIPES),
+               ("auto base", [args.auto_base], ROWS))  # fmt: skip
     for name, given, allowed in choices:
         if bad := [x for x in given if x not in allowed]:
             p.error(f"unknown {name} {bad}; choose from {','.join(allowed)}")
@@ -231,6 +284,7 @@ def train(
     optimizer_state: dict | None = None,
     stop_after: int | None = None,
     on_epoch: Callable[[int, torch.nn.Module, torch.optim.Optimizer], None] | None = None,
+    lr: float | None = None,
 ) -> float:
     """SGD (Nesterov 0.9, wd 5e-4), cosine per step; returns the seconds spent.
 
@@ -244,8 +298,9 @@ def train(
     optimizer)`` runs after every epoch (the model is put back in train mode afterwards).
     """
     started = time.perf_counter()
+    lr = args.lr if lr is None else lr
     model = model.to(memory_format=torch.channels_last).train()
-    opt = torch.optim.SGD(model.parameters(), args.lr, momentum=0.9, nesterov=True,
+    opt = torch.optim.SGD(model.parameters(), lr, momentum=0.9, nesterov=True,
                           weight_decay=5e-4)  # fmt: skip
     loss_fn = DistillationLoss(loss, epochs)
     n = len(labels)
@@ -266,7 +321,7 @@ def train(
         for i in range(0, n, args.batch_size):
             idx = order[i : i + args.batch_size]
             for group in opt.param_groups:
-                group["lr"] = args.lr * 0.5 * (1 + math.cos(math.pi * step / total))
+                group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / total))
             logits = model(normalize(epoch_x[idx]))
             t = teacher_logits[epoch][idx] if teacher_logits is not None else logits.detach()
             out = loss_fn(logits, t, labels[idx], epoch)
@@ -347,6 +402,37 @@ def get_teacher(regime: str, args: argparse.Namespace, data: dict, views: torch.
     return info
 
 
+# -------------------------------------------------------------- derived student (issue #25)
+
+
+def make_derived(args: argparse.Namespace, data: dict, teacher: dict) -> dict[str, Any]:
+    """The biased teacher pruned (the product's Torch-Pruning trajectory) to the step nearest
+    ``DERIVED_MACS`` of its MACs, BatchNorm recomputed on 512 un-augmented training images as
+    ``compressor.pruning.prepare_derived`` does: the student that inherits the teacher's bias."""
+    model = build_model(args.teacher_arch, len(CLASSES), 3)
+    model.load_state_dict(teacher["state_dict"])
+    trajectory = prune_trajectory(model.eval(), args.teacher_arch, len(CLASSES), (3, 32, 32))
+    point = min(trajectory.points, key=lambda p: abs(p.macs_ratio - DERIVED_MACS))
+    pick = torch.randperm(len(data["train_y"]), generator=torch.Generator().manual_seed(0))
+    pick = pick[:512].sort().values
+    used = recalibrate_batchnorm(point.model, (normalize(data["train_x"][pick[i : i + 64]])
+                                               for i in range(0, len(pick), 64)))  # fmt: skip
+    return {
+        "model": point.model.eval(), "name": point.name, "macs_ratio": point.macs_ratio,
+        "params": point.params, "bn_images": used,
+        "test_before_training": evaluate(logits_of(point.model, data["test_x"]), data["test_y"]),
+    }  # fmt: skip
+
+
+def initial_student(args: argparse.Namespace, seed: int, derived: dict | None) -> torch.nn.Module:
+    """The seed's fresh student (the same for every row and regime), or a copy of the derived
+    student (the same for every seed: the seed then fixes the batch order only)."""
+    if derived is not None:
+        return copy.deepcopy(derived["model"]).train()
+    torch.manual_seed(seed)
+    return build_model(args.student_arch, len(CLASSES), 3)
+
+
 # ------------------------------------------------------------------- auto (issue #15 B)
 
 
@@ -410,11 +496,12 @@ class AutoResult:
             best["epoch"],
             best["state"],
         )
+        self.best_val_correct = best.get("correct")  # per image, for the paired test
 
 
 def auto_trainer(
     args: argparse.Namespace, data: dict, val: dict, views: torch.Tensor, bank: torch.Tensor,
-    seed: int,
+    seed: int, derived: dict | None = None,
 ) -> Callable[[LossConfig, Path, int | None], AutoResult]:  # fmt: skip
     """The ``Trainer`` of ``compressor.recipes`` around this script's lean loop.
 
@@ -425,8 +512,7 @@ def auto_trainer(
     """
 
     def trainer(loss: LossConfig, checkpoint: Path, stop_after: int | None) -> AutoResult:
-        torch.manual_seed(seed)  # the same initial student as every row of this seed
-        student = build_model(args.student_arch, len(CLASSES), 3)
+        student = initial_student(args, seed, derived)  # as every row of this seed
         start, opt_state = 0, None
         best: dict[str, Any] = {"val": -1.0, "epoch": 0, "state": None}
         history: list[float] = []
@@ -437,17 +523,20 @@ def auto_trainer(
                                                state["history"])  # fmt: skip
 
         def on_epoch(epoch: int, model: torch.nn.Module, opt: torch.optim.Optimizer) -> None:
-            top1 = evaluate(logits_of(model, val["val_x"]), val["val_y"])["top1"]
+            correct = logits_of(model, val["val_x"]).argmax(1) == val["val_y"]
+            top1 = float(correct.float().mean())
             history.append(top1)
             if top1 > best["val"]:
-                best.update(val=top1, epoch=epoch + 1, state=copy.deepcopy(model.state_dict()))
+                best.update(val=top1, epoch=epoch + 1, state=copy.deepcopy(model.state_dict()),
+                            correct=correct.tolist())  # fmt: skip
             torch.save({"epoch": epoch + 1, "student": model.state_dict(),
                         "optimizer": opt.state_dict(), "best": best, "history": history},
                        checkpoint)  # fmt: skip
 
         train(student, data["train_x"], data["train_y"], args.epochs, seed, args, loss, views,
               None if loss.method == "ce" else bank, start_epoch=start, optimizer_state=opt_state,
-              stop_after=stop_after, on_epoch=on_epoch)  # fmt: skip
+              stop_after=stop_after, on_epoch=on_epoch,
+              lr=args.pruned_lr if derived is not None else None)  # fmt: skip
         return AutoResult(student, best, history)
 
     return trainer
@@ -456,27 +545,35 @@ def auto_trainer(
 def run_auto(
     args: argparse.Namespace, data: dict, val: dict, views: torch.Tensor, teacher: dict,
     regime: str, seed: int, cached: dict[tuple[str, str, int], dict], rule: str = AUTO,
+    derived: dict | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """One ``auto`` run (the product's choosing code) and, in the same process, one
     uninterrupted run of the recipe it chose: their wall times, and whether the continued
     pilot gives the same weights as the uninterrupted run and as the cached row.
 
-    ``rule`` ``auto`` passes ``val_images`` = the validation split's size, as the product does;
-    ``auto(max)`` passes None (no margin), the rule before 6eb9352."""
+    ``rule`` ``auto`` passes ``val_images`` and the per-image results (the paired test), as
+    the product does; ``auto(max)`` passes neither (no margin), the rule before 6eb9352."""
     val_images = len(val["val_y"]) if rule == AUTO else None
     state_dir = args.cache_dir / "auto_state" / f"{regime}_s{seed}"
     shutil.rmtree(state_dir, ignore_errors=True)
     state_dir.mkdir(parents=True)
-    for name in args.auto_recipes:  # the recipes are the rows' losses, so the rows are paired
-        assert recipe_loss(name, AUTO_BASE) == ROWS[AUTO_RECIPE_ROWS[name]], name
-    trainer = auto_trainer(args, data, val, views, teacher["bank"], seed)
+    base = ROWS[args.auto_base]
+    rows_of = {name: recipe_row(name, base) for name in args.auto_recipes}  # paired with the rows
+    inner = auto_trainer(args, data, val, views, teacher["bank"], seed, derived)
+
+    def trainer(loss: LossConfig, checkpoint: Path, stop_after: int | None) -> AutoResult:
+        result = inner(loss, checkpoint, stop_after)
+        if rule == AUTO_MAX:
+            result.best_val_correct = None  # no paired test: the best pilot wins
+        return result
+
     load = [os.getloadavg()[0]]
     timed: dict[str, Any] = {}
 
     def auto() -> None:
         began, cpu = time.perf_counter(), time.process_time()
         timed["final"], timed["choice"] = choose_and_train(
-            args.auto_recipes, AUTO_BASE, args.epochs, trainer, state_dir,
+            args.auto_recipes, base, args.epochs, trainer, state_dir,
             on_pilot=lambda r: print(f"  pilot {r.recipe}: val top-1 {r.val_top1:.4f} "
                                      f"({r.seconds:.0f} s)", flush=True),
             val_images=val_images,
@@ -486,32 +583,36 @@ def run_auto(
 
     def single() -> None:  # the chosen recipe alone, from scratch, to the end
         began, cpu = time.perf_counter(), time.process_time()
-        timed["single"] = trainer(recipe_loss(timed["choice"].winner, AUTO_BASE),
+        timed["single"] = trainer(recipe_loss(timed["choice"].winner, base),
                                   state_dir / "single.pt", None)  # fmt: skip
         timed["single_s"] = time.perf_counter() - began
         timed["single_cpu_s"] = time.process_time() - cpu
 
     auto()  # the single run needs the winner; its timing is next to auto's, in this process
     load.append(os.getloadavg()[0])
-    single()
-    load.append(os.getloadavg()[0])
-    final, choice, alone = timed["final"], timed["choice"], timed["single"]
-    same = all(torch.equal(a, b) for a, b in zip(final.student.state_dict().values(),
-                                                  alone.student.state_dict().values(),
-                                                  strict=True))  # fmt: skip
+    final, choice = timed["final"], timed["choice"]
     test = evaluate(logits_of(final.student, data["test_x"]), data["test_y"])
-    alone_top1 = evaluate(logits_of(alone.student, data["test_x"]), data["test_y"])["top1"]
-    shipped = build_model(args.student_arch, len(CLASSES), 3)  # what the product would ship
+    same, alone_top1 = None, None
+    if not args.skip_single:
+        single()
+        load.append(os.getloadavg()[0])
+        alone = timed["single"]
+        same = all(torch.equal(a, b) for a, b in zip(final.student.state_dict().values(),
+                                                      alone.student.state_dict().values(),
+                                                      strict=True))  # fmt: skip
+        alone_top1 = evaluate(logits_of(alone.student, data["test_x"]), data["test_y"])["top1"]
+    shipped = initial_student(args, seed, derived)  # what the product would ship
     shipped.load_state_dict(final.best_state)
-    row = AUTO_RECIPE_ROWS[choice.winner]
-    cached_run = cached.get(("all" if row == "ce" else regime, row, seed))
+    row = rows_of[choice.winner]
+    cached_run = cached.get(("all" if row == "ce" and regime != DERIVED else regime, row, seed))
     shutil.rmtree(state_dir, ignore_errors=True)
     return {
         "regime": regime, "row": rule, "seed": seed, "test": test,
         "winner": choice.winner, "winner_row": row, "choice": choice.to_dict(),
         "val_images": val_images, "incumbent": choice.incumbent, "margin": choice.margin,
-        "seconds": timed["auto_s"], "single_seconds": timed["single_s"],
-        "cpu_seconds": timed["auto_cpu_s"], "single_cpu_seconds": timed["single_cpu_s"],
+        "base_row": args.auto_base, "pilot_rows": rows_of,
+        "seconds": timed["auto_s"], "single_seconds": timed.get("single_s"),
+        "cpu_seconds": timed["auto_cpu_s"], "single_cpu_seconds": timed.get("single_cpu_s"),
         "single_top1": alone_top1, "continued_equals_single": same,
         "cached_row_top1": cached_run["test"]["top1"] if cached_run else None,
         "best_val_epoch": final.best_epoch, "best_val_top1": final.best_val_top1,
@@ -549,7 +650,8 @@ def _by_cell(out: dict[str, Any]) -> dict[tuple[str, str], dict[int, dict]]:
     """``{(regime, row): {seed: run}}``; the shared ``ce`` runs appear under every regime."""
     cells: dict[tuple[str, str], dict[int, dict]] = {}
     for r in out["runs"]:
-        for regime in REGIMES if r["regime"] == "all" else [r["regime"]]:
+        fresh = [g for g in REGIMES if g != DERIVED]  # the shared ce runs: fresh students
+        for regime in fresh if r["regime"] == "all" else [r["regime"]]:
             cells.setdefault((regime, r["row"]), {})[r["seed"]] = r
     return cells
 
@@ -620,70 +722,78 @@ def _auto_rule_markdown(out: dict[str, Any], rule: str) -> str:
                   key=lambda r: (REGIMES.index(r["regime"]), r["seed"]))  # fmt: skip
     if not runs:
         return ""
-    recipes = out["auto_settings"]["recipes"]
-    margins = rule == AUTO  # the old rule had no incumbent and no margin
-    lines = [f"`{rule}`: {AUTO_RULES[rule]}; {out['auto_settings']['pilot_epochs']}-epoch pilots "
-             f"of {', '.join(recipes)}; validation: {out['auto_settings']['val']}", "",
-             f"| regime | seed | pilot val top-1 % ({' / '.join(recipes)}) | "
-             + ("incumbent | best - incumbent (points) | margin (points) | " if margins else "")
-             + "chosen | auto test top-1 % | uninterrupted run of the chosen recipe, same process "
-             "| its cached row | weights equal | test top-1 % of auto's best-val epoch (epoch) "
-             "| auto s wall (CPU) | single s wall (CPU) | auto / single, wall (CPU) |",
-             "| --- | ---: | --- | " + ("--- | ---: | ---: | " if margins else "")
-             + "--- | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: |",
+    settings = out["auto_settings"]
+    recipes = settings["recipes"]
+
+    def row_top1(regime: str, row: str, seed: int) -> float | None:
+        run = cells.get((regime, row), {}).get(seed)
+        return run["test"]["top1"] if run else None
+
+    lines = [f"`{rule}`: {AUTO_RULES[rule]}; base loss `{settings.get('base_row', 'kd')}`; "
+             f"{settings['pilot_epochs']}-epoch pilots of {', '.join(recipes)}; validation: "
+             f"{settings['val']}", "",
+             f"| regime | seed | pilot val top-1 % ({' / '.join(recipes)}) | incumbent "
+             "| paired test: gained / lost, p | chosen | auto test top-1 % | incumbent's row, "
+             "same seed | switch paid off? | test top-1 % of the best-val epoch (epoch) "
+             "| auto s wall (CPU) |",
+             "| --- | ---: | --- | --- | --- | --- | ---: | ---: | --- | ---: | ---: |",
              ]  # fmt: skip
     for r in runs:
         pilots = {p["recipe"]: p["val_top1"] for p in r["choice"]["pilots"]}
         best = max(pilots.values())
-        held = r["choice"].get("incumbent")
-        cached = r["cached_row_top1"]
+        held = r["choice"].get("incumbent") or recipes[0]
+        rows_of = r.get("pilot_rows") or {}
+        test = r["choice"].get("test")
+        paired = (f"{test['gained']} / {test['lost']}, p = {test['p_value']:.3f} "
+                  f"(`{test['challenger']}`)" if test else "")  # fmt: skip
+        held_top1 = row_top1(r["regime"], rows_of.get(held, ""), r["seed"])
+        switched = r["winner"] != held
+        paid = ""
+        if switched and held_top1 is not None:
+            gain = 100 * (r["test"]["top1"] - held_top1)
+            paid = f"{'yes' if gain > 0 else 'no'} ({gain:+.2f})"
         lines.append(
             f"| {r['regime']} | {r['seed']} | "
             + " / ".join(f"**{100 * pilots[k]:.1f}**" if pilots[k] == best
                          else f"{100 * pilots[k]:.1f}" for k in recipes) + " | "
-            + (f"`{held}` | {100 * (best - pilots[held]):+.1f} | "
-               f"{100 * r['choice']['margin']:.2f} | " if margins else "")
-            + f"`{r['winner']}` | {100 * r['test']['top1']:.2f} | {100 * r['single_top1']:.2f}"
-            f" | {'' if cached is None else f'{100 * cached:.2f}'} | "
-            f"{'yes' if r['continued_equals_single'] else 'NO'} | "
+            + f"`{held}` | {paired} | `{r['winner']}` | {100 * r['test']['top1']:.2f} | "
+            + ("" if held_top1 is None else f"{100 * held_top1:.2f}") + f" | {paid} | "
             f"{100 * r['best_val_state_test_top1']:.2f} ({r['best_val_epoch']}) | "
-            f"{r['seconds']:.0f} ({r['cpu_seconds']:.0f}) | {r['single_seconds']:.0f} "
-            f"({r['single_cpu_seconds']:.0f}) | {r['seconds'] / r['single_seconds']:.2f} "
-            f"({r['cpu_seconds'] / r['single_cpu_seconds']:.2f}) |"
+            f"{r['seconds']:.0f} ({r['cpu_seconds']:.0f}) |"
         )  # fmt: skip
-    lines += ["", f"| regime | `{rule}`, mean | best of auto's recipes, mean | auto - it, paired "
-              "(mean ± sd) | within 0.5? | best row of the table, mean | auto - it, paired "
-              "(mean ± sd) | within 0.5? | auto / single, wall (CPU), mean |",
-              "| --- | ---: | ---: | ---: | --- | ---: | ---: | --- | ---: |"]  # fmt: skip
+    lines += ["", f"| regime | `{rule}`, mean | best single recipe of auto's, mean | auto - it, "
+              "paired (mean ± sd) | within 0.5? | switches | switches that paid off |",
+              "| --- | ---: | ---: | ---: | --- | ---: | ---: |"]  # fmt: skip
+    total_switches = 0
     for regime in REGIMES:
         got = {r["seed"]: r for r in runs if r["regime"] == regime}
         if not got:
             continue
         seeds = sorted(got)
         auto = [got[k]["test"]["top1"] for k in seeds]
-
-        def best_of(
-            rows: list[str], regime: str = regime, seeds: list[int] = seeds
-        ) -> tuple[str, list[float]]:
-            scored = []
-            for row in rows:
-                cell = cells.get((regime, row), {})
-                if all(k in cell for k in seeds):
-                    scored.append((row, [cell[k]["test"]["top1"] for k in seeds]))
-            return max(scored, key=lambda x: statistics.mean(x[1]))
-
-        cols = []
-        for rows in ([AUTO_RECIPE_ROWS[k] for k in recipes], list(ROWS)):
-            name, accs = best_of(rows)
+        scored = []
+        for row in {*(got[seeds[0]].get("pilot_rows") or {}).values()}:
+            cell = cells.get((regime, row), {})
+            if all(k in cell for k in seeds):
+                scored.append((row, [cell[k]["test"]["top1"] for k in seeds]))
+        switches = [k for k in seeds if got[k]["winner"] != got[k]["choice"].get("incumbent")]
+        total_switches += len(switches)
+        paid = 0
+        for k in switches:
+            rows_of = got[k]["pilot_rows"]
+            held = row_top1(regime, rows_of[got[k]["choice"]["incumbent"]], k)
+            paid += held is not None and got[k]["test"]["top1"] > held
+        cols = ["", "", ""]
+        if scored:
+            name, accs = max(scored, key=lambda x: statistics.mean(x[1]))
             d = [a - b for a, b in zip(auto, accs, strict=True)]
             sd = statistics.stdev(d) if len(d) > 1 else 0.0
             mean = 100 * statistics.mean(d)
-            cols += [f"`{name}` {100 * statistics.mean(accs):.2f}", f"{mean:+.2f} ± {100 * sd:.2f}",
-                     "yes" if mean >= -0.5 else "no"]  # fmt: skip
-        ratio = statistics.mean(got[k]["seconds"] / got[k]["single_seconds"] for k in seeds)
-        cpu = statistics.mean(got[k]["cpu_seconds"] / got[k]["single_cpu_seconds"] for k in seeds)
+            cols = [f"`{name}` {100 * statistics.mean(accs):.2f}", f"{mean:+.2f} ± {100 * sd:.2f}",
+                    "yes" if mean >= -0.5 else "no"]  # fmt: skip
         lines.append(f"| {regime} | {100 * statistics.mean(auto):.2f} | " + " | ".join(cols)
-                     + f" | {ratio:.2f} ({cpu:.2f}) |")  # fmt: skip
+                     + f" | {len(switches)}/{len(seeds)} | {paid}/{len(switches)} |")  # fmt: skip
+    lines += ["", f"switches: {total_switches} of {len(runs)} runs"]
     return "\n".join(lines)
 
 
@@ -708,8 +818,15 @@ def report(out: dict[str, Any]) -> str:
             + (f", {t['n_relabelled']} train cats labelled dog" if t["n_relabelled"] else "")
             + f": test top-1 {100 * t['test']['top1']:.2f}%, cat {100 * t['test']['cat_acc']:.1f}%"
             f"; un-augmented train error {100 * t['train_error']:.2f}% (clean labels)"
-            f"; wrong on {100 * t['view_wrong_fraction']:.1f}% of the augmented views",
-            f"{'row':<15} {'test top-1 %':>14} {'cat %':>12} {'vs base (paired)':>30} "
+            f"; wrong on {100 * t['view_wrong_fraction']:.1f}% of the augmented views"
+            + (
+                f"\n   student: {d['name']} ({d['params']} params, {d['macs_ratio']:.2f}x MACs), "
+                f"test {100 * d['test_before_training']['top1']:.2f}% before training (cat "
+                f"{100 * d['test_before_training']['cat_acc']:.1f}%), lr {s['pruned_lr']}"
+                if (d := t.get("derived_student"))
+                else ""
+            ),
+            f"{'row':<22} {'test top-1 %':>14} {'cat %':>12} {'vs base (paired)':>30} "
             f"{'cat vs base':>14}  per seed",
         ]
         for row in ROWS:
@@ -721,7 +838,7 @@ def report(out: dict[str, Any]) -> str:
                       f"{d['wins']}/{d['n']} p={d['p']:.2f}")  # fmt: skip
                 cat_vs = pm(r["cat_vs"], "+")
             lines.append(
-                f"{row:<15} {pm(r['acc']):>14} {pm(r['cat']):>12} {vs:>30} {cat_vs:>14}  "
+                f"{row:<22} {pm(r['acc']):>14} {pm(r['cat']):>12} {vs:>30} {cat_vs:>14}  "
                 + " ".join(f"{100 * v:.2f}" for v in r["acc"])
             )
     if auto := auto_markdown(out):
@@ -752,9 +869,18 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     settings = {k: getattr(args, k) for k in PRESETS["cpu"]}
     old = json.loads(args.out.read_text()) if args.out.exists() else None
-    for r in old["runs"] if old else []:  # auto runs from before 6eb9352: the old rule
-        if r["row"] == AUTO and "incumbent" not in r["choice"]:
+    for r in old["runs"] if old else []:
+        if r["row"] == AUTO and "incumbent" not in r["choice"]:  # before 6eb9352: the old rule
             r.update(row=AUTO_MAX, renamed_from=AUTO)
+        if r["row"] in RENAMED:  # before issue #25 the subset weighting had no name
+            r.update(row=RENAMED[r["row"]], renamed_from=r["row"])
+    if args.report_only and old:
+        for path in args.also:  # runs made by parallel invocations (other --out files)
+            more = json.loads(path.read_text())
+            old["teachers"].update(more["teachers"])
+            old["runs"] += more["runs"]
+            old.setdefault("auto_settings", more.get("auto_settings"))
+            old["invocations"] = [*old.get("invocations", []), *more.get("invocations", [])]
     if args.report_only:
         print((markdown if args.markdown else report)(old) if old else f"no results at {args.out}")
         return
@@ -780,7 +906,8 @@ def main(argv: list[str] | None = None) -> None:
     if set(AUTO_ROWS) & set(args.rows):
         val = load_val(args, data)
         out["auto_settings"] = {
-            "recipes": args.auto_recipes, "base_loss": str(AUTO_BASE), "rules": AUTO_RULES,
+            "recipes": args.auto_recipes, "base_row": args.auto_base,
+            "base_loss": str(ROWS[args.auto_base]), "rules": AUTO_RULES,
             "val_images": len(val["val_y"]),
             "pilot_epochs": pilot_epochs(args.epochs), "total_epochs": args.epochs,
             "val": f"{len(val['val_y'])} images, {VAL_PER_CLASS} per class, from CIFAR-10 train/ "
@@ -798,10 +925,19 @@ def main(argv: list[str] | None = None) -> None:
         args.out.write_text(json.dumps(out, indent=1))
 
     for regime in args.regimes:
-        teacher = get_teacher(regime, args, data, views)
+        teacher = get_teacher("biased" if regime == DERIVED else regime, args, data, views)
         out["teachers"][regime] = {
             k: v for k, v in teacher.items() if k not in ("bank", "state_dict")
         }
+        derived = None
+        if regime == DERIVED:
+            derived = make_derived(args, data, teacher)
+            out["teachers"][regime]["derived_student"] = {
+                k: v for k, v in derived.items() if k != "model"
+            }
+            print(f"derived student {derived['name']}: {derived['params']} params, test "
+                  f"{derived['test_before_training']['top1']:.4f} before training (cat "
+                  f"{derived['test_before_training']['cat_acc']:.3f})", flush=True)  # fmt: skip
         print(f"{regime} teacher: test {teacher['test']['top1']:.4f}, un-augmented train error "
               f"{teacher['train_error']:.4f}, wrong views {teacher['view_wrong_fraction']:.4f}",
               flush=True)  # fmt: skip
@@ -810,27 +946,29 @@ def main(argv: list[str] | None = None) -> None:
         save()
         for seed in range(args.seeds):
             for row in args.rows:
-                where = "all" if row == "ce" else regime  # ce uses no teacher: one run serves all
+                # ce uses no teacher: one run serves every regime of the fresh student
+                where = "all" if row == "ce" and regime != DERIVED else regime
                 if (where, row, seed) in done:
                     continue
                 if row in AUTO_ROWS:
                     assert val is not None
-                    run = run_auto(args, data, val, views, teacher, regime, seed, done, row)
+                    run = run_auto(args, data, val, views, teacher, regime, seed, done, row,
+                                   derived)  # fmt: skip
                     done[(where, row, seed)] = run
                     out["runs"].append(run)
                     save()
                     print(f"{regime} {row} seed {seed}: {run['winner']} chosen (incumbent "
-                          f"{run['incumbent']}, margin {run['margin']:.4f}), test "
-                          f"{run['test']['top1']:.4f} (uninterrupted {run['single_top1']:.4f}, "
+                          f"{run['incumbent']}, test {run['choice']['test']}), test "
+                          f"{run['test']['top1']:.4f} (uninterrupted {run['single_top1']}, "
                           f"cached row {run['cached_row_top1']}), weights equal: "
-                          f"{run['continued_equals_single']}; {run['seconds']:.0f} s vs "
-                          f"{run['single_seconds']:.0f} s", flush=True)  # fmt: skip
+                          f"{run['continued_equals_single']}; {run['seconds']:.0f} s",
+                          flush=True)  # fmt: skip
                     continue
-                torch.manual_seed(seed)  # the same initial student for every row of a seed
-                student = build_model(args.student_arch, len(CLASSES), 3)
+                student = initial_student(args, seed, derived)  # the same for every row
                 bank = None if row == "ce" else teacher["bank"]
                 seconds = train(student, data["train_x"], data["train_y"], args.epochs, seed,
-                                args, ROWS[row], views, bank)  # fmt: skip
+                                args, ROWS[row], views, bank,
+                                lr=args.pruned_lr if derived else None)  # fmt: skip
                 test = evaluate(logits_of(student, data["test_x"]), data["test_y"])
                 run = {"regime": where, "row": row, "seed": seed, "seconds": seconds,
                        "warmup_epochs": DistillationLoss(ROWS[row], args.epochs).warmup_epochs,
