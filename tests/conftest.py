@@ -143,8 +143,20 @@ def _export_key(model: torch.nn.Module, input_shape, opset: int) -> str | None:
     return digest.hexdigest()
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _reuse_onnx_exports():
+_EXPORT_MEMO = pytest.MonkeyPatch()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Install the export memos before the test modules are imported (some import
+    ``onnx_bytes`` by name); :func:`pytest_unconfigure` removes them."""
+    _reuse_onnx_exports(_EXPORT_MEMO)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    _EXPORT_MEMO.undo()
+
+
+def _reuse_onnx_exports(patch: pytest.MonkeyPatch) -> None:
     """The suite exports the same models many times (the session's teacher in every run, the
     seeded calibration suite, the same shipped student): the dynamo exporter takes seconds per
     graph on the 2-core CI host. Two memos, both returning exactly what a fresh call would:
@@ -155,7 +167,8 @@ def _reuse_onnx_exports():
       model (same classes, settings and weights, same shape and opset; see
       :func:`_export_key`), after putting the model in eval mode on the CPU as it does. The
       first export of each model is real, failures are never memoised, and a test that
-      patches ``onnx_bytes`` itself still replaces this wrapper.
+      patches ``onnx_bytes`` itself still replaces this wrapper. Runs in a subprocess export
+      for real.
     """
     from compressor import calibrate, export, select, stages
 
@@ -176,29 +189,27 @@ def _reuse_onnx_exports():
                 graphs.popitem(last=False)
         return data
 
-    with pytest.MonkeyPatch.context() as patch:
-        try:
-            from torch.onnx._internal.exporter import _registration
-        except ImportError:  # another torch layout: exports just build their own registry
-            _registration = None
-        if _registration is not None and hasattr(_registration.ONNXRegistry, "from_torchlib"):
-            build = _registration.ONNXRegistry.from_torchlib.__func__
-            registries: dict[tuple[type, object], object] = {}
+    try:
+        from torch.onnx._internal.exporter import _registration
+    except ImportError:  # another torch layout: exports just build their own registry
+        _registration = None
+    if _registration is not None and hasattr(_registration.ONNXRegistry, "from_torchlib"):
+        build = _registration.ONNXRegistry.from_torchlib.__func__
+        registries: dict[tuple[type, str], object] = {}
 
-            def from_torchlib(cls, *args, **kwargs):
-                key = (cls, repr((args, sorted(kwargs.items()))))
-                if key not in registries:
-                    registries[key] = build(cls, *args, **kwargs)
-                base = registries[key]
-                copy = cls()
-                copy.__dict__.update(base.__dict__)
-                copy.functions = {op: list(impls) for op, impls in base.functions.items()}
-                return copy
+        def from_torchlib(cls, *args, **kwargs):
+            key = (cls, repr((args, sorted(kwargs.items()))))
+            if key not in registries:
+                registries[key] = build(cls, *args, **kwargs)
+            base = registries[key]
+            copy = cls()
+            copy.__dict__.update(base.__dict__)
+            copy.functions = {op: list(impls) for op, impls in base.functions.items()}
+            return copy
 
-            patch.setattr(_registration.ONNXRegistry, "from_torchlib", classmethod(from_torchlib))
-        for module in (export, select, calibrate, stages):
-            patch.setattr(module, "onnx_bytes", onnx_bytes)
-        yield
+        patch.setattr(_registration.ONNXRegistry, "from_torchlib", classmethod(from_torchlib))
+    for module in (export, select, calibrate, stages):
+        patch.setattr(module, "onnx_bytes", onnx_bytes)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -228,8 +239,29 @@ def digits_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def small_digits_root(digits_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The first 40 train and 15 test images of each digit (400 and 150 of 1,347 and 450), in
+    the same ImageFolder layout: for end-to-end runs that check plumbing (stages, resume, the
+    report), not accuracy, so their training and teacher passes cost a third as much."""
+    root = tmp_path_factory.mktemp("small_digits") / "data"
+    for split, keep in (("train", 40), ("test", 15)):
+        for folder in sorted((digits_root / split).iterdir()):
+            target = root / split / folder.name
+            target.mkdir(parents=True)
+            for image in sorted(folder.glob("*.png"))[:keep]:
+                (target / image.name).write_bytes(image.read_bytes())
+    return root
+
+
+@pytest.fixture(scope="session")
 def digits_splits(digits_root: Path):
     return load_image_folder(digits_root, TINY_SHAPE, seed=0)
+
+
+@pytest.fixture(scope="session")
+def small_digits_splits(small_digits_root: Path):
+    """:func:`small_digits_root` loaded like :func:`digits_splits`."""
+    return load_image_folder(small_digits_root, TINY_SHAPE, seed=0)
 
 
 @pytest.fixture(scope="session")

@@ -149,11 +149,11 @@ def test_run_end_to_end(teacher_path: Path, digits_root: Path, tmp_path: Path, s
 
 
 def test_failed_gate_exits_1_and_names_it(
-    teacher_path: Path, digits_root: Path, tmp_path: Path
+    teacher_path: Path, small_digits_root: Path, tmp_path: Path
 ) -> None:
     profile = write_profile(tmp_path / "strict.toml", **{"gates.min_top1": "1.0"})
     out = tmp_path / "run"
-    result = _run(teacher_path, digits_root, profile, out, "--json")
+    result = _run(teacher_path, small_digits_root, profile, out, "--json")
     assert result.exit_code == 1, result.output
     report = json.loads(result.stdout)
     assert report["failed_gates"] == ["min_top1"]
@@ -297,10 +297,11 @@ def test_int8_profile_quantizes_verifies_and_decides(
 
 
 def test_distill_stage_reruns_alone_then_resume_completes(
-    teacher_path: Path, digits_root: Path, tmp_path: Path
+    teacher_path: Path, small_digits_root: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "run"
-    assert _run(teacher_path, digits_root, write_profile(tmp_path / "p.toml"), out).exit_code == 0
+    profile = write_profile(tmp_path / "p.toml")
+    assert _run(teacher_path, small_digits_root, profile, out).exit_code == 0
     selected = (out / "selection.json").read_text()
     result = runner.invoke(
         app,

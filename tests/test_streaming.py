@@ -27,18 +27,18 @@ def _same_split(a: Split | StreamedSplit, b: Split | StreamedSplit) -> None:
     assert torch.equal(a.read(every), b.read(every))
 
 
-def test_streamed_splits_hold_the_same_pixels_as_in_memory(digits_root: Path) -> None:
-    memory = load_image_folder(digits_root, SHAPE, seed=4)
-    stream = load_image_folder(digits_root, SHAPE, seed=4, storage="stream")
+def test_streamed_splits_hold_the_same_pixels_as_in_memory(small_digits_root: Path) -> None:
+    memory = load_image_folder(small_digits_root, SHAPE, seed=4)
+    stream = load_image_folder(small_digits_root, SHAPE, seed=4, storage="stream")
     assert isinstance(stream.train, StreamedSplit) and isinstance(memory.train, Split)
     assert stream.describe()["storage"] == "stream" and memory.describe()["storage"] == "memory"
     for name in ("train", "val", "test"):
         _same_split(getattr(memory, name), getattr(stream, name))
 
 
-def test_iter_batches_follows_the_order_through_worker_processes(digits_root: Path) -> None:
-    memory = load_image_folder(digits_root, SHAPE, seed=0).val
-    stream = load_image_folder(digits_root, SHAPE, seed=0, storage="stream").val
+def test_iter_batches_follows_the_order_through_worker_processes(small_digits_root: Path) -> None:
+    memory = load_image_folder(small_digits_root, SHAPE, seed=0).val
+    stream = load_image_folder(small_digits_root, SHAPE, seed=0, storage="stream").val
     assert isinstance(stream, StreamedSplit)
     stream.workers = 2
     for seed in (0, 1):  # the second pass reuses the persistent workers with a new order
@@ -91,10 +91,10 @@ def test_stream_skips_non_images_and_names_a_truncated_one(tmp_path: Path) -> No
         data.train.read(torch.tensor([0]))
 
 
-def test_training_is_identical_whichever_storage_holds_the_images(digits_root: Path) -> None:
+def test_training_is_identical_whichever_storage_holds_the_images(small_digits_root: Path) -> None:
     """Same seed, same batches, same augmentation: the weights after two epochs match."""
-    memory = load_image_folder(digits_root, SHAPE, seed=0)
-    stream = load_image_folder(digits_root, SHAPE, seed=0, storage="stream")
+    memory = load_image_folder(small_digits_root, SHAPE, seed=0)
+    stream = load_image_folder(small_digits_root, SHAPE, seed=0, storage="stream")
     stream.train.workers = 1  # through a DataLoader worker process
     cfg = TrainConfig(epochs=2, batch_size=64, lr=0.05, device="cpu", bn_recalibration_images=64)
     states = []
@@ -112,9 +112,9 @@ def test_training_is_identical_whichever_storage_holds_the_images(digits_root: P
         assert torch.equal(value, str_state[key]), key
 
 
-def test_predict_logits_accepts_a_streamed_split(digits_root: Path) -> None:
-    memory = load_image_folder(digits_root, SHAPE, seed=0).test
-    stream = load_image_folder(digits_root, SHAPE, seed=0, storage="stream").test
+def test_predict_logits_accepts_a_streamed_split(small_digits_root: Path) -> None:
+    memory = load_image_folder(small_digits_root, SHAPE, seed=0).test
+    stream = load_image_folder(small_digits_root, SHAPE, seed=0, storage="stream").test
     torch.manual_seed(0)
     model = build_model("cifar_resnet8_w8", 10, 1).eval()
     a = predict_logits(model, memory, (0.5,), (0.5,), torch.device("cpu"))

@@ -104,11 +104,11 @@ def test_cli_refuses_mismatched_init_before_writing(
 
 
 def test_cli_run_reports_what_was_loaded(
-    teacher_path: Path, digits_root: Path, tmp_path: Path
+    teacher_path: Path, small_digits_root: Path, tmp_path: Path
 ) -> None:
     _pretrained(tmp_path / "w.pt", classes=4)
     out = tmp_path / "run"
-    result = _run_with_init(teacher_path, digits_root, tmp_path, out)
+    result = _run_with_init(teacher_path, small_digits_root, tmp_path, out)
     assert result.exit_code in (0, 1), result.output
     init = json.loads((out / "report.json").read_text())["distillation"]["student_init"]
     assert init["path"] == str(tmp_path / "w.pt") and sorted(init["reinitialised"]) == [

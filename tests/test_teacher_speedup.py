@@ -20,12 +20,14 @@ from compressor.select import TeacherTiming, choose_student, select_student
 from compressor.students import FAMILIES, build_model, count_flops, preferred_families
 
 LADDER = ("cifar_resnet8_w8", "cifar_resnet8_w16", "cifar_resnet14_w16", "cifar_resnet20_w16")
-SHAPE = (3, 32, 32)
+SHAPE = (1, 8, 8)  # the digits' shape: the graphs are the ones tests/test_select.py exports
 
 
 def _profile(**changes: object):
     base = load_profile("cpu-1thread")
-    return dataclasses.replace(base, **{"latency_ms": 10.0, "safety_margin": 0.0, **changes})
+    return dataclasses.replace(
+        base, **{"latency_ms": 10.0, "safety_margin": 0.0, "input_shape": SHAPE, **changes}
+    )
 
 
 @functools.cache
@@ -107,7 +109,7 @@ def test_int8_profiles_judge_the_shipped_graph(timings) -> None:
 
 
 def test_choose_student_times_the_teacher_and_says_when_it_already_fits(timings) -> None:
-    teacher = build_model("cifar_resnet20_w32", 10)
+    teacher = build_model("cifar_resnet20_w32", 10, SHAPE[0])
     base = _ladder_timer(timings)
 
     def timer(graph: bytes, shape: tuple[int, int, int]):
