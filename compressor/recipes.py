@@ -31,19 +31,28 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from compressor.bias_aware import RECTIFICATIONS
 from compressor.errors import CompressorError
 from compressor.loss_methods import registered_methods
 from compressor.losses import LossConfig
 
 
 def _recipes_from_registry() -> dict[str, dict[str, Any]]:
-    """A recipe is a registered method, and ``<method>+bias`` with teacher-bias removal where
-    the method supports it, in registration order (ce, kd, kd+bias, dkd, dkd+bias, ...)."""
+    """A recipe is a registered method, ``<method>+bias`` with teacher-bias removal as the base
+    loss configures it (its rectification and weighting), and ``<method>+bias(<rectification>)``
+    with one rectification fixed, where the method supports bias removal; in registration order
+    (ce, kd, kd+bias, kd+bias(swap), kd+bias(soft), kd+bias(drop), dkd, ...)."""
     recipes: dict[str, dict[str, Any]] = {}
     for method in registered_methods():
         recipes[method.name] = {"method": method.name, "bias_aware": False}
         if method.supports_bias_aware:
             recipes[f"{method.name}+bias"] = {"method": method.name, "bias_aware": True}
+            for rectification in RECTIFICATIONS:
+                recipes[f"{method.name}+bias({rectification})"] = {
+                    "method": method.name,
+                    "bias_aware": True,
+                    "rectification": rectification,
+                }
     return recipes
 
 
