@@ -116,6 +116,15 @@ def test_pilot_length_and_recipe_parsing() -> None:
     assert (soft.method, soft.bias_aware, soft.rectification, soft.temperature) == (
         "dkd", True, "soft", 2.0,
     )  # fmt: skip
+    # a fixed rectification overrides the base's; kd+bias keeps it, so both can be piloted
+    assert parse_recipes("kd+bias,kd+bias(drop)") == ("kd+bias", "kd+bias(drop)")
+    base = LossConfig(bias_aware=False, rectification="swap")
+    assert recipe_loss("kd+bias(drop)", base).rectification == "drop"
+    assert recipe_loss("kd+bias", base).rectification == "swap"
+    assert (
+        incumbent_recipe(("kd", "kd+bias(drop)"), LossConfig(bias_aware=True, rectification="drop"))
+        == "kd+bias(drop)"
+    )
 
 
 def test_a_continued_pilot_equals_an_uninterrupted_run(small_digits_splits, teacher_path, tmp_path):
