@@ -15,12 +15,10 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from compressor.loss_config import RECTIFICATIONS, SCHEDULES, WEIGHTINGS
 from compressor.loss_methods.base import check_logits, zero_like_loss
 
 BaseLoss = Callable[[Tensor, Tensor, Tensor], Tensor]
-SCHEDULES = ("cos2", "linear", "constant")
-RECTIFICATIONS = ("swap", "soft", "drop")
-WEIGHTINGS = ("subset", "sample")
 
 
 def rectify_teacher_logits(teacher_logits: Tensor, target: Tensor, mode: str) -> Tensor:

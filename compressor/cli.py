@@ -76,8 +76,8 @@ from compressor.cli_options import (
 )
 from compressor.distill import TrainConfig
 from compressor.errors import CompressorError
+from compressor.loss_config import LossConfig
 from compressor.loss_methods import methods_help
-from compressor.losses import LossConfig
 from compressor.recipes import DEFAULT_RECIPES, RECIPES
 from compressor.run_context import RUN_DEFAULTS, RunConfig
 

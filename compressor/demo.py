@@ -17,7 +17,7 @@ from PIL import Image
 from compressor.checkpoint import save_bundle
 from compressor.data import load_image_folder, stratified_split
 from compressor.distill import TrainConfig, distill
-from compressor.losses import LossConfig
+from compressor.loss_config import LossConfig
 from compressor.students import build_model
 
 DEMO_TEACHER_ARCH = "cifar_resnet20_w32"

@@ -26,7 +26,8 @@ from compressor.accel import check_precision, compile_errors, device_settings, g
 from compressor.data import DatasetSplits
 from compressor.errors import CompressorError
 from compressor.inference import DeviceImages, accuracy, inference_batch_size, predict_sharded
-from compressor.losses import DistillationLoss, LossConfig
+from compressor.loss_config import LossConfig
+from compressor.losses import DistillationLoss
 from compressor.teacher_pass import Predict, run_teacher_pass
 from compressor.train_setup import (
     BatchPlan,

@@ -18,7 +18,7 @@ from compressor.distill import DistillResult, distill
 from compressor.errors import CompressorError
 from compressor.formatting import recipe_decision
 from compressor.io import read_json, write_json_atomic
-from compressor.losses import LossConfig
+from compressor.loss_config import LossConfig
 from compressor.progress import Progress
 from compressor.recipes import PilotRow, choose_and_train, pilot_epochs
 from compressor.run_context import Log, RunConfig, RunContext, Stage

@@ -31,10 +31,9 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from compressor.bias_aware import RECTIFICATIONS
 from compressor.errors import CompressorError
+from compressor.loss_config import RECTIFICATIONS, LossConfig
 from compressor.loss_methods import registered_methods
-from compressor.losses import LossConfig
 
 
 def _recipes_from_registry() -> dict[str, dict[str, Any]]:

@@ -19,7 +19,7 @@ from compressor.cpu_check import cpu_allowance, thread_warning
 from compressor.data import DatasetSplits, load_image_folder
 from compressor.data_cache import default_cache_dir
 from compressor.distill import TrainConfig
-from compressor.losses import LossConfig
+from compressor.loss_config import LossConfig
 from compressor.preprocess import Preprocess, resolve_preprocess
 from compressor.profile import LatencyProfile, load_profile
 from compressor.run_folder import RunFolder

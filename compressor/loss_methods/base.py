@@ -10,15 +10,23 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
-from torch import Tensor
+if TYPE_CHECKING:  # torch is imported where a loss is computed, not when the registry is read
+    from torch import Tensor
 
-if TYPE_CHECKING:
-    from compressor.losses import LossConfig
 
-# (student_logits, teacher_logits, target, config) -> a (N,) per-row loss or a scalar
-MethodLoss = Callable[[Tensor, Tensor, Tensor, "LossConfig"], Tensor]
+class MethodSettings(Protocol):
+    """The settings a method reads (``compressor.loss_config.LossConfig`` has them all); a
+    protocol, so the methods never import the configuration that validates their names."""
+
+    temperature: float
+    alpha: float
+    beta: float
+
+
+# (student_logits, teacher_logits, target, settings) -> a (N,) per-row loss or a scalar
+MethodLoss = Callable[["Tensor", "Tensor", "Tensor", MethodSettings], "Tensor"]
 
 
 def check_logits(student: Tensor, teacher: Tensor, target: Tensor | None = None) -> None:
@@ -85,7 +93,7 @@ class LossMethod:
         return self.per_sample is not None or self.batch_mean is not None
 
     def batch_loss(
-        self, student: Tensor, teacher: Tensor, target: Tensor, config: LossConfig
+        self, student: Tensor, teacher: Tensor, target: Tensor, config: MethodSettings
     ) -> Tensor:
         """The method's scalar loss over a batch."""
         if self.batch_mean is not None:

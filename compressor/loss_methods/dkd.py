@@ -8,12 +8,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import torch
-import torch.nn.functional as F
-from torch import Tensor
-
 from compressor.loss_methods.base import (
     LossMethod,
+    MethodSettings,
     check_logits,
     check_temperature,
     kl_rows,
@@ -21,7 +18,7 @@ from compressor.loss_methods.base import (
 )
 
 if TYPE_CHECKING:
-    from compressor.losses import LossConfig
+    from torch import Tensor
 
 
 def dkd_loss(
@@ -69,6 +66,9 @@ def dkd_per_sample(
     temperature: float,
 ) -> Tensor:
     """``dkd_loss`` before the mean over rows: (N,) float32."""
+    import torch
+    import torch.nn.functional as F
+
     c = student_logits.shape[1]
     # Column indices of the C-1 non-target classes of every row, by arithmetic rather than a
     # boolean mask, so no data-dependent shape (and no host synchronisation on a GPU).
@@ -90,11 +90,11 @@ def dkd_per_sample(
     return per_sample * temperature**2
 
 
-def _per_sample(student: Tensor, teacher: Tensor, target: Tensor, cfg: LossConfig) -> Tensor:
+def _per_sample(student: Tensor, teacher: Tensor, target: Tensor, cfg: MethodSettings) -> Tensor:
     return dkd_per_sample(student, teacher, target, cfg.alpha, cfg.beta, cfg.temperature)
 
 
-def _batch_mean(student: Tensor, teacher: Tensor, target: Tensor, cfg: LossConfig) -> Tensor:
+def _batch_mean(student: Tensor, teacher: Tensor, target: Tensor, cfg: MethodSettings) -> Tensor:
     return dkd_loss(student, teacher, target, cfg.alpha, cfg.beta, cfg.temperature)
 
 

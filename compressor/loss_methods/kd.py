@@ -8,11 +8,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import torch.nn.functional as F
-from torch import Tensor
-
 from compressor.loss_methods.base import (
     LossMethod,
+    MethodSettings,
     check_logits,
     check_temperature,
     kl_rows,
@@ -20,7 +18,7 @@ from compressor.loss_methods.base import (
 )
 
 if TYPE_CHECKING:
-    from compressor.losses import LossConfig
+    from torch import Tensor
 
 
 def kd_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: float) -> Tensor:
@@ -43,12 +41,14 @@ def kd_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: float) 
 
 def kd_per_sample(student_logits: Tensor, teacher_logits: Tensor, temperature: float) -> Tensor:
     """``kd_loss`` before the mean over rows: (N,) float32, ``T**2 * KL_n``."""
+    import torch.nn.functional as F
+
     log_p_s = F.log_softmax(student_logits.float() / temperature, dim=1)
     log_p_t = F.log_softmax(teacher_logits.float() / temperature, dim=1)
     return kl_rows(log_p_t, log_p_s) * temperature**2
 
 
-def _per_sample(student: Tensor, teacher: Tensor, target: Tensor, cfg: LossConfig) -> Tensor:
+def _per_sample(student: Tensor, teacher: Tensor, target: Tensor, cfg: MethodSettings) -> Tensor:
     return kd_per_sample(student, teacher, cfg.temperature)
 
 

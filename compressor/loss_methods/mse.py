@@ -9,15 +9,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from torch import Tensor
-
-from compressor.loss_methods.base import LossMethod
+from compressor.loss_methods.base import LossMethod, MethodSettings
 
 if TYPE_CHECKING:
-    from compressor.losses import LossConfig
+    from torch import Tensor
 
 
-def mse_per_sample(student: Tensor, teacher: Tensor, target: Tensor, cfg: LossConfig) -> Tensor:
+def mse_per_sample(student: Tensor, teacher: Tensor, target: Tensor, cfg: MethodSettings) -> Tensor:
     """``mean_c (s_nc - t_nc)**2`` for every row n: (N,) float32. Uses no label, no setting."""
     return (student.float() - teacher.float()).pow(2).mean(dim=1)
 
