@@ -20,19 +20,11 @@ import torch
 from torch import nn
 
 from compressor.errors import CompressorError
+from compressor.train_config import check_precision
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 COMPILE_BACKEND = "inductor"  # tests swap in "eager": compiling C++ kernels takes a minute
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 _log = logging.getLogger(__name__)
-
-
-def check_precision(requested: str) -> None:
-    """One clear line for a precision name that does not exist."""
-    if requested not in PRECISIONS:
-        raise CompressorError(
-            f"unknown precision '{requested}' (choose one of: {', '.join(PRECISIONS)})"
-        )
 
 
 def resolve_precision(requested: str, device: torch.device) -> str:

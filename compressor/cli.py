@@ -74,12 +74,12 @@ from compressor.cli_options import (
     ValFractionOpt,
     WarmupOpt,
 )
-from compressor.distill import TrainConfig
 from compressor.errors import CompressorError
 from compressor.loss_config import LossConfig
 from compressor.loss_methods import methods_help
 from compressor.recipes import DEFAULT_RECIPES, RECIPES
 from compressor.run_context import RUN_DEFAULTS, RunConfig
+from compressor.train_config import TrainConfig
 
 TRAIN, LOSS, RUN = TrainConfig(), LossConfig(), RUN_DEFAULTS
 

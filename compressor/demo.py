@@ -16,9 +16,10 @@ from PIL import Image
 
 from compressor.checkpoint import save_bundle
 from compressor.data import load_image_folder, stratified_split
-from compressor.distill import TrainConfig, distill
+from compressor.distill import distill
 from compressor.loss_config import LossConfig
 from compressor.students import build_model
+from compressor.train_config import TrainConfig
 
 DEMO_TEACHER_ARCH = "cifar_resnet20_w32"
 DEMO_INPUT = (1, 16, 16)

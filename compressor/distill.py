@@ -22,13 +22,14 @@ import torch
 from torch import nn
 
 from compressor import distributed
-from compressor.accel import check_precision, compile_errors, device_settings, grad_scaler
+from compressor.accel import compile_errors, device_settings, grad_scaler
 from compressor.data import DatasetSplits
 from compressor.errors import CompressorError
 from compressor.inference import DeviceImages, accuracy, inference_batch_size, predict_sharded
 from compressor.loss_config import LossConfig
 from compressor.losses import DistillationLoss
 from compressor.teacher_pass import Predict, run_teacher_pass
+from compressor.train_config import TrainConfig
 from compressor.train_setup import (
     BatchPlan,
     Placement,
@@ -40,49 +41,6 @@ from compressor.train_setup import (
 )
 from compressor.train_state import TrainState
 from compressor.train_step import TrainStep, augment_seed, train_epoch
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Optimisation settings (SGD with Nesterov momentum, cosine learning rate per step)."""
-
-    epochs: int = 30
-    batch_size: int = 128
-    lr: float = 0.05
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    seed: int = 0
-    device: str = "auto"
-    hflip: bool = True
-    augment: bool = True  # random crop (+ flip); off makes teacher logits constant per image
-    cache_teacher: bool = True  # without augmentation, run the teacher once, not every step
-    eval_batch_size: int | None = None  # None: 128 on CPU, 512 on CUDA (inference_batch_size)
-    precision: str = "auto"  # auto: bf16 on CUDA (fp16 + grad scaler without bf16), fp32 on CPU
-    compile: bool | None = None  # None: auto (CUDA graphs on CUDA, eager on CPU; resolve_compile)
-    deterministic: bool = False  # deterministic cuDNN/cuBLAS algorithms (accel.device_settings)
-    channels_last: bool | None = None  # None: the device's default (NHWC on CUDA and CPU)
-    crop_scale: tuple[float, float] = (0.25, 1.0)  # RandomResizedCrop area range (>= 64 px)
-    bn_recalibration_images: int = 1024  # precise BN before each validation; 0 turns it off
-    stop_after: int | None = None  # end after this many epochs of the `epochs` schedule (a pilot)
-
-    def __post_init__(self) -> None:
-        checks = {
-            "epochs": self.epochs >= 1,
-            "batch_size": self.batch_size >= 1,
-            "lr": self.lr > 0,
-            "momentum": 0 <= self.momentum < 1,
-            "weight_decay": self.weight_decay >= 0,
-            "eval_batch_size": self.eval_batch_size is None or self.eval_batch_size >= 1,
-            "crop_scale": len(self.crop_scale) == 2
-            and 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1,
-            "bn_recalibration_images": self.bn_recalibration_images >= 0,
-            "stop_after": self.stop_after is None or 1 <= self.stop_after <= self.epochs,
-        }
-        for name, ok in checks.items():
-            if not ok:
-                raise CompressorError(f"invalid training setting {name}={getattr(self, name)!r}")
-        check_precision(self.precision)
-        object.__setattr__(self, "crop_scale", tuple(float(v) for v in self.crop_scale))
 
 
 @dataclass

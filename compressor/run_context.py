@@ -18,11 +18,11 @@ from compressor.compat import check_channels, check_classes
 from compressor.cpu_check import cpu_allowance, thread_warning
 from compressor.data import DatasetSplits, load_image_folder
 from compressor.data_cache import default_cache_dir
-from compressor.distill import TrainConfig
 from compressor.loss_config import LossConfig
 from compressor.preprocess import Preprocess, resolve_preprocess
 from compressor.profile import LatencyProfile, load_profile
 from compressor.run_folder import RunFolder
+from compressor.train_config import TrainConfig
 
 Log = Callable[[str], None]
 

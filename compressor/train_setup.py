@@ -36,7 +36,7 @@ from compressor.inference import DeviceImages, inference_batch_size, resolve_dev
 from compressor.train_step import lr_factor
 
 if TYPE_CHECKING:
-    from compressor.distill import TrainConfig
+    from compressor.train_config import TrainConfig
 
 _log = logging.getLogger(__name__)
 

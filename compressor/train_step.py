@@ -22,7 +22,7 @@ from compressor.inference import DeviceImages
 from compressor.losses import DistillationLoss, LossOutput
 
 if TYPE_CHECKING:
-    from compressor.distill import TrainConfig
+    from compressor.train_config import TrainConfig
 
 
 @dataclass
