@@ -78,7 +78,7 @@ from compressor.errors import CompressorError
 from compressor.loss_config import LossConfig
 from compressor.loss_methods import methods_help
 from compressor.recipes import DEFAULT_RECIPES, RECIPES
-from compressor.run_context import RUN_DEFAULTS, RunConfig
+from compressor.run_config import RUN_DEFAULTS, RunConfig
 from compressor.train_config import TrainConfig
 
 TRAIN, LOSS, RUN = TrainConfig(), LossConfig(), RUN_DEFAULTS
@@ -151,7 +151,7 @@ def run(
     debug: DebugOpt = False,
 ) -> None:
     from compressor.pipeline import run_pipeline
-    from compressor.run_context import load_run_config
+    from compressor.run_config import load_run_config
 
     options = dict(locals())
     started = time.perf_counter()
@@ -280,7 +280,7 @@ def distill_cmd(
     debug: DebugOpt = False,
 ) -> None:
     from compressor.pipeline import distill_stage_only
-    from compressor.run_context import load_run_config
+    from compressor.run_config import load_run_config
     from compressor.run_folder import RunFolder
 
     changes = {**locals(), "compile": compile_step}

@@ -21,7 +21,8 @@ from compressor.io import read_json, write_json_atomic
 from compressor.loss_config import LossConfig
 from compressor.progress import Progress
 from compressor.recipes import PilotRow, choose_and_train, pilot_epochs
-from compressor.run_context import Log, RunConfig, RunContext, Stage
+from compressor.run_config import RunConfig
+from compressor.run_context import Log, RunContext, Stage
 from compressor.run_folder import RunFolder
 from compressor.select import Selection
 from compressor.student_init import load_student_init

@@ -15,7 +15,8 @@ from typing import Any, TypeVar
 from compressor import distributed
 from compressor.distill import DistillResult
 from compressor.errors import CompressorError
-from compressor.run_context import Log, RunConfig, RunContext, Stage, config_dict, open_context
+from compressor.run_config import RunConfig, config_dict
+from compressor.run_context import Log, RunContext, Stage, open_context
 from compressor.run_folder import RunFolder
 from compressor.run_report import Report
 from compressor.stages import STAGES, downstream_artifacts, stage_named, upstream_stages

@@ -1,5 +1,6 @@
-"""What every stage of a run reads (the configuration, the validated inputs, earlier results)
-and the stage contract itself (:class:`Stage`; the stages are in :mod:`compressor.stages`).
+"""What every stage of a run reads (the validated inputs, earlier results) and the stage
+contract itself (:class:`Stage`; the stages are in :mod:`compressor.stages`). The run's
+configuration is :mod:`compressor.run_config`.
 
 ``open_context`` validates every input (profile, teacher, preprocessing, data and their
 compatibility) before any stage runs, so bad input stops a run before anything is written.
@@ -8,7 +9,7 @@ compatibility) before any stage runs, so bad input stops a run before anything i
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,78 +19,12 @@ from compressor.compat import check_channels, check_classes
 from compressor.cpu_check import cpu_allowance, thread_warning
 from compressor.data import DatasetSplits, load_image_folder
 from compressor.data_cache import default_cache_dir
-from compressor.loss_config import LossConfig
 from compressor.preprocess import Preprocess, resolve_preprocess
 from compressor.profile import LatencyProfile, load_profile
+from compressor.run_config import RunConfig
 from compressor.run_folder import RunFolder
-from compressor.train_config import TrainConfig
 
 Log = Callable[[str], None]
-
-
-@dataclass(frozen=True)
-class RunConfig:
-    """Everything ``compressor run`` needs; the CLI's defaults are read from here."""
-
-    teacher: Path
-    data: Path
-    profile: str
-    out: Path
-    arch: str | None = None
-    family: str | None = None
-    candidates: tuple[str, ...] | None = None
-    loss: LossConfig = field(default_factory=LossConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    val_fraction: float = 0.1
-    trust_checkpoint: bool = False
-    overwrite: bool = False
-    mean: tuple[float, ...] | None = None
-    std: tuple[float, ...] | None = None
-    resume: bool = False
-    data_cache: bool = True  # keep decoded images on disk between runs (data_cache module)
-    resize_mode: str | None = None  # the teacher's eval transform, as stated on the CLI
-    resize_size: int | None = None
-    interpolation: str | None = None
-    student_init: Path | None = None  # pretrained student weights: a file, or a folder of <arch>.pt
-    auto_recipes: tuple[str, ...] | None = None  # --method auto: recipes to pilot (recipes.py)
-    data_storage: str = "auto"  # decoded images in memory, streamed from disk, or chosen by size
-    student_source: str = "auto"  # auto | pruned (derived from the teacher) | fresh (the ladder)
-    pruned_lr: float = 0.01  # peak learning rate for a derived (warm-started) student
-
-
-RUN_DEFAULTS = {f.name: f.default for f in fields(RunConfig)}
-_PATHS = ("teacher", "data", "out", "student_init")
-_TUPLES = ("candidates", "auto_recipes", "mean", "std")
-
-
-def config_dict(cfg: RunConfig) -> dict[str, Any]:
-    """The configuration as run.json records it (paths as strings)."""
-    out = asdict(cfg)
-    for key in _PATHS:
-        out[key] = str(out[key]) if out[key] is not None else None
-    return out
-
-
-def load_run_config(out: Path) -> RunConfig:
-    """The configuration a run folder was started with (for ``--resume``)."""
-    folder = RunFolder(out)
-    raw = folder.read_config()
-    try:
-        values = {
-            **raw,
-            "teacher": Path(raw["teacher"]),
-            "data": Path(raw["data"]),
-            "student_init": Path(raw["student_init"]) if raw.get("student_init") else None,
-            **{key: tuple(raw[key]) if raw.get(key) else None for key in _TUPLES},
-            "out": out,
-            "loss": LossConfig(**raw["loss"]),
-            "train": TrainConfig(**raw["train"]),
-            "overwrite": False,
-            "resume": True,
-        }
-        return RunConfig(**values)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise folder.damaged(exc) from exc
 
 
 @dataclass

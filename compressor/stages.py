@@ -31,7 +31,8 @@ from compressor.progress import Progress
 from compressor.pruning import plan_student_source, prepare_derived
 from compressor.quantize import decide_int8, quantize_int8, shipped_graph
 from compressor.report import write_report
-from compressor.run_context import RunContext, Stage, config_dict
+from compressor.run_config import config_dict
+from compressor.run_context import RunContext, Stage
 from compressor.run_folder import RunFolder
 from compressor.run_report import build_report
 from compressor.select import Candidate, Selection, choose_student
