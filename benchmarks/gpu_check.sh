@@ -122,7 +122,7 @@ COMMON=(--data "$DATA/cifar10" --teacher "$DATA/teacher/cifar_resnet20_w32.pt" -
     --device "$DEVICE" --low-precision "$LOW" --train "$TRAIN" --val "$VAL")
 
 # the CUDA tests (test_gpu.py builds its digits with scikit-learn, present on the GPU machine)
-step pytest_gpu 180 "$PY" -m pytest -m gpu -q -p no:cacheprovider --basetemp="$WORK/pytest" \
+step pytest_gpu 180 "$PY" -m pytest -o addopts= -m gpu -q -p no:cacheprovider --basetemp="$WORK/pytest" \
     --junitxml="$RES/pytest_gpu.xml" tests/test_gpu.py
 step precision 90 "$PY" benchmarks/gpu_check.py precision "${COMMON[@]}" --epochs "$EPOCHS"
 step compiled_vs_eager 120 "$PY" benchmarks/gpu_check.py compiled_vs_eager "${COMMON[@]}" \
