@@ -189,6 +189,26 @@ def prune_trajectory(
     return trajectory
 
 
+STUDENT_SOURCES = ("auto", "pruned", "fresh")
+
+
+@dataclass(frozen=True)
+class SourcePlan:
+    """Which kinds of student selection considers, decided before any timing.
+
+    ``trajectory`` is the teacher's pruning trajectory (None: no derived candidates) and
+    ``reason`` the one line that says why (logged and reported).
+    """
+
+    source: str  # the --student-source asked for
+    trajectory: Trajectory | None = None
+    reason: str = ""
+
+    @property
+    def fresh_allowed(self) -> bool:
+        return self.source != "pruned"
+
+
 def plan_student_source(
     source: str,
     teacher: ModelBundle,
@@ -196,7 +216,7 @@ def plan_student_source(
     *,
     student_init: object | None = None,
     ladder_named: bool = False,
-) -> Any:
+) -> SourcePlan:
     """Decide which kinds of student selection considers (``--student-source``).
 
     ``auto`` derives students from the teacher when it can be pruned, and falls back to the
@@ -208,8 +228,6 @@ def plan_student_source(
         CompressorError: an unknown source, ``pruned`` with ``--student-init``, or ``pruned``
             for a teacher that cannot be pruned (the reason named).
     """
-    from compressor.select import STUDENT_SOURCES, SourcePlan
-
     if source not in STUDENT_SOURCES:
         raise CompressorError(
             f"--student-source must be one of {', '.join(STUDENT_SOURCES)}, got '{source}'"

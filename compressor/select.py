@@ -29,6 +29,8 @@ from compressor.export import onnx_bytes
 from compressor.latency import LatencyStats, TimingSettings, measure_onnx
 from compressor.paired_timing import PairedTiming, measure_paired
 from compressor.profile import LatencyProfile
+from compressor.pruning import SourcePlan
+from compressor.select_derived import DerivedSearch, search_trajectory
 from compressor.students import build_model, count_flops, count_params, get_family
 
 Timer = Callable[[bytes, tuple[int, int, int]], LatencyStats]
@@ -392,26 +394,6 @@ def select_student(
     )
 
 
-STUDENT_SOURCES = ("auto", "pruned", "fresh")
-
-
-@dataclass(frozen=True)
-class SourcePlan:
-    """Which kinds of student selection considers, decided before any timing.
-
-    ``trajectory`` is the teacher's pruning trajectory (None: no derived candidates) and
-    ``reason`` the one line that says why (logged and reported).
-    """
-
-    source: str  # the --student-source asked for
-    trajectory: Any = None  # compressor.pruning.Trajectory
-    reason: str = ""
-
-    @property
-    def fresh_allowed(self) -> bool:
-        return self.source != "pruned"
-
-
 def choose_student(
     profile: LatencyProfile,
     teacher_model: nn.Module,
@@ -507,12 +489,10 @@ def _search_derived(
     to_shipped: Callable[[bytes], bytes] | None,
     on_candidate: Callable[[Candidate], None] | None,
     log: Callable[[str], None],
-) -> Any:
+) -> DerivedSearch | None:
     """The bisection along the trajectory (None when the plan has no derived students)."""
     if plan.trajectory is None:
         return None
-    from compressor.select_derived import search_trajectory
-
     trajectory = plan.trajectory
     log(
         f"derived students: {len(trajectory.points)} width-pruned copies of "
@@ -522,10 +502,22 @@ def _search_derived(
     predictor = None
     if profile.calibration is not None:
         predictor = host_predictor(profile.calibration, profile.input_shape, timer)
-    return search_trajectory(
-        trajectory, profile, timer, reference, to_shipped=to_shipped, predictor=predictor,
-        on_candidate=on_candidate,
-    )  # fmt: skip
+    precision = "int8" if to_shipped is not None else "fp32"
+    rows = [
+        Candidate(
+            name=p.name, params=p.params, mflops=p.mflops, precision=precision, source="pruned",
+            macs_ratio=round(p.macs_ratio, 4),
+        )
+        for p in trajectory.points
+    ]  # fmt: skip
+
+    def time_step(index: int) -> None:
+        row, model = rows[index], trajectory.points[index].model
+        time_candidate(row, model, profile, timer, to_shipped, predictor, reference)
+        if on_candidate:
+            on_candidate(row)
+
+    return search_trajectory(rows, time_step)
 
 
 def _first_fresh(
