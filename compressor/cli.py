@@ -74,7 +74,7 @@ from compressor.cli_options import (
     ValFractionOpt,
     WarmupOpt,
 )
-from compressor.errors import CompressorError
+from compressor.errors import EXIT_INTERNAL_ERROR, CompressorError
 from compressor.loss_config import LossConfig
 from compressor.loss_methods import methods_help
 from compressor.recipes import DEFAULT_RECIPES, RECIPES
@@ -322,6 +322,6 @@ def main() -> None:
         app()
     except SystemExit:
         raise
-    except Exception:  # a bug, not bad input: keep the traceback, exit 3
+    except Exception:  # a bug, not bad input: keep the traceback
         traceback.print_exc()
-        sys.exit(3)
+        sys.exit(EXIT_INTERNAL_ERROR)

@@ -19,6 +19,8 @@ import typer
 from compressor.errors import (
     EXIT_BAD_INPUT,
     EXIT_INCONCLUSIVE,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
     CompressorError,
     LatencyInconclusive,
 )
@@ -55,7 +57,7 @@ def user_errors(debug: bool) -> Iterator[None]:
         )
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
-        raise typer.Exit(130) from None
+        raise typer.Exit(EXIT_INTERRUPTED) from None
 
 
 def logger(quiet: bool) -> Callable[[str], None]:
@@ -108,7 +110,7 @@ def print_summary(report: dict[str, Any], out: Path, seconds: float | None = Non
 def finish(outcome: Any, json_out: bool, started: float) -> NoReturn:
     """Print the run's summary (or its JSON report) and exit with its code."""
     if outcome is None:  # a non-zero torchrun rank: rank 0 reports for the group
-        raise typer.Exit(0)
+        raise typer.Exit(EXIT_OK)
     report = outcome.report.to_dict()
     if json_out:
         typer.echo(json.dumps(report, indent=2))

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from compressor import __version__
+from compressor.errors import EXIT_INCONCLUSIVE
 from compressor.formatting import (
     milliseconds,
     number,
@@ -98,7 +99,7 @@ def run_verdict(result: dict[str, Any]) -> str:
     """PASS, FAIL, or INCONCLUSIVE (exit code 3) for a report or a verify result."""
     if result["passed"]:
         return "PASS"
-    return "INCONCLUSIVE" if result.get("exit_code") == 3 else "FAIL"
+    return "INCONCLUSIVE" if result.get("exit_code") == EXIT_INCONCLUSIVE else "FAIL"
 
 
 def _gate_rows(gates: list[dict[str, Any]]) -> list[str]:

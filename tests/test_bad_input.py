@@ -133,3 +133,20 @@ def test_speedup_floor_nothing_meets_names_teacher_and_fastest(
     )
     assert "the fastest candidate cifar_resnet8_w8" in lines[0]
     assert not out.exists()
+
+
+def test_a_bug_exits_4_with_its_traceback_not_the_retry_code(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Exit code 3 tells CI to retry (a contended host); a crash must not look like that."""
+    from compressor import cli
+    from compressor.errors import EXIT_INCONCLUSIVE, EXIT_INTERNAL_ERROR
+
+    def broken() -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(cli, "app", broken)
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+    assert exit_info.value.code == EXIT_INTERNAL_ERROR == 4 != EXIT_INCONCLUSIVE
+    assert "RuntimeError: boom" in capsys.readouterr().err
