@@ -246,7 +246,7 @@ def demo(
     help="Re-run only the distillation stage in a run folder (its run.json and selection.json), "
     "optionally with other training settings; writes student.pt and distill.json and removes "
     "the now-stale export and reports.\n\nExample:\n\n"
-    "  compressor distill --out runs/exp1 --epochs 60 --bias-aware",
+    "  compressor distill --out runs/exp1 --epochs 60 --rectification swap",
 )
 def distill_cmd(
     out: Annotated[Path, typer.Option(help="Run folder written by `compressor run`.")],
@@ -261,7 +261,7 @@ def distill_cmd(
     bias_aware: Annotated[
         bool | None, typer.Option("--bias-aware/--no-bias-aware", help="Teacher-bias removal.")
     ] = None,
-    rectification: Annotated[str | None, typer.Option(help="swap, soft or drop.")] = None,
+    rectification: Annotated[str | None, typer.Option(help="drop, swap or soft.")] = None,
     bias_weighting: Annotated[str | None, typer.Option(help="subset or sample.")] = None,
     schedule: Annotated[str | None, typer.Option(help="cos2, linear or constant.")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed.")] = None,

@@ -3,9 +3,9 @@
 Whether teacher-bias removal helps depends on the teacher and the data (docs/benchmarks.md),
 so instead of trusting one default the run can measure: every candidate recipe trains a
 short pilot, the first ``pilot_epochs`` epochs of the full schedule, from the same initial
-weights and over the same batches. The *incumbent* (the recipe of the configured loss, plain
-``kd`` by default) keeps its place unless another pilot beats it on validation top-1 (never
-test) by more than the validation split can tell apart (:func:`noise_margin`): short pilots
+weights and over the same batches. The *incumbent* (the recipe of the configured loss, ``kd+bias``
+with elimination by default) keeps its place unless another pilot beats it on validation
+top-1 (never test) beyond what the validation split can tell apart: short pilots
 are noisy, and a recipe picked on noise was measured to cost up to 11 points at the end
 (docs/benchmarks.md). The winner's pilot is continued from its checkpoint to the end of the
 schedule, so its training is exactly what an uninterrupted run of that recipe would have

@@ -39,7 +39,9 @@ def test_mse_hand_computed_on_a_2x3_batch() -> None:
 
 def test_mse_through_the_training_loss_adds_the_ce_term() -> None:
     ce = ((math.log(math.e + math.e**2 + math.e**3) - 3) + math.log(3)) / 2  # labels 2 and 0
-    out = DistillationLoss(LossConfig(method="mse", ce_weight=0.25), 10)(S, T, Y, 0)
+    out = DistillationLoss(LossConfig(method="mse", bias_aware=False, ce_weight=0.25), 10)(
+        S, T, Y, 0
+    )
     assert out.terms["ce"].item() == pytest.approx(ce, rel=1e-6)
     assert out.terms["distill"].item() == pytest.approx(19 / 6, rel=1e-6)
     assert out.loss.item() == pytest.approx(0.25 * ce + 0.75 * 19 / 6, rel=1e-6)
@@ -78,9 +80,9 @@ def test_mse_is_bias_aware_through_the_registry() -> None:
     s, t = torch.randn(6, 4, generator=torch.Generator().manual_seed(1)), T.new_zeros(6, 4)
     t[:, 1] = 5.0  # the teacher says class 1 for every row
     y = torch.tensor([1, 1, 1, 0, 0, 0])  # right on the first three rows
-    out = DistillationLoss(LossConfig(method="mse", bias_aware=True, schedule="constant"), 4)(
-        s, t, y, 0
-    )
+    out = DistillationLoss(
+        LossConfig(method="mse", bias_aware=True, rectification="swap", schedule="constant"), 4
+    )(s, t, y, 0)
     rect = t.clone()
     rect[3:, 0], rect[3:, 1] = 5.0, 0.0  # swap: the label's logit and the predicted one
     right = mse_per_sample(s[:3], t[:3], y[:3], LossConfig()).mean()

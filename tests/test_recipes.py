@@ -47,7 +47,12 @@ def test_the_best_pilot_on_validation_is_continued_from_its_checkpoint(tmp_path:
     trainer = StubTrainer({("ce", False): 0.50, ("kd", False): 0.62, ("kd", True): 0.58})
     seen: list[PilotRow] = []
     final, choice = choose_and_train(
-        DEFAULT_RECIPES, LossConfig(temperature=3.0), 10, trainer, tmp_path, on_pilot=seen.append
+        DEFAULT_RECIPES,
+        LossConfig(bias_aware=False, temperature=3.0),
+        10,
+        trainer,
+        tmp_path,
+        on_pilot=seen.append,
     )
     assert trainer.calls == [
         ("ce", False, "pilot_ce.pt", 2),
@@ -65,7 +70,8 @@ def test_the_best_pilot_on_validation_is_continued_from_its_checkpoint(tmp_path:
 def test_ties_keep_the_incumbent_and_finished_pilots_are_not_rerun(tmp_path: Path) -> None:
     trainer = StubTrainer({("ce", False): 0.6, ("kd", False): 0.6, ("kd", True): 0.6})
     done = {"ce": PilotRow("ce", 0.6, 2, 5.0)}
-    _, choice = choose_and_train(DEFAULT_RECIPES, LossConfig(), 10, trainer, tmp_path, done)
+    plain = LossConfig(bias_aware=False)  # plain kd is the incumbent
+    _, choice = choose_and_train(DEFAULT_RECIPES, plain, 10, trainer, tmp_path, done)
     assert [c[2] for c in trainer.calls] == ["pilot_kd.pt", "pilot_kd+bias.pt", "pilot_kd.pt"]
     assert choice.winner == "kd" == choice.incumbent and choice.pilots[0].seconds == 5.0
 
@@ -84,7 +90,7 @@ def test_a_challenger_must_beat_the_incumbent_by_more_than_validation_noise(
 ) -> None:
     trainer = StubTrainer({("ce", False): 0.50, ("kd", False): 0.60, ("kd", True): challenger})
     _, choice = choose_and_train(
-        DEFAULT_RECIPES, LossConfig(), 10, trainer, tmp_path, val_images=val_images
+        DEFAULT_RECIPES, LossConfig(bias_aware=False), 10, trainer, tmp_path, val_images=val_images
     )
     assert choice.incumbent == "kd" and choice.winner == winner
     assert trainer.calls[-1][:2] == (("kd", True) if winner == "kd+bias" else ("kd", False))
@@ -95,8 +101,8 @@ def test_a_challenger_must_beat_the_incumbent_by_more_than_validation_noise(
 
 
 def test_the_incumbent_is_the_configured_loss() -> None:
-    assert incumbent_recipe(DEFAULT_RECIPES, LossConfig()) == "kd"
-    assert incumbent_recipe(DEFAULT_RECIPES, LossConfig(bias_aware=True)) == "kd+bias"
+    assert incumbent_recipe(DEFAULT_RECIPES, LossConfig()) == "kd+bias"  # elimination, default
+    assert incumbent_recipe(DEFAULT_RECIPES, LossConfig(bias_aware=False)) == "kd"
     assert incumbent_recipe(("dkd", "dkd+bias"), LossConfig()) == "dkd"  # kd not piloted: first
     assert noise_margin(0.5, 0.5, 100) == pytest.approx(1.96 * math.sqrt(0.5 / 100))
     rows = [PilotRow("ce", 0.9, 2, 1.0), PilotRow("kd", 0.5, 2, 1.0)]

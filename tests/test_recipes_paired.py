@@ -92,8 +92,8 @@ def test_pilots_record_their_correctness_and_the_choice_records_the_test(tmp_pat
     trainer = CorrectnessTrainer(
         {("ce", False): "0" * 400, ("kd", False): incumbent, ("kd", True): challenger}
     )
-    _, choice = choose_and_train(DEFAULT_RECIPES, LossConfig(), 10, trainer, tmp_path,
-                                 val_images=400)  # fmt: skip
+    plain = LossConfig(bias_aware=False)  # plain kd is the incumbent
+    _, choice = choose_and_train(DEFAULT_RECIPES, plain, 10, trainer, tmp_path, val_images=400)
     assert choice.winner == "kd+bias" and choice.pilots[1].val_correct == incumbent
     assert choice.test["gained"] == 30 and choice.test["lost"] == 5
     assert RecipeChoice.from_dict(choice.to_dict()) == choice
