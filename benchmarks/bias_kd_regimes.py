@@ -60,6 +60,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import hashlib
 import importlib.metadata
 import json
@@ -153,9 +154,15 @@ AUTO_RULES = {
 def recipe_row(recipe: str, base: LossConfig) -> str:
     """The row whose ``LossConfig`` is the product's ``recipe`` on ``base`` (so auto's pilots
     are exactly the rows' runs, paired with them)."""
-    loss = recipe_loss(recipe, base)
+
+    def settings(cfg: LossConfig) -> LossConfig:  # without bias removal its settings do nothing
+        if cfg.bias_aware:
+            return cfg
+        return dataclasses.replace(cfg, rectification="swap", bias_weighting="subset")
+
+    loss = settings(recipe_loss(recipe, base))
     for row, cfg in ROWS.items():
-        if cfg == loss:
+        if settings(cfg) == loss:
             return row
     raise SystemExit(f"no row has recipe {recipe}'s loss {loss}")
 
