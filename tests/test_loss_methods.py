@@ -99,7 +99,7 @@ def test_distill_runs_the_mse_method(digits_splits, teacher_path: Path) -> None:
     torch.manual_seed(0)
     result = distill(
         load_bundle(teacher_path).model, build_model("cifar_resnet8_w8", 10, 1), digits_splits,
-        (0.5,), (0.5,), LossConfig(method="mse"),
+        (0.5,), (0.5,), LossConfig(method="mse", bias_aware=False),
         TrainConfig(epochs=1, batch_size=128, device="cpu"),
     )  # fmt: skip
     row = result.history[0]
