@@ -886,7 +886,8 @@ def main(argv: list[str] | None = None) -> None:
             more = json.loads(path.read_text())
             old["teachers"].update(more["teachers"])
             old["runs"] += more["runs"]
-            old.setdefault("auto_settings", more.get("auto_settings"))
+            if not old.get("auto_settings"):
+                old["auto_settings"] = more.get("auto_settings")
             old["invocations"] = [*old.get("invocations", []), *more.get("invocations", [])]
     if args.report_only:
         print((markdown if args.markdown else report)(old) if old else f"no results at {args.out}")
