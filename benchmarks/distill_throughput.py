@@ -40,9 +40,9 @@ from torch import nn
 from torchvision import transforms
 
 from compressor.data import DatasetSplits, decode_images, scan_image_folder
-from compressor.data_cache import default_cache_dir
 from compressor.distill import TrainConfig, distill
 from compressor.inference import predict_logits, resolve_device, top1
+from compressor.io import default_cache_dir
 from compressor.loss_methods.kd import kd_loss
 from compressor.losses import LossConfig
 from compressor.report import hardware, versions

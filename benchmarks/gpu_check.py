@@ -243,7 +243,7 @@ def _splits(data: Path, train: int, val: int):
     import torch
 
     from compressor.data import DatasetSplits, decode_images, scan_image_folder
-    from compressor.data_cache import default_cache_dir
+    from compressor.io import default_cache_dir
 
     classes, files = scan_image_folder(data / "train")
     pick = torch.randperm(len(files), generator=torch.Generator().manual_seed(0)).tolist()

@@ -20,6 +20,7 @@ from compressor.cli_options import (
     ProfileOpt,
     ResizeModeOpt,
     ResizeSizeOpt,
+    SelectionMemoryOpt,
     StudentSourceOpt,
     TrustOpt,
 )
@@ -222,6 +223,7 @@ def select_cmd(
     candidates: Annotated[str | None, typer.Option(help="Comma-separated ladder subset.")] = None,
     out: Annotated[Path | None, typer.Option(help="Folder for selection.json.")] = None,
     student_source: StudentSourceOpt = "auto",
+    selection_memory: SelectionMemoryOpt = True,
     json_out: Annotated[
         bool, typer.Option("--json", help="Print selection.json on stdout.")
     ] = False,
@@ -238,6 +240,7 @@ def select_cmd(
             profile, teacher=teacher, arch=arch, num_classes=num_classes, family=family,
             candidates=parse_list(candidates), trust_checkpoint=trust_checkpoint,
             log=lambda message: typer.echo(message, err=True), student_source=student_source,
+            selection_memory=selection_memory,
         )  # fmt: skip
         if out is not None:
             write_json_atomic(RunFolder(out).selection, selection.to_dict())

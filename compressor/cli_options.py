@@ -181,6 +181,16 @@ DataCacheOpt = Annotated[
         "~/.cache/compressor); rebuilt when any image changes.",
     ),
 ]
+SelectionMemoryOpt = Annotated[
+    bool,
+    typer.Option(
+        "--selection-memory/--no-selection-memory",
+        help="Re-time the student an earlier run chose for the same teacher, profile and host "
+        "($COMPRESSOR_CACHE_DIR/selections.json) and keep it while it still fits the budget and "
+        "is not clearly below min_speedup, so repeated runs ship the same student; off: search "
+        "afresh.",
+    ),
+]
 DataStorageOpt = Annotated[
     bool | None,
     typer.Option(

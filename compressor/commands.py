@@ -27,6 +27,7 @@ from compressor.pruning import plan_student_source
 from compressor.quantize import shipped_graph
 from compressor.report import junit_xml, render_verify_markdown
 from compressor.select import Selection, choose_student, select_student
+from compressor.selection_memory import default_memory_path
 from compressor.students import count_flops, count_params, default_family, families_to_try
 from compressor.verify import verify_onnx
 
@@ -95,6 +96,7 @@ def select_for_profile(
     trust_checkpoint: bool = False,
     log: Callable[[str], None] = lambda _msg: None,
     student_source: str = "auto",
+    selection_memory: bool = True,
 ) -> Selection:
     """``compressor select``: time the ladder and choose, for a teacher or a class count.
 
@@ -114,6 +116,7 @@ def select_for_profile(
         return choose_student(
             profile, bundle.model, bundle.arch, bundle.num_classes, families,
             candidates=candidates, to_shipped=shipped_graph(profile), log=log, plan=plan,
+            memory_path=default_memory_path() if selection_memory else None,
         )  # fmt: skip
     if num_classes is None:
         raise CompressorError("give --teacher (or --num-classes) so students get the right head")

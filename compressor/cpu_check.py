@@ -55,6 +55,17 @@ def _read(path: Path) -> str | None:
         return None
 
 
+def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """The CPU's model name (``/proc/cpuinfo``), else what :mod:`platform` knows."""
+    import platform
+
+    text = _read(cpuinfo) or ""
+    for line in text.splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
 def parse_cpu_list(text: str) -> int:
     """Number of CPUs in a kernel CPU list such as ``0-3,8,10-11``."""
     count = 0

@@ -28,14 +28,6 @@ _log = logging.getLogger(__name__)
 Decoded = tuple[torch.Tensor, torch.Tensor, list[str]]  # images, labels, skipped files
 
 
-def default_cache_dir() -> Path:
-    """``$COMPRESSOR_CACHE_DIR``, else ``$XDG_CACHE_HOME/compressor``, else ``~/.cache/...``."""
-    if os.environ.get("COMPRESSOR_CACHE_DIR"):
-        return Path(os.environ["COMPRESSOR_CACHE_DIR"])
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "compressor"
-
-
 def _digest(parts: Sequence[str]) -> str:
     h = hashlib.sha256()
     for part in parts:

@@ -12,6 +12,14 @@ from typing import Any
 from compressor.errors import CompressorError
 
 
+def default_cache_dir() -> Path:
+    """``$COMPRESSOR_CACHE_DIR``, else ``$XDG_CACHE_HOME/compressor``, else ``~/.cache/...``."""
+    if os.environ.get("COMPRESSOR_CACHE_DIR"):
+        return Path(os.environ["COMPRESSOR_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "compressor"
+
+
 def atomic_write(path: Path, write: Callable[[Path], object]) -> Path:
     """Call ``write(tmp_path)`` and rename the result over ``path`` only when it succeeded."""
     path = Path(path)

@@ -44,6 +44,7 @@ class RunConfig:
     data_storage: str = "auto"  # decoded images in memory, streamed from disk, or chosen by size
     student_source: str = "auto"  # auto | pruned (derived from the teacher) | fresh (the ladder)
     pruned_lr: float = 0.01  # peak learning rate for a derived (warm-started) student
+    selection_memory: bool = True  # keep an earlier run's choice on this host while it holds
 
 
 RUN_DEFAULTS = {f.name: f.default for f in fields(RunConfig)}

@@ -18,7 +18,7 @@ from compressor.checkpoint import ModelBundle, load_bundle
 from compressor.compat import check_channels, check_classes
 from compressor.cpu_check import cpu_allowance, thread_warning
 from compressor.data import DatasetSplits, load_image_folder
-from compressor.data_cache import default_cache_dir
+from compressor.io import default_cache_dir
 from compressor.preprocess import Preprocess, resolve_preprocess
 from compressor.profile import LatencyProfile, load_profile
 from compressor.run_config import RunConfig

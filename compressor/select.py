@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, NoReturn
 
 from torch import nn
@@ -31,6 +32,12 @@ from compressor.paired_timing import PairedTiming, measure_paired
 from compressor.profile import LatencyProfile
 from compressor.pruning import SourcePlan
 from compressor.select_derived import DerivedSearch, search_trajectory
+from compressor.selection_memory import (
+    Remembered,
+    SelectionMemory,
+    decision_key,
+    model_fingerprint,
+)
 from compressor.students import build_model, count_flops, count_params, get_family
 
 Timer = Callable[[bytes, tuple[int, int, int]], LatencyStats]
@@ -99,6 +106,7 @@ class Selection:
     student_source: str = "fresh"  # what ships: "fresh" (ladder) or "pruned" (from the teacher)
     source_reason: str = ""  # why that kind (the --student-source rule, in one line)
     derived: dict[str, Any] | None = None  # pruned: description, ratios, accuracy before training
+    remembered: dict[str, Any] | None = None  # the earlier run's choice on this host, if any
 
     def predict(self, host_ms: float, mflops: float) -> float | None:
         """Predicted target latency for a host measurement (None when not calibrated)."""
@@ -120,6 +128,7 @@ class Selection:
             "student_source": self.student_source,
             "source_reason": self.source_reason,
             "derived": self.derived,
+            "remembered": self.remembered,
         }
 
     @classmethod
@@ -262,6 +271,15 @@ def same_as_teacher(cand: Candidate, teacher: TeacherTiming | None) -> bool:
     return teacher is not None and cand.params == teacher.params and cand.mflops == teacher.mflops
 
 
+def still_holds(cand: Candidate, profile: LatencyProfile) -> bool:
+    """A remembered choice stays while it is not clearly worse (:mod:`selection_memory`): within
+    the budget itself, not only its target, and its speedup interval not wholly below the bar."""
+    judged = cand.predicted_ms if cand.predicted_ms is not None else cand.at_percentile_ms
+    if judged is None or judged > profile.latency_ms:
+        return False
+    return cand.speed_verdict in (None, "above", "inconclusive")
+
+
 def time_candidate(
     cand: Candidate,
     model: nn.Module,
@@ -335,6 +353,7 @@ def select_student(
     keep: Callable[[str], bool] | None = None,
     teacher_graph: bytes | None = None,
     pair_timer: PairTimer | None = None,
+    prior: str | None = None,
 ) -> Selection:
     """Choose the largest candidate (by FLOPs) that fits the budget and beats the teacher.
 
@@ -344,7 +363,7 @@ def select_student(
     graph that would ship (int8 profiles), so candidates are judged at the shipped precision.
     ``candidates`` restricts the ladder to the given names. With ``teacher_graph`` the speedup
     is measured by ``pair_timer`` (the two graphs interleaved), else from the teacher's single
-    timing.
+    timing. ``prior`` (a remembered choice) is timed first and kept while :func:`still_holds`.
 
     Raises:
         CompressorError: no candidate fits, or none is fast enough against the teacher (the
@@ -367,18 +386,33 @@ def select_student(
     table = [
         Candidate(name=n, params=p, mflops=round(f, 3), precision=precision) for n, _, p, f in rows
     ]
+
+    def time_row(index: int) -> None:
+        time_candidate(
+            table[index], rows[index][1], profile, timer, to_shipped, predictor, reference
+        )
+        if on_candidate:
+            on_candidate(table[index])
+
+    held = next((i for i, c in enumerate(table) if c.name == prior), None)
+    if held is not None:
+        time_row(held)
     misses = 0
-    for (_, model, _, _), cand in zip(rows, table, strict=True):
+    for index, cand in enumerate(table):
         if misses >= patience:
             break
-        time_candidate(cand, model, profile, timer, to_shipped, predictor, reference)
+        if cand.at_percentile_ms is None:
+            time_row(index)
         misses = 0 if cand.qualifies else misses + 1
-        if on_candidate:
-            on_candidate(cand)
-    qualifying = [c for c in table if c.qualifies]
-    if not qualifying:
-        raise CompressorError(_nothing_qualifies(table, profile, teacher, predictor is not None))
-    chosen = max(qualifying, key=lambda c: c.mflops)
+    if held is not None and still_holds(table[held], profile):
+        chosen = table[held]
+    else:
+        qualifying = [c for c in table if c.qualifies]
+        if not qualifying:
+            raise CompressorError(
+                _nothing_qualifies(table, profile, teacher, predictor is not None)
+            )
+        chosen = max(qualifying, key=lambda c: c.mflops)
     return Selection(
         family=family,
         chosen=chosen.name,
@@ -409,6 +443,7 @@ def choose_student(
     plan: SourcePlan | None = None,
     keep: Callable[[str], bool] | None = None,
     pair_timer: PairTimer | None = None,
+    memory_path: Path | None = None,
 ) -> Selection:
     """Time the teacher, then its derived (pruned) students, then the fresh families in order.
 
@@ -416,6 +451,8 @@ def choose_student(
     is still timed under "auto" so the table compares both kinds. Without a qualifying derived
     student, "auto" falls back to the first fresh family with a qualifying candidate (the
     teacher's own family comes first, see :func:`compressor.students.preferred_families`).
+    With ``memory_path`` an earlier run's choice under the same key is re-timed first and kept
+    while it holds (:mod:`compressor.selection_memory`), and a new choice is remembered there.
     """
     say_source = log if plan is not None else (lambda _msg: None)  # a plan's choice is news
     plan = plan or SourcePlan("fresh")
@@ -436,14 +473,45 @@ def choose_student(
                 f"the teacher already meets the {profile.latency_ms:g} ms budget: compressing to "
                 f"the largest candidate at least {profile.min_speedup:g}x faster than it"
             )
-    derived = _search_derived(plan, profile, timer, reference, to_shipped, on_candidate, log)
+    scope = {
+        "source": plan.source, "families": families, "candidates": candidates,
+        "published_only": keep is not None, "precision": "int8" if to_shipped else "fp32",
+        "trajectory": [p.name for p in plan.trajectory.points] if plan.trajectory else None,
+    }  # fmt: skip
+    memory = None
+    if memory_path is not None:
+        key = decision_key(model_fingerprint(teacher_model), profile.to_dict(), scope)
+        memory = SelectionMemory(memory_path, key)
+    prior = memory.recall() if memory is not None else None
+    derived = _search_derived(
+        plan, profile, timer, reference, to_shipped, on_candidate, log,
+        prior.chosen if prior is not None and prior.source == "pruned" else None,
+    )  # fmt: skip
     fresh: Selection | None = None
     failure: CompressorError | None = None
     if plan.fresh_allowed:
         fresh, failure = _first_fresh(
             profile, num_classes, families, timer, candidates, on_candidate, reference,
-            to_shipped, log, keep,
+            to_shipped, log, keep, prior.chosen if prior is not None and prior.source == "fresh"
+            else None,
         )  # fmt: skip
+    selection = _ship(plan, profile, teacher, derived, fresh, failure, to_shipped, say_source)
+    if memory is not None:
+        selection.remembered = _remember(memory, prior, selection, log)
+    return selection
+
+
+def _ship(
+    plan: SourcePlan,
+    profile: LatencyProfile,
+    teacher: TeacherTiming,
+    derived: DerivedSearch | None,
+    fresh: Selection | None,
+    failure: CompressorError | None,
+    to_shipped: Callable[[bytes], bytes] | None,
+    say_source: Callable[[str], None],
+) -> Selection:
+    """The kind that ships (``plan.source``) and its selection, with every row timed."""
     rows = [*(derived.rows if derived else []), *(fresh.candidates if fresh else [])]
     if derived is not None and derived.chosen is not None:
         point = plan.trajectory.point(derived.chosen)
@@ -481,6 +549,35 @@ def choose_student(
     return fresh
 
 
+def _remember(
+    memory: SelectionMemory, prior: Remembered | None, selection: Selection, log: Any
+) -> dict[str, Any]:
+    """Log whether the remembered choice held, store a new one, and say so in the selection."""
+    row = next((c for c in selection.candidates if c.name == selection.chosen), None)
+    kept = prior is not None and prior.chosen == selection.chosen
+    where = f"selection memory {memory.path}; --no-selection-memory searches afresh"
+    if kept and row is not None:
+        speed = f", {row.speedup:.2f}x the teacher" if row.speedup else ""
+        log(f"kept {selection.chosen}, chosen on this host on {prior.decided_utc}: re-timed at "  # type: ignore[union-attr]
+            f"{row.at_percentile_ms:.3f} ms{speed}, it still holds ({where})")  # fmt: skip
+    else:
+        if prior is not None:
+            log(f"the remembered choice {prior.chosen} ({prior.decided_utc}) no longer holds: "
+                f"searched again ({where})")  # fmt: skip
+        warning = memory.remember(
+            selection.chosen, selection.student_source,
+            row.speedup if row else None, row.at_percentile_ms if row else None,
+        )  # fmt: skip
+        if warning:
+            log(warning)
+    return {
+        "path": str(memory.path),
+        "prior": prior.chosen if prior else None,
+        "prior_decided_utc": prior.decided_utc if prior else None,
+        "kept": kept,
+    }
+
+
 def _search_derived(
     plan: SourcePlan,
     profile: LatencyProfile,
@@ -489,6 +586,7 @@ def _search_derived(
     to_shipped: Callable[[bytes], bytes] | None,
     on_candidate: Callable[[Candidate], None] | None,
     log: Callable[[str], None],
+    prior: str | None = None,
 ) -> DerivedSearch | None:
     """The bisection along the trajectory (None when the plan has no derived students)."""
     if plan.trajectory is None:
@@ -517,7 +615,9 @@ def _search_derived(
         if on_candidate:
             on_candidate(row)
 
-    return search_trajectory(rows, time_step)
+    names = [row.name for row in rows]
+    held = names.index(prior) if prior in names else None
+    return search_trajectory(rows, time_step, held, lambda row: still_holds(row, profile))
 
 
 def _first_fresh(
@@ -531,6 +631,7 @@ def _first_fresh(
     to_shipped: Callable[[bytes], bytes] | None,
     log: Callable[[str], None],
     keep: Callable[[str], bool] | None,
+    prior: str | None = None,
 ) -> tuple[Selection | None, CompressorError | None]:
     """The first family with a qualifying candidate, or the last family's failure."""
     failure: CompressorError | None = None
@@ -540,6 +641,7 @@ def _first_fresh(
                 profile, num_classes, family, timer=timer, candidates=candidates,
                 on_candidate=on_candidate, teacher=reference.teacher, to_shipped=to_shipped,
                 keep=keep, teacher_graph=reference.graph, pair_timer=reference.pair_timer,
+                prior=prior,
             ), None  # fmt: skip
         except LatencyInconclusive:
             raise

@@ -30,6 +30,7 @@ class DerivedSearch:
 
     rows: Sequence[Row] = field(default_factory=list)
     chosen: str | None = None
+    kept: bool = False  # the chosen step is a remembered choice that still holds
 
     @property
     def fastest(self) -> Row | None:
@@ -37,14 +38,26 @@ class DerivedSearch:
         return min(timed, key=lambda c: c.at_percentile_ms or 0.0) if timed else None
 
 
-def search_trajectory(rows: Sequence[Row], time_step: Callable[[int], None]) -> DerivedSearch:
+def search_trajectory(
+    rows: Sequence[Row],
+    time_step: Callable[[int], None],
+    prior: int | None = None,
+    holds: Callable[[Row], bool] | None = None,
+) -> DerivedSearch:
     """Bisect the rows (least pruned first) for the first step that qualifies.
 
     ``time_step(i)`` times step ``i`` and fills in its row; each step is timed at most once.
+    ``prior`` is the step an earlier run chose (:mod:`compressor.selection_memory`): it is
+    timed first and kept without a search while ``holds`` says it is not clearly worse.
     """
     search = DerivedSearch(rows)
     if not rows:
         return search
+    if prior is not None and holds is not None:
+        time_step(prior)
+        if holds(rows[prior]):
+            search.chosen, search.kept = rows[prior].name, True
+            return search
 
     def qualifies(index: int) -> bool:
         if rows[index].at_percentile_ms is None:

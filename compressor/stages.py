@@ -36,6 +36,7 @@ from compressor.run_context import RunContext, Stage
 from compressor.run_folder import RunFolder
 from compressor.run_report import build_report
 from compressor.select import Candidate, Selection, choose_student
+from compressor.selection_memory import default_memory_path
 from compressor.student_init import is_torchvision_init, torchvision_weights
 from compressor.students import count_flops, families_to_try, get_family
 from compressor.verify import verify_onnx
@@ -79,6 +80,7 @@ class SelectStage(Stage):
             log=log,
             plan=plan,
             keep=published_weights_only(cfg.student_init, log),
+            memory_path=default_memory_path() if cfg.selection_memory else None,
         )
         log(f"chosen: {chosen.chosen}")
         point = None

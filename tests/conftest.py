@@ -18,6 +18,7 @@ from compressor.data import load_image_folder
 from compressor.demo import build_digits_imagefolder
 from compressor.distill import TrainConfig, distill
 from compressor.losses import LossConfig
+from compressor.selection_memory import PATH_ENV
 from compressor.students import build_model
 
 TINY_SHAPE = (1, 8, 8)  # the digits' native resolution keeps every test fast
@@ -86,6 +87,15 @@ def _isolated_data_cache(tmp_path_factory: pytest.TempPathFactory):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("COMPRESSOR_CACHE_DIR", str(tmp_path_factory.mktemp("data-cache")))
         yield
+
+
+@pytest.fixture(autouse=True)
+def _fresh_selection_memory(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each test starts with nothing remembered (a choice kept from another test's constructed
+    timings would decide this one's selection), outside its tmp_path, which tests list."""
+    monkeypatch.setenv(PATH_ENV, str(tmp_path_factory.mktemp("memory") / "selections.json"))
 
 
 @pytest.fixture(scope="session", autouse=True)

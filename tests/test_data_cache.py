@@ -12,7 +12,7 @@ from PIL import Image
 
 from compressor import data as data_module
 from compressor.data import load_image_folder
-from compressor.data_cache import default_cache_dir
+from compressor.io import default_cache_dir
 
 SHAPE = (1, 8, 8)
 
