@@ -5,8 +5,12 @@ What it runs, each as a real ``compressor`` subprocess or real onnxruntime sessi
 1. **Selection runs.** ``compressor select --teacher T --profile P --json`` for the 224-px
    ``mobile-224`` case (a ``mobilenet_v3_small`` teacher) and the 32-px ``cpu-1thread`` case (a
    ``cifar_resnet20_w32`` teacher), ``--runs`` times idle and ``--runs`` times with one core kept
-   busy by the load generator below. Counted: how often the modal student is chosen, and how
-   often a run exits 3 (inconclusive) instead of choosing.
+   busy by the load generator below. The runs of one series share one new selection-memory
+   file (``COMPRESSOR_SELECTION_MEMORY``), as repeated runs on one host do: the first searches,
+   later ones re-time the remembered student and keep it while it holds; ``--no-memory`` gives
+   every run an empty file (each searches afresh). Counted: how often the modal student is
+   chosen, how often it was kept from memory, and how often a run exits 3 (inconclusive)
+   instead of choosing.
 2. **An identical pair.** The teacher's graph against an identical copy of itself, timed by
    :func:`compressor.paired_timing.measure_paired` exactly as selection times a candidate
    against the teacher, ``--runs`` times idle and loaded. Counted: ratios within 1.00 +/- 0.10.
@@ -43,6 +47,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 import tomllib
 from collections.abc import Iterator
@@ -75,6 +80,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--baseline", type=Path, default=None, help="tree of the baseline commit")
     p.add_argument("--parts", default="select,pair,verify,cost,estimator")
     p.add_argument("--cases", default="mobile-224,cpu-1thread")
+    p.add_argument("--memory", action=argparse.BooleanOptionalAction, default=True,
+                   help="selection runs of a series share one selection-memory file, as "
+                        "runs on one host (or a CI job that caches the file) do")  # fmt: skip
     return p.parse_args(argv)
 
 
@@ -110,9 +118,16 @@ def build_teacher(path: Path, arch: str, classes: int, size: int) -> Path:
     return path
 
 
-def compressor_cmd(tree: Path, *args: str) -> tuple[int, str, str, float]:
-    """(exit code, stdout, stderr, seconds) of ``python -m compressor`` run from ``tree``."""
-    env = {**os.environ, "PYTHONPATH": str(tree)}
+def compressor_cmd(
+    tree: Path, *args: str, memory: Path | None = None
+) -> tuple[int, str, str, float]:
+    """(exit code, stdout, stderr, seconds) of ``python -m compressor`` run from ``tree``.
+
+    ``memory`` is the selection-memory file the run may use; without one each run gets a new,
+    empty file, so it searches as a first run does (and never reads the user's own cache)."""
+    if memory is None:
+        memory = Path(tempfile.mkdtemp(prefix="repeat-memory-")) / "selections.json"
+    env = {**os.environ, "PYTHONPATH": str(tree), "COMPRESSOR_SELECTION_MEMORY": str(memory)}
     start = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "compressor", *args], cwd=tree, env=env,
                           capture_output=True, text=True, check=False)  # fmt: skip
@@ -122,11 +137,14 @@ def compressor_cmd(tree: Path, *args: str) -> tuple[int, str, str, float]:
 ARCHS: dict[Path, str] = {}  # teachers saved as plain state dicts: their architecture
 
 
-def select_once(tree: Path, teacher: Path, profile: str) -> dict[str, Any]:
+def select_once(
+    tree: Path, teacher: Path, profile: str, memory: Path | None = None
+) -> dict[str, Any]:
     arch = ["--arch", ARCHS[teacher]] if teacher in ARCHS else []
     code, out, err, seconds = compressor_cmd(
-        tree, "select", "--teacher", str(teacher), *arch, "--profile", profile, "--json"
-    )
+        tree, "select", "--teacher", str(teacher), *arch, "--profile", profile, "--json",
+        memory=memory,
+    )  # fmt: skip
     row: dict[str, Any] = {"exit": code, "seconds": round(seconds, 1)}
     if code == 0:
         sel = json.loads(out)
@@ -134,6 +152,7 @@ def select_once(tree: Path, teacher: Path, profile: str) -> dict[str, Any]:
         row["teacher_ms"] = (sel.get("teacher") or {}).get("at_percentile_ms")
         chosen = next(c for c in sel["candidates"] if c["name"] == sel["chosen"])
         row["speedup"], row["ci"] = chosen.get("speedup"), chosen.get("speedup_ci")
+        row["kept"] = bool((sel.get("remembered") or {}).get("kept"))
     else:
         row["error"] = (err.strip().splitlines() or [""])[-1][:300]
     return row
@@ -144,9 +163,12 @@ def part_select(args: argparse.Namespace, teachers: dict[str, Path], log: Any) -
     for case in args.cases.split(","):
         for busy in (False, True):
             rows = []
+            series = f"{case}-{'loaded' if busy else 'idle'}"
+            memory = args.work / f"memory-{series}-{int(time.time())}" / "selections.json"
             for i in range(args.runs):
-                with loaded(busy):
-                    row = select_once(REPO, teachers[case], case)
+                with loaded(busy):  # one memory file per series (its first run searches)
+                    row = select_once(REPO, teachers[case], case,
+                                      memory if args.memory else None)  # fmt: skip
                 rows.append(row)
                 log({"part": "select", "case": case, "loaded": busy, "run": i, **row})
             results[f"{case}|{'loaded' if busy else 'idle'}"] = rows
@@ -277,8 +299,9 @@ def spread(values: list[float]) -> float:
 
 def table(res: dict[str, Any]) -> str:
     lines = ["## Selection runs", "",
-             "| case | host | runs | modal student | same | inconclusive (exit 3) | other exits | "
-             "median s |", "| --- | --- | ---: | --- | ---: | ---: | ---: | ---: |"]  # fmt: skip
+             "| case | host | runs | modal student | same | kept from memory | "
+             "inconclusive (exit 3) | other exits | median s |",
+             "| --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
     for key, rows in res.get("select", {}).items():
         case, host = key.split("|")
         chosen = collections.Counter(r["chosen"] for r in rows if r["exit"] == 0)
@@ -286,8 +309,9 @@ def table(res: dict[str, Any]) -> str:
         incon = sum(r["exit"] == 3 for r in rows)
         other = sum(r["exit"] not in (0, 3) for r in rows)
         secs = np.median([r["seconds"] for r in rows])
-        lines.append(f"| {case} | {host} | {len(rows)} | `{modal}` | {same} | {incon} | {other} | "
-                     f"{secs:.0f} |")  # fmt: skip
+        kept = sum(bool(r.get("kept")) for r in rows)
+        lines.append(f"| {case} | {host} | {len(rows)} | `{modal}` | {same} | {kept} | {incon} | "
+                     f"{other} | {secs:.0f} |")  # fmt: skip
     lines += ["", "## Identical pair (the teacher's graph against itself)", "",
               "| case | host | runs | within 1.00 +/- 0.10 | ratios | contended |",
               "| --- | --- | ---: | ---: | --- | ---: |"]  # fmt: skip
