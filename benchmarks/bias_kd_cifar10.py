@@ -32,11 +32,11 @@ from typing import Any
 import torch
 import torchvision
 
-from compressor.data import DatasetSplits, Split, load_image_folder, stratified_split
-from compressor.distill import TrainConfig, distill
-from compressor.inference import predict_logits, resolve_device, top1
-from compressor.losses import LossConfig
-from compressor.students import build_model, count_params
+from compressor.compute.inference import predict_logits, resolve_device, top1
+from compressor.data.splits import DatasetSplits, Split, load_image_folder, stratified_split
+from compressor.losses.total import LossConfig
+from compressor.models.registry import build_model, count_params
+from compressor.train.loop import TrainConfig, distill
 
 MEAN = (0.4914, 0.4822, 0.4465)
 STD = (0.2470, 0.2435, 0.2616)

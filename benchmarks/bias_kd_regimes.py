@@ -28,7 +28,7 @@ warm-up is the product's automatic one).
 
 To fit one shared CPU core the teacher's logits are computed once per regime on a fixed bank of
 augmented views (epoch e of every student sees view e of each image, crop + flip), and the
-training loop here is a lean copy of ``compressor.distill``'s recipe (SGD + Nesterov, weight
+training loop here is a lean copy of ``compressor.train.loop``'s recipe (SGD + Nesterov, weight
 decay 5e-4, cosine per step) without the validation pass: every number is the last epoch's, on
 the test split, so nothing is selected on it. Runs, teachers and logit banks are cached in
 ``--cache-dir``; the results JSON is rewritten after every run and finished runs are reused::
@@ -38,7 +38,8 @@ the test split, so nothing is selected on it. Runs, teachers and logit banks are
     python benchmarks/bias_kd_regimes.py --report-only          # re-print the tables
 
 The ``auto`` row (``--rows auto``, issue #15 B) is ``compressor run --method auto``'s choosing
-code, ``compressor.recipes.choose_and_train``, with a trainer adapter around this loop: pilots of
+code, ``compressor.train.recipes.choose_and_train``, with a trainer adapter around this loop:
+pilots of
 ``pilot_epochs(epochs)`` for each of ``--auto-recipes`` (default: the product's ``ce,kd,kd+bias``),
 chosen on a validation split of 100 extra CIFAR ``train/`` images per class (disjoint from the
 training images, never the test set), the winner continued from its pilot checkpoint. The row
@@ -83,14 +84,20 @@ import torch
 import torchvision
 from PIL import Image
 
-from compressor.accel import to_memory_format
-from compressor.batchnorm import recalibrate_batchnorm
-from compressor.data import augment
-from compressor.data import normalize as normalize_images
-from compressor.losses import DistillationLoss, LossConfig
-from compressor.pruning import prune_trajectory
-from compressor.recipes import DEFAULT_RECIPES, RECIPES, choose_and_train, pilot_epochs, recipe_loss
-from compressor.students import build_model, count_params
+from compressor.compute.batchnorm import recalibrate_batchnorm
+from compressor.compute.speed import to_memory_format
+from compressor.data.splits import augment
+from compressor.data.splits import normalize as normalize_images
+from compressor.losses.total import DistillationLoss, LossConfig
+from compressor.models.pruning import prune_trajectory
+from compressor.models.registry import build_model, count_params
+from compressor.train.recipes import (
+    DEFAULT_RECIPES,
+    RECIPES,
+    choose_and_train,
+    pilot_epochs,
+    recipe_loss,
+)
 
 MEAN = (0.4914, 0.4822, 0.4465)
 STD = (0.2470, 0.2435, 0.2616)
@@ -140,13 +147,14 @@ PRESETS: dict[str, dict[str, Any]] = {
                   weak_epochs=1, strong_epochs=2, strong_augment="crop", noise_fraction=0.5),
 }  # fmt: skip
 DATA_SEED = 0  # the train subset, the relabelled cats, the teachers' init and augmentation
-AUTO = "auto"  # the product's --method auto (compressor.recipes.choose_and_train), issue #15 B
+# the product's --method auto (compressor.train.recipes.choose_and_train), issue #15 B
+AUTO = "auto"
 AUTO_MAX = "auto(max)"  # the rule before 6eb9352: the best pilot wins, no noise margin
 AUTO_ROWS = (AUTO, AUTO_MAX)
 AUTO_RULES = {
     AUTO: "the incumbent (the base loss's recipe) is kept unless the best pilot beats it on the "
     "same validation images by an exact one-sided McNemar test at p < 0.05 "
-    "(compressor.recipes.choose_winner, issue #25)",
+    "(compressor.train.recipes.choose_winner, issue #25)",
     AUTO_MAX: "the best pilot on validation top-1 wins, no margin (the rule before 6eb9352)",
 }
 
@@ -415,7 +423,8 @@ def get_teacher(regime: str, args: argparse.Namespace, data: dict, views: torch.
 def make_derived(args: argparse.Namespace, data: dict, teacher: dict) -> dict[str, Any]:
     """The biased teacher pruned (the product's Torch-Pruning trajectory) to the step nearest
     ``DERIVED_MACS`` of its MACs, BatchNorm recomputed on 512 un-augmented training images as
-    ``compressor.pruning.prepare_derived`` does: the student that inherits the teacher's bias."""
+    ``compressor.models.pruning.prepare_derived`` does: the student that inherits the teacher's
+    bias."""
     model = build_model(args.teacher_arch, len(CLASSES), 3)
     model.load_state_dict(teacher["state_dict"])
     trajectory = prune_trajectory(model.eval(), args.teacher_arch, len(CLASSES), (3, 32, 32))
@@ -510,9 +519,9 @@ def auto_trainer(
     args: argparse.Namespace, data: dict, val: dict, views: torch.Tensor, bank: torch.Tensor,
     seed: int, derived: dict | None = None,
 ) -> Callable[[LossConfig, Path, int | None], AutoResult]:  # fmt: skip
-    """The ``Trainer`` of ``compressor.recipes`` around this script's lean loop.
+    """The ``Trainer`` of ``compressor.train.recipes`` around this script's lean loop.
 
-    As in ``compressor.pipeline._distill_stage``: every call starts from the seed's initial
+    As in ``compressor.pipeline.runner._distill_stage``: every call starts from the seed's initial
     student, resumes from ``checkpoint`` when it exists (weights, optimizer, epoch, best
     validation so far), validates after every epoch, saves the checkpoint, and stops after
     ``stop_after`` epochs of the ``args.epochs`` schedule (None: the end).

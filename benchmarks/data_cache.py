@@ -16,8 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from compressor.data import load_image_folder
-from compressor.report import hardware, versions
+from compressor.data.splits import load_image_folder
+from compressor.report.markdown import hardware, versions
 
 
 def timed(label: str, rows: list[tuple[str, float]], **kwargs: object) -> None:

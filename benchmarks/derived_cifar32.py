@@ -1,12 +1,12 @@
 """The 32-px CIFAR case: a derived (width-pruned) student vs the fresh ladder (#21).
 
 A ``cifar_resnet56_w64`` teacher is too slow to train on a 2-core CPU, so the teacher here is a
-``cifar_resnet20_w32`` (``compressor.students.build_model``) trained from random weights at
+``cifar_resnet20_w32`` (``compressor.models.registry.build_model``) trained from random weights at
 32x32 on a CIFAR-10 subset: the first ``--train-per-class`` (500) images of each class of
 ``../shared/datasets/cifar10/train`` (copied to ``<work>/data/train``) and the first
 ``--test-per-class`` (200) of ``test`` (``<work>/data/test``). Plain cross-entropy, SGD
 (Nesterov 0.9, wd 5e-4, batch 128), cosine learning rate from 0.1, random crop (pad 4) + flip,
-CIFAR mean/std; saved with ``compressor.checkpoint.save_bundle`` (mean/std and input size
+CIFAR mean/std; saved with ``compressor.models.checkpoint.save_bundle`` (mean/std and input size
 recorded) as ``<work>/teacher.pt`` and reused when present.
 
 Then one ``compressor run`` per arm on profile ``cpu-1thread`` (1 onnxruntime thread, batch 1,
@@ -46,8 +46,8 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 import derived224  # noqa: E402  (peak RSS, environment line, percentages)
 
-from compressor.checkpoint import save_bundle  # noqa: E402
-from compressor.students import build_model, count_params  # noqa: E402
+from compressor.models.checkpoint import save_bundle  # noqa: E402
+from compressor.models.registry import build_model, count_params  # noqa: E402
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)

@@ -2,7 +2,7 @@
 
 Reference (the usual way): torchvision ImageFolder + DataLoader (per-sample PIL decode,
 RandomCrop + HorizontalFlip + ToTensor + Normalize), fp32, NCHW, teacher forward every step,
-Hinton KD, SGD with a per-step cosine schedule. compressor: ``compressor.distill.distill``
+Hinton KD, SGD with a per-step cosine schedule. compressor: ``compressor.train.loop.distill``
 itself (no re-implementation), with whatever it does on the device: images decoded once into a
 uint8 tensor (from the disk cache when current), crop and flip batched on the device, a
 batch-norm-folded channels-last teacher, bf16 autocast + fused SGD on CUDA. Same images,
@@ -39,14 +39,14 @@ import torchvision
 from torch import nn
 from torchvision import transforms
 
-from compressor.data import DatasetSplits, decode_images, scan_image_folder
-from compressor.distill import TrainConfig, distill
-from compressor.inference import predict_logits, resolve_device, top1
-from compressor.io import default_cache_dir
-from compressor.loss_methods.kd import kd_loss
-from compressor.losses import LossConfig
-from compressor.report import hardware, versions
-from compressor.students import build_model
+from compressor.compute.inference import predict_logits, resolve_device, top1
+from compressor.data.splits import DatasetSplits, decode_images, scan_image_folder
+from compressor.files import default_cache_dir
+from compressor.losses.methods.kd import kd_loss
+from compressor.losses.total import LossConfig
+from compressor.models.registry import build_model
+from compressor.report.markdown import hardware, versions
+from compressor.train.loop import TrainConfig, distill
 
 MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 KD = LossConfig(method="kd", bias_aware=False, ce_weight=0.5, temperature=4.0)
@@ -151,7 +151,7 @@ def compressor_loop(
     bench: Bench, teacher: nn.Module, student: nn.Module, epochs: int, evaluate: bool,
     compile_step: bool | None = None, channels_last: bool | None = None,
 ) -> Curve:  # fmt: skip
-    """``compressor.distill.distill`` as the CLI runs it; evaluation is taken off the clock
+    """``compressor.train.loop.distill`` as the CLI runs it; evaluation is taken off the clock
     (each epoch's time is distill's own, measured before ``on_epoch`` runs). ``compile_step``
     is ``TrainConfig.compile``: None (the default) lets compressor choose (CUDA graphs through
     torch.compile "reduce-overhead" on CUDA with static shapes, eager on CPU)."""

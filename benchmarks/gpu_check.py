@@ -222,7 +222,7 @@ def preflight(args: argparse.Namespace) -> dict[str, Any]:
 
 def _project_imports() -> bool:
     """The whole CLI and the pruning module, as the GPU machine's python sees them."""
-    for name in ("compressor.cli", "compressor.pruning", "torch_pruning"):
+    for name in ("compressor.cli.main", "compressor.models.pruning", "torch_pruning"):
         importlib.import_module(name)
     return True
 
@@ -242,8 +242,8 @@ def _splits(data: Path, train: int, val: int):
     (``COMPRESSOR_CACHE_DIR``): the checks with the same sizes decode once."""
     import torch
 
-    from compressor.data import DatasetSplits, decode_images, scan_image_folder
-    from compressor.io import default_cache_dir
+    from compressor.data.splits import DatasetSplits, decode_images, scan_image_folder
+    from compressor.files import default_cache_dir
 
     classes, files = scan_image_folder(data / "train")
     pick = torch.randperm(len(files), generator=torch.Generator().manual_seed(0)).tolist()
@@ -255,7 +255,7 @@ def _splits(data: Path, train: int, val: int):
 
 def _teacher(path: Path):
     """The packed, trained teacher: a compressor bundle loaded with weights_only=True."""
-    from compressor.checkpoint import load_bundle
+    from compressor.models.checkpoint import load_bundle
 
     return load_bundle(path).model
 
@@ -263,7 +263,7 @@ def _teacher(path: Path):
 def _student(seed: int):
     import torch
 
-    from compressor.students import build_model
+    from compressor.models.registry import build_model
 
     torch.manual_seed(seed)
     return build_model(STUDENT, 10, 3)
@@ -274,19 +274,19 @@ class MissingInterface(RuntimeError):
 
 
 def _cfg(args: argparse.Namespace, **changes: Any):
-    from compressor.distill import TrainConfig
+    from compressor.train.loop import TrainConfig
 
     names = {f.name for f in dataclasses.fields(TrainConfig)}
     missing = sorted(set(changes) - names)
     if missing:
-        raise MissingInterface(f"compressor.distill.TrainConfig has no field {missing}")
+        raise MissingInterface(f"compressor.train.loop.TrainConfig has no field {missing}")
     base = {"epochs": args.epochs, "batch_size": 128, "lr": 0.05, "device": args.device}
     return TrainConfig(**{**base, **changes})
 
 
 def _distill(args: argparse.Namespace, teacher, student, splits, checkpoint=None, **changes):
-    from compressor.distill import distill
-    from compressor.losses import LossConfig
+    from compressor.losses.total import LossConfig
+    from compressor.train.loop import distill
 
     cfg = _cfg(args, **changes)
     return distill(teacher, student, splits, MEAN, STD, LossConfig(), cfg, checkpoint=checkpoint)
@@ -335,9 +335,9 @@ def precision(args: argparse.Namespace) -> dict[str, Any]:
     seed 0, per epoch, in training loss and in validation top-1."""
     import torch
 
-    from compressor.accel import autocast
-    from compressor.data import normalize
-    from compressor.losses import DistillationLoss, LossConfig
+    from compressor.compute.speed import autocast
+    from compressor.data.splits import normalize
+    from compressor.losses.total import DistillationLoss, LossConfig
 
     device, low = _device(args), args.low_precision
     low_key = low if low != "fp32" else "fp32_again"  # fp32 twice: the CPU plumbing run
@@ -523,8 +523,8 @@ def teacher_cast(args: argparse.Namespace) -> dict[str, Any]:
     before the run."""
     import torch
 
-    from compressor.data import normalize
-    from compressor.inference import predict_logits
+    from compressor.compute.inference import predict_logits
+    from compressor.data.splits import normalize
 
     cpu = torch.device("cpu")
     splits = _splits(args.data, args.train, args.val)
@@ -567,7 +567,7 @@ def ddp(args: argparse.Namespace) -> int:
     import torch
     import torch.distributed as dist
 
-    from compressor import distributed
+    from compressor.compute import distributed
 
     began = time.perf_counter()
     plan = distributed.plan_rank(args.device)

@@ -43,11 +43,11 @@ def train_teacher(data: Path, path: Path, epochs: int) -> None:
     if path.exists():
         return
     sys.path.insert(0, str(REPO))
-    from compressor.checkpoint import save_bundle
-    from compressor.data import load_image_folder
-    from compressor.distill import TrainConfig, distill
-    from compressor.losses import LossConfig
-    from compressor.students import build_model
+    from compressor.data.splits import load_image_folder
+    from compressor.losses.total import LossConfig
+    from compressor.models.checkpoint import save_bundle
+    from compressor.models.registry import build_model
+    from compressor.train.loop import TrainConfig, distill
 
     mean, std = (0.4914, 0.4822, 0.4465), (0.247, 0.243, 0.261)
     splits = load_image_folder(data, (3, 32, 32), seed=0)

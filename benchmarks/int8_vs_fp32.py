@@ -1,9 +1,11 @@
 """Int8 (onnxruntime static QDQ) vs fp32 ONNX on a CIFAR-10 student: top-1 and CPU latency.
 
 Trains (or reuses from the cache) a cifar_resnet20_w16 on a CIFAR-10 subset, exports it with
-``compressor.export.export_onnx``, quantizes it with ``compressor.quantize.quantize_int8`` on
+``compressor.export.to_onnx.export_onnx``, quantizes it with
+``compressor.export.int8.quantize_int8`` on
 training images, then measures both models *in the same process, interleaved* (fp32 and int8
-alternate within every repeat, order flipped each repeat) with ``compressor.latency.measure_onnx``,
+alternate within every repeat, order flipped each repeat) with
+``compressor.latency.timing.measure_onnx``,
 and top-1 on the full 10k test set::
 
     python benchmarks/int8_vs_fp32.py            # ~3 min once the student is cached
@@ -34,15 +36,21 @@ from typing import Any
 
 import torch
 
-from compressor.data import DatasetSplits, Split, load_image_folder, normalize, stratified_split
-from compressor.distill import TrainConfig, distill
-from compressor.export import export_onnx
-from compressor.io import atomic_write, write_json_atomic
-from compressor.latency import LatencyStats, TimingSettings, measure_onnx
-from compressor.losses import LossConfig
-from compressor.quantize import RELEVANT_FLAGS, cpu_flags, decide_int8, quantize_int8
-from compressor.students import build_model
-from compressor.verify import VerifyReport, onnx_logits, topk_accuracy
+from compressor.data.splits import (
+    DatasetSplits,
+    Split,
+    load_image_folder,
+    normalize,
+    stratified_split,
+)
+from compressor.export.int8 import RELEVANT_FLAGS, cpu_flags, decide_int8, quantize_int8
+from compressor.export.to_onnx import export_onnx
+from compressor.export.verify import VerifyReport, onnx_logits, topk_accuracy
+from compressor.files import atomic_write, write_json_atomic
+from compressor.latency.timing import LatencyStats, TimingSettings, measure_onnx
+from compressor.losses.total import LossConfig
+from compressor.models.registry import build_model
+from compressor.train.loop import TrainConfig, distill
 
 MEAN = (0.4914, 0.4822, 0.4465)
 STD = (0.2470, 0.2435, 0.2616)

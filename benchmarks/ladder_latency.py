@@ -18,10 +18,10 @@ import platform
 import onnxruntime
 import torch
 
-from compressor.export import onnx_bytes
-from compressor.profile import load_profile
-from compressor.select import profile_timer
-from compressor.students import FAMILIES, build_model, count_flops, count_params
+from compressor.export.to_onnx import onnx_bytes
+from compressor.latency.profiles import load_profile
+from compressor.models.registry import FAMILIES, build_model, count_flops, count_params
+from compressor.selection.choose import profile_timer
 
 
 def main() -> None:

@@ -10,7 +10,7 @@ The archive holds
   PROVENANCE.md;
 * ``teacher/cifar_resnet20_w32.pt``: a ``cifar_resnet20_w32`` teacher trained here on the CPU
   (cross-entropy, ``--teacher-epochs`` epochs on the packed training images, 10% of them held
-  out for validation), saved with :func:`compressor.checkpoint.save_bundle` (loads with
+  out for validation), saved with :func:`compressor.models.checkpoint.save_bundle` (loads with
   ``weights_only=True``); its top-1 on the packed test images is in MANIFEST.json;
 * ``wheels/*.whl``: the pure-Python wheels of what the project needs and the GPU machine lacks
   (``torch-pruning==1.6.1``, the project pins ``>=1.6.1,<1.7``), from ``pip download`` or from
@@ -80,12 +80,12 @@ def _train_teacher(
     """Train the teacher on the packed training images (CPU) and save it as a bundle."""
     import torch
 
-    from compressor.checkpoint import load_bundle, save_bundle
-    from compressor.data import DatasetSplits, decode_images, stratified_split
-    from compressor.distill import TrainConfig, distill
-    from compressor.inference import predict_logits, top1
-    from compressor.losses import LossConfig
-    from compressor.students import build_model
+    from compressor.compute.inference import predict_logits, top1
+    from compressor.data.splits import DatasetSplits, decode_images, stratified_split
+    from compressor.losses.total import LossConfig
+    from compressor.models.checkpoint import load_bundle, save_bundle
+    from compressor.models.registry import build_model
+    from compressor.train.loop import TrainConfig, distill
 
     began = time.perf_counter()
     full, _ = decode_images(picked["train"], 3, (32, 32))

@@ -4,19 +4,21 @@ For torchvision ``mobilenet_v3_large`` and ``resnet50`` at 224 px (random weight
 pruning and latency do not depend on weight values) this times the product code exactly as
 ``compressor run`` calls it:
 
-(a) the pruning: ``compressor.pruning.plan_student_source("pruned", bundle, input_shape)``
-    (Torch-Pruning's dependency graph, :data:`compressor.pruning.STEPS` steps, a deep copy
+(a) the pruning: ``compressor.models.pruning.plan_student_source("pruned", bundle, input_shape)``
+    (Torch-Pruning's dependency graph, :data:`compressor.models.pruning.STEPS` steps, a deep copy
     and a FLOP count per step);
-(b) the search: ``compressor.select.choose_student(profile, ..., families=[], plan=plan)``,
+(b) the search: ``compressor.selection.choose.choose_student(profile, ..., families=[],
+plan=plan)``,
     which exports and times the teacher, then bisects the trajectory by measured onnxruntime
     latency (with source "pruned" the fresh ladder is not timed).
 
 The teacher is saved with ``torch.save(model.state_dict(), path)`` and loaded with
-``compressor.checkpoint.load_bundle(path, arch=...)``, as a user's teacher would be.
+``compressor.models.checkpoint.load_bundle(path, arch=...)``, as a user's teacher would be.
 
 The budget. With the bundled ``mobile-224`` (p90 <= 15 ms, 2 threads) every step of a model
 could fit, or none could, and the search would then time one candidate instead of bisecting.
-So, per model, the teacher is first timed under mobile-224 (``compressor.select.time_teacher``)
+So, per model, the teacher is first timed under mobile-224
+(``compressor.selection.choose.time_teacher``)
 and a temporary copy of mobile-224 is written whose ``latency_ms`` is
 ``--budget-fraction`` (default 0.45) x that p90; everything else (threads, batch, percentile,
 safety margin, timing repetitions, opset) is mobile-224's. With the 10% safety margin the target
@@ -44,10 +46,10 @@ import torchvision
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from compressor.checkpoint import load_bundle  # noqa: E402
-from compressor.profile import load_profile, resolve_profile_path  # noqa: E402
-from compressor.pruning import plan_student_source  # noqa: E402
-from compressor.select import choose_student, time_teacher  # noqa: E402
+from compressor.latency.profiles import load_profile, resolve_profile_path  # noqa: E402
+from compressor.models.checkpoint import load_bundle  # noqa: E402
+from compressor.models.pruning import plan_student_source  # noqa: E402
+from compressor.selection.choose import choose_student, time_teacher  # noqa: E402
 
 
 def cpu_info() -> tuple[str, bool]:

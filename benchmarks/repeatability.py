@@ -12,7 +12,7 @@ What it runs, each as a real ``compressor`` subprocess or real onnxruntime sessi
    chosen, how often it was kept from memory, and how often a run exits 3 (inconclusive)
    instead of choosing.
 2. **An identical pair.** The teacher's graph against an identical copy of itself, timed by
-   :func:`compressor.paired_timing.measure_paired` exactly as selection times a candidate
+   :func:`compressor.latency.paired.measure_paired` exactly as selection times a candidate
    against the teacher, ``--runs`` times idle and loaded. Counted: ratios within 1.00 +/- 0.10.
 3. **``compressor verify`` under load.** A student that passes idle is verified against a
    profile whose budget is 2x its slowest of 3 idle p90s, ``--verify-runs`` times idle and
@@ -104,8 +104,8 @@ def build_teacher(path: Path, arch: str, classes: int, size: int) -> Path:
     """A random-weight teacher bundle (latency and pruned shapes do not depend on weights)."""
     import torch
 
-    from compressor.checkpoint import save_bundle
-    from compressor.students import build_model
+    from compressor.models.checkpoint import save_bundle
+    from compressor.models.registry import build_model
 
     if path.exists():
         return path
@@ -176,11 +176,11 @@ def part_select(args: argparse.Namespace, teachers: dict[str, Path], log: Any) -
 
 
 def part_pair(args: argparse.Namespace, teachers: dict[str, Path], log: Any) -> dict[str, Any]:
-    from compressor.checkpoint import load_bundle
-    from compressor.export import onnx_bytes
-    from compressor.latency import TimingSettings
-    from compressor.paired_timing import measure_paired
-    from compressor.profile import load_profile
+    from compressor.export.to_onnx import onnx_bytes
+    from compressor.latency.paired import measure_paired
+    from compressor.latency.profiles import load_profile
+    from compressor.latency.timing import TimingSettings
+    from compressor.models.checkpoint import load_bundle
 
     results: dict[str, Any] = {}
     for case in args.cases.split(","):
@@ -206,8 +206,8 @@ def part_pair(args: argparse.Namespace, teachers: dict[str, Path], log: Any) -> 
 def part_verify(args: argparse.Namespace, log: Any) -> dict[str, Any]:
     if args.verify_model is None or args.verify_data is None:
         return {}
-    from compressor.latency import TimingSettings, measure_onnx
-    from compressor.profile import load_profile
+    from compressor.latency.profiles import load_profile
+    from compressor.latency.timing import TimingSettings, measure_onnx
 
     base = load_profile("mobile-224")
     settings = TimingSettings.from_profile(base)
@@ -262,10 +262,16 @@ def part_cost(args: argparse.Namespace, teachers: dict[str, Path], log: Any) -> 
 
 
 def part_estimator(args: argparse.Namespace, teachers: dict[str, Path], log: Any) -> dict:
-    from compressor.checkpoint import load_bundle
-    from compressor.export import onnx_bytes
-    from compressor.latency import ROUNDS, TimingSettings, open_session, round_quota, time_block
-    from compressor.profile import load_profile
+    from compressor.export.to_onnx import onnx_bytes
+    from compressor.latency.profiles import load_profile
+    from compressor.latency.timing import (
+        ROUNDS,
+        TimingSettings,
+        open_session,
+        round_quota,
+        time_block,
+    )
+    from compressor.models.checkpoint import load_bundle
 
     results: dict[str, Any] = {}
     for case in args.cases.split(","):

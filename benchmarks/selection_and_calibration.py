@@ -22,13 +22,13 @@ import time
 
 import torch
 
-from compressor.calibrate import calibration_table
-from compressor.export import onnx_bytes
-from compressor.latency import TimingSettings, measure_onnx
-from compressor.profile import load_profile
-from compressor.report import hardware, versions
-from compressor.select import profile_timer, select_student
-from compressor.students import build_model, default_family
+from compressor.export.to_onnx import onnx_bytes
+from compressor.latency.profiles import load_profile
+from compressor.latency.timing import TimingSettings, measure_onnx
+from compressor.models.registry import build_model, default_family
+from compressor.report.markdown import hardware, versions
+from compressor.selection.choose import profile_timer, select_student
+from compressor.selection.target_calibration import calibration_table
 
 
 def repeatability(profile_name: str, repeats: int) -> None:

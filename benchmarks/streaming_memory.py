@@ -70,11 +70,11 @@ def train_teacher(data: Path, path: Path) -> None:
     """One epoch of supervised training through the library (in memory, 224 px)."""
     if path.exists():
         return
-    from compressor.checkpoint import save_bundle
-    from compressor.data import load_image_folder
-    from compressor.distill import TrainConfig, distill
-    from compressor.losses import LossConfig
-    from compressor.students import build_model
+    from compressor.data.splits import load_image_folder
+    from compressor.losses.total import LossConfig
+    from compressor.models.checkpoint import save_bundle
+    from compressor.models.registry import build_model
+    from compressor.train.loop import TrainConfig, distill
 
     splits = load_image_folder(data, SHAPE, seed=0)
     torch.manual_seed(0)
@@ -181,8 +181,8 @@ def run_once(data: Path, teacher: Path, profile: Path, out: Path, storage: str) 
 
 def data_path_throughput(data: Path) -> dict:
     """Images/s of one shuffled pass over train, 128 per batch, for each storage."""
-    from compressor.data import load_image_folder
-    from compressor.streaming import default_workers
+    from compressor.data.splits import load_image_folder
+    from compressor.data.streaming import default_workers
 
     out: dict = {"workers": default_workers()}
     began = time.perf_counter()
@@ -206,7 +206,7 @@ def decoder_comparison(data: Path, count: int = 300) -> dict:
     import torchvision
     from torchvision.transforms.v2 import functional as F
 
-    from compressor.data import default_preprocess
+    from compressor.data.splits import default_preprocess
 
     files = sorted((data / "train").rglob("*.jpg"))[:count]
     spec = default_preprocess(SHAPE)
@@ -240,7 +240,7 @@ def main() -> None:
     parser.add_argument("--sizes", default="2000,20000")
     args = parser.parse_args()
     sys.path.insert(0, str(REPO))
-    from compressor.streaming import available_memory_bytes, choose_storage
+    from compressor.data.streaming import available_memory_bytes, choose_storage
 
     args.work.mkdir(parents=True, exist_ok=True)
     profile = args.work / "bench-224.toml"

@@ -60,8 +60,8 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 import photo224  # noqa: E402  (the case's data and teacher)
 
-from compressor.data import random_resized_crop  # noqa: E402
-from compressor.students import build_model, count_params  # noqa: E402
+from compressor.data.splits import random_resized_crop  # noqa: E402
+from compressor.models.registry import build_model, count_params  # noqa: E402
 
 PRETRAIN_CLASSES = ("deer", "dog", "frog", "horse")  # CIFAR-10 classes absent from photo224
 MEAN, STD = photo224.MEAN, photo224.STD

@@ -14,7 +14,7 @@ from typing import Any
 
 from compressor import __version__
 from compressor.errors import CompressorError
-from compressor.io import read_json, write_json_atomic
+from compressor.files import read_json, write_json_atomic
 
 
 @dataclass(frozen=True)
@@ -50,13 +50,11 @@ class RunFolder:
         return self.root / "pilot.json"
 
     def pilot_checkpoint(self, recipe: str) -> Path:
-        """``--method auto``: the training state of one recipe's pilot (named by recipes.py)."""
-        from compressor.recipes import checkpoint_path  # torch-heavy: only when asked
-
-        return checkpoint_path(self.root, recipe)
+        """``--method auto``: the training state of one recipe's pilot."""
+        return pilot_checkpoint(self.root, recipe)
 
     def pilot_checkpoints(self) -> list[Path]:
-        return sorted(self.root.glob("pilot_*.pt"))
+        return sorted(self.root.glob(pilot_checkpoint(Path(), "*").name))
 
     @property
     def student_bundle(self) -> Path:
@@ -169,3 +167,8 @@ class RunFolder:
     def remove(paths: Iterable[Path]) -> None:
         for path in paths:
             path.unlink(missing_ok=True)
+
+
+def pilot_checkpoint(state_dir: Path, recipe: str) -> Path:
+    """``pilot_kd+bias.pt`` style names (the recipe names are file-name safe)."""
+    return state_dir / f"pilot_{recipe}.pt"

@@ -12,14 +12,14 @@ import pytest
 import torch
 from hypothesis import Phase, settings
 
-from compressor.checkpoint import save_bundle
-from compressor.cpu_check import MIN_CPU_SHARE_ENV
-from compressor.data import load_image_folder
-from compressor.demo import build_digits_imagefolder
-from compressor.distill import TrainConfig, distill
-from compressor.losses import LossConfig
-from compressor.selection_memory import PATH_ENV
-from compressor.students import build_model
+from compressor.data.splits import load_image_folder
+from compressor.latency.cpu import MIN_CPU_SHARE_ENV
+from compressor.losses.total import LossConfig
+from compressor.models.checkpoint import save_bundle
+from compressor.models.registry import build_model
+from compressor.pipeline.demo import build_digits_imagefolder
+from compressor.selection.memory import PATH_ENV
+from compressor.train.loop import TrainConfig, distill
 
 TINY_SHAPE = (1, 8, 8)  # the digits' native resolution keeps every test fast
 TEACHER_ARCH = "cifar_resnet20_w32"  # several times slower than the test students (speedup rule)
@@ -173,14 +173,18 @@ def _reuse_onnx_exports(patch: pytest.MonkeyPatch) -> None:
 
     * torch's ONNX registry (rebuilt from torchlib on every export) is built once per opset
       and handed out as a copy;
-    * :func:`compressor.export.onnx_bytes` returns the bytes of an earlier export of the same
+    * :func:`compressor.export.to_onnx.onnx_bytes` returns the bytes of an earlier export of the
+    same
       model (same classes, settings and weights, same shape and opset; see
       :func:`_export_key`), after putting the model in eval mode on the CPU as it does. The
       first export of each model is real, failures are never memoised, and a test that
       patches ``onnx_bytes`` itself still replaces this wrapper. Runs in a subprocess export
       for real.
     """
-    from compressor import calibrate, export, select, stages
+    from compressor.export import to_onnx as export
+    from compressor.pipeline import stages
+    from compressor.selection import choose as select
+    from compressor.selection import target_calibration as calibrate
 
     real_bytes = export.onnx_bytes
     graphs: OrderedDict[str, bytes] = OrderedDict()

@@ -8,12 +8,12 @@ import pytest
 import torch
 from torch import nn
 
-from compressor import accel
-from compressor.checkpoint import load_bundle
-from compressor.distill import TrainConfig, distill
+from compressor.compute import speed as accel
 from compressor.errors import CompressorError
-from compressor.losses import LossConfig
-from compressor.students import build_model
+from compressor.losses.total import LossConfig
+from compressor.models.checkpoint import load_bundle
+from compressor.models.registry import build_model
+from compressor.train.loop import TrainConfig, distill
 
 MEAN, STD = (0.5,), (0.5,)
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
@@ -160,7 +160,7 @@ def test_compile_with_inductor_on_cpu(digits_splits, teacher_path) -> None:
 
 
 def test_inference_batch_follows_the_device_and_does_not_change_logits(digits_splits) -> None:
-    from compressor.inference import inference_batch_size, predict_logits
+    from compressor.compute.inference import inference_batch_size, predict_logits
 
     assert (inference_batch_size(CPU), inference_batch_size(CUDA)) == (128, 512)
     with pytest.raises(CompressorError, match="eval_batch_size"):
@@ -288,7 +288,7 @@ def test_compiled_step_gives_the_losses_of_the_eager_step(
     run without code generation: the same losses, epoch by epoch, as the eager step."""
     import dataclasses
 
-    from compressor.data import Split
+    from compressor.data.splits import Split
 
     monkeypatch.setattr(accel, "COMPILE_BACKEND", "aot_eager")
     full = (len(digits_splits.train) // 128) * 128  # every batch full: no dropped images
@@ -350,7 +350,7 @@ def test_cpu_step_trains_nchw_when_the_student_has_an_unsafe_layer(digits_splits
 def test_cached_logits_from_the_host_never_read_device_indices_back() -> None:
     """A host cache is indexed with the host copy of the rows: the device indices (here on the
     meta device, where any read-back raises) are never copied to the host (#24)."""
-    from compressor.train_step import cached_logits
+    from compressor.train.step import cached_logits
 
     cache = torch.arange(20.0).reshape(10, 2)
     host_idx = torch.tensor([3, 1, 7])

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from compressor.cli import app
+from compressor.cli.main import app
 from compressor.errors import CompressorError
-from compressor.io import write_text_atomic
+from compressor.files import write_text_atomic
 from tests.conftest import write_profile
 
 runner = CliRunner()
@@ -23,7 +23,7 @@ def test_disk_full_leaves_no_partial_file(tmp_path: Path, monkeypatch) -> None:
         tmp.write_text("half")
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    from compressor import io
+    from compressor import files as io
 
     with pytest.raises(CompressorError, match="No space left on device"):
         io.atomic_write(target, full)
@@ -139,7 +139,7 @@ def test_a_bug_exits_4_with_its_traceback_not_the_retry_code(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Exit code 3 tells CI to retry (a contended host); a crash must not look like that."""
-    from compressor import cli
+    from compressor.cli import main as cli
     from compressor.errors import EXIT_INCONCLUSIVE, EXIT_INTERNAL_ERROR
 
     def broken() -> None:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from compressor.batchnorm import recalibrate_batchnorm
-from compressor.data import DatasetSplits, Split, normalize
-from compressor.distill import TrainConfig, distill
-from compressor.inference import predict_logits, top1
-from compressor.losses import LossConfig
-from compressor.students import build_model
+from compressor.compute.batchnorm import recalibrate_batchnorm
+from compressor.compute.inference import predict_logits, top1
+from compressor.data.splits import DatasetSplits, Split, normalize
+from compressor.losses.total import LossConfig
+from compressor.models.registry import build_model
+from compressor.train.loop import TrainConfig, distill
 
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
 

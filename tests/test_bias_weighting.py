@@ -10,9 +10,9 @@ import pytest
 import torch
 from torch import Tensor
 
-from compressor.bias_aware import bias_aware_distillation, bias_aware_distillation_batched
-from compressor.loss_methods.kd import kd_loss, kd_per_sample
-from compressor.losses import DistillationLoss, LossConfig
+from compressor.losses.bias_aware import bias_aware_distillation, bias_aware_distillation_batched
+from compressor.losses.methods.kd import kd_loss, kd_per_sample
+from compressor.losses.total import DistillationLoss, LossConfig
 
 # Teacher right on row 1 only (argmax 1 = label 1); wrong on rows 0, 2 and 3.
 TEACHER = torch.tensor([[3.0, 1.0, 2.0], [0.0, 4.0, 2.0], [0.0, 4.0, 2.0], [-3.0, 2.0, -5.0]])

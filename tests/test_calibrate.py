@@ -8,17 +8,17 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from compressor.calibrate import (
+from compressor.cli.main import app
+from compressor.errors import CompressorError
+from compressor.latency.profiles import load_profile
+from compressor.latency.timing import LatencyStats, TimingSettings, summarize
+from compressor.selection.choose import select_student
+from compressor.selection.target_calibration import (
     LatencyPredictor,
     calibration_table,
     reference_suite,
     write_calibrated_profile,
 )
-from compressor.cli import app
-from compressor.errors import CompressorError
-from compressor.latency import LatencyStats, TimingSettings, summarize
-from compressor.profile import load_profile
-from compressor.select import select_student
 from tests.conftest import write_profile
 
 

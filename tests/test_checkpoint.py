@@ -3,9 +3,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from compressor.checkpoint import load_bundle, save_bundle
 from compressor.errors import CompressorError
-from compressor.students import build_model
+from compressor.models.checkpoint import load_bundle, save_bundle
+from compressor.models.registry import build_model
 
 
 def _bundle(path: Path, arch: str = "cifar_resnet8_w8") -> torch.nn.Module:

@@ -10,9 +10,9 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from compressor.checkpoint import load_bundle
-from compressor.cli import app
-from compressor.data import normalize
+from compressor.cli.main import app
+from compressor.data.splits import normalize
+from compressor.models.checkpoint import load_bundle
 from tests.conftest import write_profile
 
 runner = CliRunner()
@@ -48,7 +48,9 @@ def size_timed(monkeypatch):
     quantized graph, and the CPU probe reports an idle host. So selection, verification, the
     int8 decision and the teacher speedup are decided by constructed numbers, never by the
     load on a shared machine."""
-    from compressor import cpu_check, latency, paired_timing
+    from compressor.latency import cpu as cpu_check
+    from compressor.latency import paired as paired_timing
+    from compressor.latency import timing as latency
 
     real_open, real_block = latency.open_session, latency.time_block
     graphs: dict[int, Path | bytes] = {}

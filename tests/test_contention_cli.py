@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from compressor import latency
-from compressor.cpu_check import CpuProbe, CpuUse
+from compressor.latency import timing as latency
+from compressor.latency.cpu import CpuProbe, CpuUse
 
 pytestmark = pytest.mark.usefixtures("judge_contention")  # contention judged as in production
 
@@ -25,7 +25,7 @@ def test_cli_select_on_a_contended_host_is_one_line_exit_3_and_writes_nothing(
     waits are skipped."""
     from typer.testing import CliRunner
 
-    from compressor.cli import app
+    from compressor.cli.main import app
 
     monkeypatch.setattr(CpuProbe, "stop", lambda self: BUSY)
     monkeypatch.setattr(latency.time, "sleep", lambda _s: None)

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from compressor.data import (
+from compressor.data.splits import (
     augment,
     load_image_folder,
     normalize,
@@ -255,7 +255,7 @@ def test_augment_is_a_random_shifted_crop_and_flip(hflip: bool | None, side: int
 
 
 def test_held_out_split_is_stratified_split_with_seed_plus_one(tmp_path: Path) -> None:
-    from compressor.data import scan_image_folder
+    from compressor.data.splits import scan_image_folder
 
     truth = _unique_images(tmp_path / "flat", per_class=10, classes=2, seed=6)
     data = load_image_folder(tmp_path / "flat", (3, 8, 8), seed=4)
@@ -276,7 +276,7 @@ def test_held_out_split_is_stratified_split_with_seed_plus_one(tmp_path: Path) -
 
 
 def test_decoded_with_the_default_preprocess_recorded(tmp_path: Path) -> None:
-    from compressor.data import default_preprocess
+    from compressor.data.splits import default_preprocess
 
     _unique_images(tmp_path / "flat", per_class=5, classes=2, seed=7)
     data = load_image_folder(tmp_path / "flat", (3, 8, 8))
@@ -321,9 +321,9 @@ def _train_test_tree(root: Path, train_per_class: int = 4, test_per_class: int =
 def test_auto_storage_counts_train_and_test_images_and_is_logged(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from compressor import streaming
-    from compressor.data import Split
-    from compressor.streaming import StorageChoice, StreamedSplit
+    from compressor.data import streaming
+    from compressor.data.splits import Split
+    from compressor.data.streaming import StorageChoice, StreamedSplit
 
     root = _train_test_tree(tmp_path / "d")  # 8 + 2 images: 10 x 192 = 1,920 decoded bytes
     # a quarter of the available memory is the budget: exactly the 1,920 bytes
@@ -358,7 +358,7 @@ def test_auto_storage_counts_train_and_test_images_and_is_logged(
 def test_streamed_splits_get_the_decode_workers_of_their_host_share(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from compressor import data as data_module
+    from compressor.data import splits as data_module
 
     root = _train_test_tree(tmp_path / "d")
     monkeypatch.setattr(data_module, "default_workers", lambda processes: {1: 3, 2: 5}[processes])
@@ -388,8 +388,8 @@ def test_decoded_images_are_cached_in_cache_dir_and_the_reuse_is_logged(tmp_path
 def test_every_split_is_decoded_with_the_given_preprocess(tmp_path: Path, storage: str) -> None:
     """A centre crop of 16x12 images is not the default squash: each split holds exactly what
     the given transform makes of its files."""
-    from compressor.data import default_preprocess, scan_image_folder
-    from compressor.preprocess import resolve_preprocess
+    from compressor.data.preprocess import resolve_preprocess
+    from compressor.data.splits import default_preprocess, scan_image_folder
 
     rng = np.random.default_rng(15)
     for part, per_class in (("train", 6), ("test", 2)):

@@ -10,9 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
-from compressor import data as data_module
-from compressor.data import load_image_folder
-from compressor.io import default_cache_dir
+from compressor.data import splits as data_module
+from compressor.data.splits import load_image_folder
+from compressor.files import default_cache_dir
 
 SHAPE = (1, 8, 8)
 

@@ -13,21 +13,21 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from compressor.checkpoint import load_bundle, save_bundle
-from compressor.cli import app
-from compressor.commands import export_bundle
+from compressor.cli.main import app
 from compressor.errors import CompressorError
-from compressor.profile import load_profile
-from compressor.pruning import (
+from compressor.latency.profiles import load_profile
+from compressor.models.checkpoint import load_bundle, save_bundle
+from compressor.models.pruning import (
     NAME_MARK,
     is_derived,
     plan_student_source,
     prune_trajectory,
     unprunable_reason,
 )
-from compressor.select import choose_student
-from compressor.students import build_model
-from compressor.widths import layer_widths
+from compressor.models.registry import build_model
+from compressor.models.widths import layer_widths
+from compressor.pipeline.single_stage import export_bundle
+from compressor.selection.choose import choose_student
 from tests.conftest import TINY_SHAPE, write_profile
 
 runner = CliRunner()
@@ -142,8 +142,8 @@ def params_timed(monkeypatch):
     """Selection's latency in ms = parameters / 100k; no clock. Exporting every candidate takes
     seconds, so selection's exporter hands the timer the parameter count instead of a graph
     (the ONNX export of a derived student is tested on its own above)."""
-    from compressor import select
-    from compressor.students import count_params
+    from compressor.models.registry import count_params
+    from compressor.selection import choose as select
 
     def fake_bytes(model, _shape, _opset) -> bytes:
         return str(count_params(model)).encode()
@@ -163,7 +163,7 @@ def params_timed(monkeypatch):
 
 
 def _selection(teacher, trajectory, profile: Path, source: str, families: list[str]):
-    from compressor.select import SourcePlan
+    from compressor.selection.choose import SourcePlan
 
     plan = SourcePlan(source, trajectory, f"{source}: test")
     return choose_student(

@@ -21,14 +21,19 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from compressor import distributed
-from compressor.checkpoint import load_bundle
-from compressor.distill import TrainConfig, distill
+from compressor.compute import distributed
+from compressor.compute.inference import (
+    DeviceImages,
+    predict_logits,
+    predict_sharded,
+    resolve_device,
+)
 from compressor.errors import CompressorError
-from compressor.inference import DeviceImages, predict_logits, predict_sharded, resolve_device
-from compressor.losses import LossConfig
-from compressor.students import build_model
-from compressor.train_step import augment_seed, lr_factor
+from compressor.losses.total import LossConfig
+from compressor.models.checkpoint import load_bundle
+from compressor.models.registry import build_model
+from compressor.train.loop import TrainConfig, distill
+from compressor.train.step import augment_seed, lr_factor
 from tests.conftest import write_profile
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -262,9 +267,9 @@ def _launch(script: str, nproc: int = 2, *args: str, **env: str) -> list[tuple[i
 
 ON_MAIN = """
 import sys
-from compressor import distributed
+from compressor.compute import distributed
 from compressor.errors import CompressorError
-from compressor.pipeline import _on_main
+from compressor.pipeline.runner import _on_main
 
 distributed.init_distributed("cpu")
 
@@ -304,12 +309,12 @@ def test_rank0_failure_reaches_every_rank_without_a_hang() -> None:
 DISTILL = """
 import sys
 import torch
-from compressor import distributed
-from compressor.data import load_image_folder
-from compressor.distill import TrainConfig, distill
-from compressor.losses import LossConfig
-from compressor.students import build_model
-from compressor.checkpoint import load_bundle
+from compressor.compute import distributed
+from compressor.data.splits import load_image_folder
+from compressor.train.loop import TrainConfig, distill
+from compressor.losses.total import LossConfig
+from compressor.models.registry import build_model
+from compressor.models.checkpoint import load_bundle
 
 data_root, teacher_path, *jobs = sys.argv[1:]  # jobs: ckpt,out,mode (one launch, several runs)
 info = distributed.init_distributed("cpu")
@@ -435,12 +440,12 @@ def test_two_process_gloo_run_matches_single_process_and_distill_runs_distribute
 SHARED_WORK = """
 import json, sys
 import torch
-from compressor import distributed
-from compressor.data import Split
-from compressor.distill import TrainConfig
-from compressor.inference import DeviceImages, predict_sharded
-from compressor.students import build_model
-from compressor.train_setup import Placement, batchnorm_recalibration, place_models
+from compressor.compute import distributed
+from compressor.data.splits import Split
+from compressor.train.loop import TrainConfig
+from compressor.compute.inference import DeviceImages, predict_sharded
+from compressor.models.registry import build_model
+from compressor.train.setup import Placement, batchnorm_recalibration, place_models
 
 distributed.init_distributed("cpu")
 torch.manual_seed(0)

@@ -1,4 +1,3 @@
-import json
 from pathlib import Path
 
 import numpy as np
@@ -7,10 +6,10 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from compressor.checkpoint import load_bundle
-from compressor.export import export_onnx, read_metadata
-from compressor.profile import load_profile
-from compressor.verify import verify_onnx
+from compressor.export.to_onnx import export_onnx, read_metadata
+from compressor.export.verify import verify_onnx
+from compressor.latency.profiles import load_profile
+from compressor.models.checkpoint import load_bundle
 from tests.conftest import write_profile
 from tests.onnx_tamper import shift_output_bias
 
@@ -30,7 +29,7 @@ def test_export_has_dynamic_batch_metadata_and_matches_torch(exported) -> None:
     bundle, path, result = exported
     model = onnx.load(str(path))
     onnx.checker.check_model(model, full_check=True)
-    assert json.loads(read_metadata(path)["class_names"]) == [str(i) for i in range(10)]
+    assert read_metadata(path)["class_names"] == [str(i) for i in range(10)]
     assert result.opset == 18 and result.size_bytes == path.stat().st_size
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     assert session.get_inputs()[0].name == "input" and session.get_outputs()[0].name == "logits"

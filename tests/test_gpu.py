@@ -14,13 +14,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from compressor import accel
-from compressor import distill as distill_module
-from compressor.checkpoint import load_bundle
-from compressor.distill import TrainConfig, distill
-from compressor.inference import DeviceImages, predict_logits, predict_sharded
-from compressor.losses import LossConfig
-from compressor.students import build_model
+from compressor.compute import speed as accel
+from compressor.compute.inference import DeviceImages, predict_logits, predict_sharded
+from compressor.losses.total import LossConfig
+from compressor.models.checkpoint import load_bundle
+from compressor.models.registry import build_model
+from compressor.train import loop as distill_module
+from compressor.train.loop import TrainConfig, distill
 
 pytestmark = [
     pytest.mark.gpu,
@@ -36,7 +36,7 @@ def digits_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     packed = os.environ.get("COMPRESSOR_TEST_DIGITS")
     if packed:
         return Path(packed)
-    from compressor.demo import build_digits_imagefolder
+    from compressor.pipeline.demo import build_digits_imagefolder
 
     return build_digits_imagefolder(tmp_path_factory.mktemp("digits") / "data")
 
@@ -120,7 +120,7 @@ def test_auto_compile_captures_cuda_graphs_with_the_eager_losses(
     """#24 item 3: by default the CUDA step is compiled with CUDA graphs (static shapes)."""
     import dataclasses
 
-    from compressor.data import Split
+    from compressor.data.splits import Split
 
     full = (len(digits_splits.train) // 128) * 128  # full batches: both runs see every image
     train = Split(digits_splits.train.images[:full], digits_splits.train.labels[:full])

@@ -14,10 +14,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from compressor import latency
-from compressor.cpu_check import CpuProbe, CpuUse
-from compressor.latency import TimingSettings, measure_onnx, session_options, summarize
-from compressor.profile import load_profile
+from compressor.latency import timing as latency
+from compressor.latency.cpu import CpuProbe, CpuUse
+from compressor.latency.profiles import load_profile
+from compressor.latency.timing import TimingSettings, measure_onnx, session_options, summarize
 from tests.conftest import write_profile
 
 TICK = 2.0**-10  # seconds; powers of two keep the fake clock's sums exact

@@ -13,15 +13,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from compressor import cpu_check, latency, paired_timing, select
-from compressor.cpu_check import CpuAllowance, CpuProbe, CpuUse
 from compressor.errors import LatencyInconclusive
-from compressor.export import onnx_bytes
-from compressor.latency import TimingSettings, measure_onnx, summarize_rounds
-from compressor.paired_timing import PairedTiming, measure_paired, median_ci
-from compressor.run_report import speedup_gates, verdict
-from compressor.students import build_model
-from compressor.verify import latency_gate
+from compressor.export.to_onnx import onnx_bytes
+from compressor.export.verify import latency_gate
+from compressor.latency import cpu as cpu_check
+from compressor.latency import paired as paired_timing
+from compressor.latency import timing as latency
+from compressor.latency.cpu import CpuAllowance, CpuProbe, CpuUse
+from compressor.latency.paired import PairedTiming, measure_paired, median_ci
+from compressor.latency.timing import TimingSettings, measure_onnx, summarize_rounds
+from compressor.models.registry import build_model
+from compressor.report.model import speedup_gates, verdict
+from compressor.selection import choose as select
 from tests.test_select import SMALL, _profile, _stats, _timer, named_export  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("judge_contention")  # contention judged as in production
@@ -303,8 +306,8 @@ def test_latency_gate_under_contention_never_fails_falsely() -> None:
 
 
 def test_int8_is_kept_only_when_faster_beyond_noise() -> None:
-    from compressor.quantize import decide_int8
-    from compressor.verify import VerifyReport
+    from compressor.export.int8 import decide_int8
+    from compressor.export.verify import VerifyReport
 
     def report(top1: float) -> VerifyReport:
         return VerifyReport(1000, top1, None, 0.9, 0.9 - top1, None, _stats(2.0))
@@ -318,8 +321,8 @@ def test_int8_is_kept_only_when_faster_beyond_noise() -> None:
 
 
 def test_the_contention_threshold_can_be_overridden(monkeypatch: pytest.MonkeyPatch) -> None:
-    from compressor.cpu_check import MIN_CPU_SHARE_ENV
     from compressor.errors import CompressorError
+    from compressor.latency.cpu import MIN_CPU_SHARE_ENV
 
     assert BUSY.contended and not IDLE.contended  # the default 0.85
     monkeypatch.setenv(MIN_CPU_SHARE_ENV, "0")

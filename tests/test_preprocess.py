@@ -12,10 +12,10 @@ import torchvision
 from PIL import Image
 from torchvision import transforms as T
 
-from compressor.data import load_image_folder, normalize
+from compressor.compute.inference import predict_logits, top1
+from compressor.data.preprocess import Preprocess, resolve_preprocess
+from compressor.data.splits import load_image_folder, normalize
 from compressor.errors import CompressorError
-from compressor.inference import predict_logits, top1
-from compressor.preprocess import Preprocess, resolve_preprocess
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 SIZES = [(200, 150), (150, 200), (97, 131), (64, 64), (300, 80)]  # (width, height), non-square
@@ -101,8 +101,9 @@ def test_metadata_round_trip_and_description() -> None:
     spec = _spec(224, interpolation="bicubic")
     meta = spec.to_metadata()
     assert meta["resize_size"] == 256 and meta["description"].startswith("Resize(shorter side 256")
-    assert Preprocess.from_metadata(json.dumps(meta)) == Preprocess.from_metadata(meta)
-    back = Preprocess.from_metadata(meta)
+    # read back as verify does: the recorded layer of resolve_preprocess
+    back = resolve_preprocess((224, 224), 3, MEAN, STD, None, json.loads(json.dumps(meta)))
+    assert back.describe() == spec.describe() and back.cache_tag() == spec.cache_tag()
     assert back.resolved_resize == 256 and back.interpolation == "bicubic"
 
 
@@ -139,9 +140,9 @@ def test_normalisation_matches_torchvision_normalize() -> None:
 
 def test_verify_reads_the_transform_from_the_onnx_metadata(tmp_path: Path) -> None:
     """`compressor verify` on an exported file feeds it the way it was trained, without flags."""
-    from compressor.checkpoint import save_bundle
-    from compressor.commands import export_student, verify_model
-    from compressor.students import build_model
+    from compressor.models.checkpoint import save_bundle
+    from compressor.models.registry import build_model
+    from compressor.pipeline.single_stage import export_student, verify_model
     from tests.conftest import write_profile
 
     root = _photo_folder(tmp_path / "data", per_class=8)

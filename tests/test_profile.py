@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from compressor.errors import CompressorError
-from compressor.profile import available_profiles, load_profile, schema_markdown
+from compressor.latency.profiles import available_profiles, load_profile, schema_markdown
 from tests.conftest import write_profile
 
 

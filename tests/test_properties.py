@@ -3,7 +3,7 @@
 Shapes, right/wrong masks (all right, all wrong and empty batches included), weights,
 temperatures and methods are drawn by Hypothesis; logits come from a seeded generator so ties
 (where "the teacher's top-1" would be ambiguous) do not occur. The reference below is written
-from the formulas in the docstrings of :mod:`compressor.losses`, in float64, row by row.
+from the formulas in the docstrings of :mod:`compressor.losses.total`, in float64, row by row.
 """
 
 from __future__ import annotations
@@ -17,14 +17,14 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from compressor.bias_aware import (
+from compressor.losses.bias_aware import (
     bias_aware_distillation,
     bias_aware_distillation_batched,
     rectify_teacher_logits,
 )
-from compressor.loss_methods.dkd import dkd_loss, dkd_per_sample
-from compressor.loss_methods.kd import kd_loss, kd_per_sample
-from compressor.losses import DistillationLoss, LossConfig
+from compressor.losses.methods.dkd import dkd_loss, dkd_per_sample
+from compressor.losses.methods.kd import kd_loss, kd_per_sample
+from compressor.losses.total import DistillationLoss, LossConfig
 
 TOL = {"rel": 1e-4, "abs": 1e-4}
 
@@ -215,7 +215,7 @@ def test_plain_kd_and_dkd_equal_the_reference(c: dict) -> None:
 
 
 def test_bias_weight_names_the_valid_epoch_range() -> None:
-    from compressor.bias_aware import bias_weight
+    from compressor.losses.bias_aware import bias_weight
 
     with pytest.raises(ValueError, match=r"in \[0, 4\]; got 5$"):
         bias_weight(5, 5)

@@ -11,22 +11,22 @@ import pytest
 import torch
 from onnx import numpy_helper
 
-from compressor.checkpoint import load_bundle, save_bundle
-from compressor.data import normalize
-from compressor.distill import TrainConfig, distill
+from compressor.data.splits import normalize
 from compressor.errors import CompressorError
-from compressor.export import export_onnx, read_metadata
-from compressor.latency import LatencyStats
-from compressor.losses import LossConfig
-from compressor.quantize import (
+from compressor.export.int8 import (
     QuantizeResult,
     choose_types,
     cpu_flags,
     decide_int8,
     quantize_int8,
 )
-from compressor.students import build_model
-from compressor.verify import VerifyReport, onnx_logits, topk_accuracy
+from compressor.export.to_onnx import export_onnx, read_metadata
+from compressor.export.verify import VerifyReport, onnx_logits, topk_accuracy
+from compressor.latency.timing import LatencyStats
+from compressor.losses.total import LossConfig
+from compressor.models.checkpoint import load_bundle, save_bundle
+from compressor.models.registry import build_model
+from compressor.train.loop import TrainConfig, distill
 
 from .conftest import TINY_SHAPE
 

@@ -9,12 +9,13 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from compressor.checkpoint import load_bundle
-from compressor.cli import app
-from compressor.distill import TrainConfig, distill
+from compressor.cli.main import app
 from compressor.errors import CompressorError
-from compressor.losses import LossConfig
-from compressor.recipes import (
+from compressor.losses.total import LossConfig
+from compressor.models.checkpoint import load_bundle
+from compressor.models.registry import build_model
+from compressor.train.loop import TrainConfig, distill
+from compressor.train.recipes import (
     DEFAULT_RECIPES,
     PilotRow,
     RecipeChoice,
@@ -26,7 +27,6 @@ from compressor.recipes import (
     pilot_epochs,
     recipe_loss,
 )
-from compressor.students import build_model
 from tests.conftest import write_profile
 
 

@@ -9,9 +9,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from compressor.formatting import recipe_decision
-from compressor.losses import LossConfig
-from compressor.recipes import (
+from compressor.losses.total import LossConfig
+from compressor.report.formatting import recipe_decision
+from compressor.train.recipes import (
     DEFAULT_RECIPES,
     PilotRow,
     RecipeChoice,
@@ -102,9 +102,9 @@ def test_pilots_record_their_correctness_and_the_choice_records_the_test(tmp_pat
 
 
 def test_distill_returns_per_image_correctness_at_the_best_epoch(digits_splits, teacher_path):
-    from compressor.checkpoint import load_bundle
-    from compressor.distill import TrainConfig, distill
-    from compressor.students import build_model
+    from compressor.models.checkpoint import load_bundle
+    from compressor.models.registry import build_model
+    from compressor.train.loop import TrainConfig, distill
 
     torch.manual_seed(0)
     result = distill(

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from compressor.report_html import render_html
+from compressor.report.html_page import render_html
 
 VOID = {"meta", "br", "hr", "img", "input", "link", "col", "area", "base", "wbr", "source"}
 SECTIONS = ("summary", "verification", "gates", "accuracy", "parity", "latency", "size")
@@ -336,7 +336,7 @@ def test_demo_report_renders_in_chromium(tmp_path: Path) -> None:
     """The demo's real report.json renders; a screenshot is taken when Chromium is installed."""
     from typer.testing import CliRunner
 
-    from compressor.cli import app
+    from compressor.cli.main import app
 
     result = CliRunner().invoke(app, ["demo", "--out", str(tmp_path / "demo"), "--quiet"])
     assert result.exit_code in (0, 1), result.output

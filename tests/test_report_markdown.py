@@ -8,9 +8,9 @@ import re
 
 import pytest
 
-from compressor.formatting import finite, milliseconds, number, percent, step_summary, yes_no
-from compressor.report import render_markdown, render_verify_markdown, speedup_summary
-from compressor.report_html import render_html
+from compressor.report.formatting import finite, milliseconds, number, percent, step_summary, yes_no
+from compressor.report.html_page import render_html
+from compressor.report.markdown import render_markdown, render_verify_markdown, speedup_summary
 from tests.test_report_html import full_report
 
 

@@ -6,12 +6,12 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from compressor import export
 from compressor.errors import CompressorError
-from compressor.latency import LatencyStats, TimingSettings, measure_onnx, summarize
-from compressor.profile import load_profile
-from compressor.select import select_student
-from compressor.students import build_model, get_family
+from compressor.export import to_onnx as export
+from compressor.latency.profiles import load_profile
+from compressor.latency.timing import LatencyStats, TimingSettings, measure_onnx, summarize
+from compressor.models.registry import build_model, get_family
+from compressor.selection.choose import select_student
 from tests.conftest import write_profile
 
 
@@ -96,8 +96,8 @@ SMALL = ("cifar_resnet8_w8", "cifar_resnet8_w16", "cifar_resnet14_w16", "cifar_r
 @pytest.fixture(scope="module")
 def named_export():
     """Patch the exporter so the timer receives the candidate's name, and memoise FLOP counts."""
-    from compressor import select
-    from compressor.students import count_params, get_family
+    from compressor.models.registry import count_params, get_family
+    from compressor.selection import choose as select
 
     names = {count_params(build_model(n, 10, 1)): n for n in get_family("cifar_resnet").ladder}
     assert len(names) == len(get_family("cifar_resnet").ladder)  # parameter counts identify
@@ -226,7 +226,7 @@ def test_table_rows_carry_the_timer_numbers(tmp_path: Path, named_export) -> Non
     assert selection.family == "cifar_resnet" and selection.chosen == pair[1]
     assert small.mflops == round(small.mflops, 3) and small.predicted_ms is None
     # the table survives a JSON round trip (selection.json is read back by --resume)
-    from compressor.select import Selection
+    from compressor.selection.choose import Selection
 
     assert Selection.from_dict(selection.to_dict()) == selection
 
@@ -256,8 +256,8 @@ def test_no_fit_message_names_the_judged_fastest(tmp_path: Path, named_export) -
 
 
 def _constructed_selection():
-    from compressor.calibrate import LatencyPredictor
-    from compressor.select import Candidate, Selection, TeacherTiming
+    from compressor.selection.choose import Candidate, Selection, TeacherTiming
+    from compressor.selection.target_calibration import LatencyPredictor
 
     rows = [
         Candidate("cifar_resnet8_w8", 19810, 0.387, 1.0, 1.5, 1.25, 2.5, True, 7.2, True),
@@ -277,7 +277,7 @@ def _constructed_selection():
 def test_selection_round_trips_through_json_with_predictor_and_teacher() -> None:
     import json
 
-    from compressor.select import Selection
+    from compressor.selection.choose import Selection
 
     selection = _constructed_selection()
     data = json.loads(json.dumps(selection.to_dict()))
@@ -292,7 +292,7 @@ def test_selection_round_trips_through_json_with_predictor_and_teacher() -> None
 def test_format_table_golden() -> None:
     import dataclasses
 
-    from compressor.select import format_table
+    from compressor.selection.choose import format_table
 
     selection = _constructed_selection()
     assert format_table(selection).splitlines() == [

@@ -3,7 +3,8 @@
 The stand-ins of ``tests/test_select.py`` are used here too: the exporter hands the timer the
 architecture's name (the teacher's as well) instead of ONNX bytes, and the timer returns a
 constructed latency for that name. So no graph is exported and no clock is read: what is judged
-is :mod:`compressor.select`'s own arithmetic (speedup, rounding, boundaries), its walk and the
+is :mod:`compressor.selection.choose`'s own arithmetic (speedup, rounding, boundaries), its walk
+and the
 messages it raises. These tests are in mutmut's selection (``pyproject.toml``); the real-export
 versions of some of them are in ``tests/test_teacher_speedup.py``.
 """
@@ -15,14 +16,14 @@ from pathlib import Path
 
 import pytest
 
-from compressor import select
-from compressor.calibrate import LatencyPredictor
-from compressor.cpu_check import CpuUse
 from compressor.errors import CompressorError
-from compressor.latency import LatencyStats, TimingSettings
-from compressor.paired_timing import PairedTiming
-from compressor.profile import Calibration
-from compressor.select import (
+from compressor.latency.cpu import CpuUse
+from compressor.latency.paired import PairedTiming
+from compressor.latency.profiles import Calibration
+from compressor.latency.timing import LatencyStats, TimingSettings
+from compressor.models.registry import build_model, count_params
+from compressor.selection import choose as select
+from compressor.selection.choose import (
     Candidate,
     Selection,
     TeacherTiming,
@@ -32,7 +33,7 @@ from compressor.select import (
     select_student,
     time_teacher,
 )
-from compressor.students import build_model, count_params
+from compressor.selection.target_calibration import LatencyPredictor
 from tests.test_select import SMALL, _profile, _stats, _timer, named_export  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("named_export")
@@ -481,7 +482,7 @@ def test_choose_student_raises_the_last_familys_failure(tmp_path: Path) -> None:
 
 
 def test_format_table_host_only_without_teacher() -> None:
-    from compressor.select import format_table
+    from compressor.selection.choose import format_table
 
     rows = [
         Candidate("cifar_resnet8_w8", 19810, 0.387, 1.0, 1.5, 1.25, None, True),

@@ -13,16 +13,16 @@ from pathlib import Path
 
 import pytest
 
-from compressor.select import Candidate, choose_student, still_holds
-from compressor.select_derived import search_trajectory
-from compressor.selection_memory import (
+from compressor.models.registry import build_model
+from compressor.selection.choose import Candidate, choose_student, still_holds
+from compressor.selection.memory import (
     PATH_ENV,
     SelectionMemory,
     decision_key,
     default_memory_path,
     model_fingerprint,
 )
-from compressor.students import build_model
+from compressor.selection.trajectory_search import search_trajectory
 from tests.test_select import SMALL, _profile, _timer, named_export  # noqa: F401
 
 TEACHER = "cifar_resnet20_w32"

@@ -9,14 +9,14 @@ import pytest
 import torch
 from PIL import Image
 
-from compressor import streaming
-from compressor.data import Split, load_image_folder
-from compressor.distill import TrainConfig, distill
+from compressor.compute.inference import predict_logits
+from compressor.data import streaming
+from compressor.data.splits import Split, load_image_folder
+from compressor.data.streaming import StreamedSplit, choose_storage
 from compressor.errors import CompressorError
-from compressor.inference import predict_logits
-from compressor.losses import LossConfig
-from compressor.streaming import StreamedSplit, choose_storage
-from compressor.students import build_model
+from compressor.losses.total import LossConfig
+from compressor.models.registry import build_model
+from compressor.train.loop import TrainConfig, distill
 
 SHAPE = (1, 8, 8)
 

@@ -10,16 +10,16 @@ import torch
 import torchvision
 from typer.testing import CliRunner
 
-from compressor.checkpoint import save_bundle
-from compressor.cli import app
+from compressor.cli.main import app
 from compressor.errors import CompressorError
-from compressor.student_init import (
+from compressor.models.checkpoint import save_bundle
+from compressor.models.pretrained import (
     TORCHVISION,
     load_student_init,
     torchvision_cache_file,
     torchvision_weights,
 )
-from compressor.students import build_model
+from compressor.models.registry import build_model
 from tests.conftest import write_profile
 
 runner = CliRunner()
@@ -168,8 +168,8 @@ def test_torchvision_weights_offline_or_unpublished_are_one_error(
 def test_cli_torchvision_init_offline_stops_before_writing(
     digits_root: Path, tmp_path: Path, offline_empty_cache: Path, monkeypatch
 ) -> None:
-    from compressor import select
-    from compressor.students import count_params
+    from compressor.models.registry import count_params
+    from compressor.selection import choose as select
 
     # selection decided by parameter counts (resnet34 teacher ~2x resnet18), not by a clock
     monkeypatch.setattr(select, "onnx_bytes", lambda m, _s, _o: str(count_params(m)).encode())

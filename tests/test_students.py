@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from compressor.errors import CompressorError
-from compressor.students import (
+from compressor.models.registry import (
     FAMILIES,
     Builder,
     build_model,
@@ -42,7 +42,7 @@ def test_unknown_names() -> None:
 
 def test_a_registered_family_is_selectable_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
     """docs/design.md's "a student family" recipe: register archs, then the family."""
-    from compressor import students
+    from compressor.models import registry as students
 
     monkeypatch.setattr(students, "_ARCHS", dict(students._ARCHS))
     monkeypatch.setattr(students, "FAMILIES", dict(students.FAMILIES))

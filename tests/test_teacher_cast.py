@@ -14,14 +14,14 @@ import pytest
 import torch
 from torch import nn
 
-from compressor import accel
-from compressor.archives import FrozenGraph
-from compressor.checkpoint import load_bundle
-from compressor.data import Split
-from compressor.distill import TrainConfig, distill
-from compressor.inference import predict_logits
-from compressor.losses import LossConfig
-from compressor.students import build_model
+from compressor.compute import speed as accel
+from compressor.compute.inference import predict_logits
+from compressor.data.splits import Split
+from compressor.losses.total import LossConfig
+from compressor.models.archives import FrozenGraph
+from compressor.models.checkpoint import load_bundle
+from compressor.models.registry import build_model
+from compressor.train.loop import TrainConfig, distill
 
 MEAN, STD = (0.5,), (0.5,)
 

@@ -14,10 +14,10 @@ import pytest
 import torch
 
 from compressor.errors import CompressorError
-from compressor.latency import TimingSettings, summarize
-from compressor.profile import load_profile
-from compressor.select import TeacherTiming, choose_student, select_student
-from compressor.students import FAMILIES, build_model, count_flops, preferred_families
+from compressor.latency.profiles import load_profile
+from compressor.latency.timing import TimingSettings, summarize
+from compressor.models.registry import FAMILIES, build_model, count_flops, preferred_families
+from compressor.selection.choose import TeacherTiming, choose_student, select_student
 
 LADDER = ("cifar_resnet8_w8", "cifar_resnet8_w16", "cifar_resnet14_w16", "cifar_resnet20_w16")
 SHAPE = (1, 8, 8)  # the digits' shape: the graphs are the ones tests/test_select.py exports
@@ -35,7 +35,7 @@ def _graph_lengths() -> dict[str, int]:
     """The byte length of each LADDER graph. The models are built as :func:`_select` has
     selection build them (seed 0, ladder order), so selection's own exports of them are the
     same graphs and are not exported again (tests/conftest.py)."""
-    from compressor import export
+    from compressor.export import to_onnx as export
 
     torch.manual_seed(0)
     models = {name: build_model(name, 10, SHAPE[0]) for name in LADDER}
@@ -148,7 +148,7 @@ def test_default_224_ladder_spans_budgets_and_stays_below_a_resnet50() -> None:
 
 
 def test_selection_round_trips_with_teacher(timings) -> None:
-    from compressor.select import Selection
+    from compressor.selection.choose import Selection
 
     sel = _select(_profile(min_speedup=1.5), _ladder_timer(timings), teacher_ms=4.5)
     again = Selection.from_dict(sel.to_dict())
@@ -157,7 +157,7 @@ def test_selection_round_trips_with_teacher(timings) -> None:
 
 
 def test_table_shows_the_teacher_first_and_each_speedup(timings) -> None:
-    from compressor.select import format_table
+    from compressor.selection.choose import format_table
 
     sel = _select(_profile(min_speedup=1.5), _ladder_timer(timings), teacher_ms=4.5)
     sel.teacher = TeacherTiming("resnet18", 11_000_000, 1800.0, 4.5, 4.4, 4.5, True)

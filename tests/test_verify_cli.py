@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from compressor.cli import app
+from compressor.cli.main import app
 from tests.conftest import write_profile
 from tests.onnx_tamper import shift_output_bias
 

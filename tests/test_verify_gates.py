@@ -16,12 +16,12 @@ import pytest
 import torch
 from torch import nn
 
-from compressor import verify
-from compressor.data import Split
-from compressor.export import export_onnx
-from compressor.latency import LatencyStats, TimingSettings
-from compressor.profile import load_profile
-from compressor.verify import topk_accuracy, verify_onnx
+from compressor.data.splits import Split
+from compressor.export import verify
+from compressor.export.to_onnx import export_onnx
+from compressor.export.verify import topk_accuracy, verify_onnx
+from compressor.latency.profiles import load_profile
+from compressor.latency.timing import LatencyStats, TimingSettings
 from tests.conftest import write_profile
 
 N, C, SHAPE = 16, 10, (1, 4, 4)

@@ -1,0 +1,7 @@
+"""Reports: the typed :class:`~compressor.report.model.Report` and its verdict, report.md and
+JUnit (:mod:`~compressor.report.markdown`), report.html with its charts.
+
+Renders a report; never sees the run (the pipeline builds the report,
+:mod:`compressor.pipeline.report_builder`). May import :mod:`compressor.export` (gate records),
+:mod:`compressor.latency` (the CPU's name) and :mod:`compressor.run_folder`.
+"""
