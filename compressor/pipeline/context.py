@@ -23,6 +23,7 @@ from compressor.latency.profiles import LatencyProfile, load_profile
 from compressor.losses.methods import get_method
 from compressor.models.checkpoint import ModelBundle, load_bundle
 from compressor.pipeline.input_checks import check_channels, check_classes
+from compressor.pipeline.results import StageResults
 from compressor.run_folder import RunFolder
 
 Log = Callable[[str], None]
@@ -30,7 +31,7 @@ Log = Callable[[str], None]
 
 @dataclass
 class RunContext:
-    """The validated inputs of a run, and each finished stage's result by stage name."""
+    """The validated inputs of a run, and each finished stage's typed result."""
 
     cfg: RunConfig
     folder: RunFolder
@@ -40,7 +41,7 @@ class RunContext:
     data: DatasetSplits
     warnings: list[str]
     log: Log
-    results: dict[str, Any] = field(default_factory=dict)
+    results: StageResults = field(default_factory=StageResults)
     reused: list[str] = field(default_factory=list)  # stages a --resume did not redo
 
 

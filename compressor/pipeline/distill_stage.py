@@ -21,6 +21,7 @@ from compressor.models.checkpoint import ModelBundle, load_bundle, save_bundle
 from compressor.models.pretrained import load_student_init
 from compressor.models.registry import build_model
 from compressor.pipeline.context import Log, RunContext, Stage
+from compressor.pipeline.results import required
 from compressor.progress import Progress
 from compressor.report.formatting import recipe_decision
 from compressor.run_folder import RunFolder
@@ -45,7 +46,7 @@ class DistillStage(Stage):
 
     def run(self, ctx: RunContext) -> DistillResult:
         cfg, folder, log = ctx.cfg, ctx.folder, ctx.log
-        selection = ctx.results["select"]
+        selection = required(ctx.results.select, "select")
         arch = selection.chosen
         _student, init = initial_student(cfg, selection, ctx.teacher, folder, log)  # checks, logs
         lr = cfg.pruned_lr if selection.student_source == "pruned" else cfg.train.lr
@@ -145,7 +146,7 @@ def _write_bundle(
     ctx: RunContext, path: Path, model: torch.nn.Module, pruning: dict[str, Any] | None
 ) -> None:
     teacher, data = ctx.teacher, ctx.data
-    arch = pruning["base_arch"] if pruning else ctx.results["select"].chosen
+    arch = pruning["base_arch"] if pruning else required(ctx.results.select, "select").chosen
     save_bundle(
         path,
         model,

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from compressor.export.verify import VerifyReport
 from compressor.models.registry import count_flops, count_params
+from compressor.pipeline.results import required
 from compressor.report.markdown import provenance
 from compressor.report.model import (
     Report,
@@ -26,12 +27,15 @@ if TYPE_CHECKING:
     from compressor.train.loop import DistillResult
 
 
-def build_report(ctx: RunContext, shipped_model: Path, ships_int8: bool) -> Report:
+def build_report(ctx: RunContext, shipped_model: Path) -> Report:
     """Assemble the report from the context and the stages' results."""
     results = ctx.results
-    result: DistillResult = results["distill"]
-    verified: VerifyReport = results["verify"]
-    int8, speedup = results.get("int8"), results["speedup"]
+    result = required(results.distill, "distill")
+    verified = required(results.verify, "verify")
+    exported = required(results.export, "export")
+    int8 = results.int8.to_dict() if results.int8 is not None else None
+    speedup = required(results.speedup, "speedup").to_dict()
+    ships_int8 = results.ships_int8
     latency = _latency_section(verified, ctx.profile.latency_ms)
     shipped_latency = int8["verify"]["latency"] if int8 and ships_int8 else latency
     return Report(
@@ -39,14 +43,14 @@ def build_report(ctx: RunContext, shipped_model: Path, ships_int8: bool) -> Repo
         teacher=ctx.teacher.describe(),
         profile=ctx.profile.to_dict(),
         data=ctx.data.describe(),
-        selection=results["select"].to_dict(),
+        selection=required(results.select, "select").to_dict(),
         distillation=_distillation_section(ctx, result),
         bias=_bias_section(result, ctx.data.class_names),
         accuracy=_accuracy_section(verified),
         parity=verified.parity,
         latency=latency,
-        size=_size_section(ctx, result, results["export"]),
-        export=results["export"],
+        size=_size_section(ctx, result, exported),
+        export=exported,
         artifacts=ctx.folder.listed_artifacts(),
         provenance=provenance(ctx.cfg.train.seed),
         warnings=ctx.warnings,
@@ -70,7 +74,7 @@ def _distillation_section(ctx: RunContext, result: DistillResult) -> dict[str, A
     choice = distilled.get("recipe_choice")
     loss = recipe_loss(choice["winner"], ctx.cfg.loss) if choice else ctx.cfg.loss
     train = asdict(ctx.cfg.train)
-    if ctx.results["select"].student_source == "pruned":
+    if required(ctx.results.select, "select").student_source == "pruned":
         train["lr"] = ctx.cfg.pruned_lr  # a derived student trains at --pruned-lr
     return {
         "loss": asdict(loss),  # the loss the shipped student trained with

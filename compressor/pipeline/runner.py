@@ -16,6 +16,7 @@ from compressor.compute import distributed
 from compressor.config.run import RunConfig, config_dict
 from compressor.errors import CompressorError
 from compressor.pipeline.context import Log, RunContext, Stage, open_context
+from compressor.pipeline.results import required
 from compressor.pipeline.stages import STAGES, downstream_artifacts, stage_named, upstream_stages
 from compressor.report.model import Report
 from compressor.run_folder import RunFolder
@@ -90,12 +91,12 @@ def _run_stages(cfg: RunConfig, log: Log) -> RunOutcome | None:
             return None  # rank 0 alone exports, verifies and reports
         reusing = reusing and stage.resumable and RunFolder.all_exist(stage.records(ctx.folder))
         if reusing:
-            ctx.results[stage.name] = stage.load(ctx)
+            ctx.results.store(stage.name, stage.load(ctx))
             ctx.reused.append(stage.name)
         else:
             shared = any(later.every_rank for later in STAGES[index + 1 :])
-            ctx.results[stage.name] = _run_on_ranks(stage, ctx, shared)
-    return RunOutcome(report=ctx.results["report"], out=cfg.out)
+            ctx.results.store(stage.name, _run_on_ranks(stage, ctx, shared))
+    return RunOutcome(report=required(ctx.results.report, "report"), out=cfg.out)
 
 
 def _run_on_ranks(stage: Stage, ctx: RunContext, shared: bool) -> Any:
@@ -134,7 +135,7 @@ def rerun_stage(name: str, cfg: RunConfig, log: Log) -> Any:
     cfg = replace(cfg, resume=False)
     ctx = open_context(cfg, log)
     for stage in upstream:
-        ctx.results[stage.name] = stage.load(ctx)
+        ctx.results.store(stage.name, stage.load(ctx))
 
     def clear_downstream() -> None:
         RunFolder.remove(downstream_artifacts(name, folder))

@@ -8,7 +8,8 @@ the artifacts of its stage and of every later one, both derived from the order b
 How to add a stage: subclass :class:`Stage`, give it a ``name``, its ``artifacts`` (and
 ``records``, the files that mean "done" when they differ), ``run`` and, when it can be
 reused on ``--resume``, ``load``; put an instance in :data:`STAGES` where it belongs. Later
-stages read its result as ``ctx.results[name]``.
+stages read its result as ``ctx.results.<name>``, a field of
+:class:`~compressor.pipeline.results.StageResults` (add one for a new stage).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from compressor.models.registry import count_flops, families_to_try, get_family
 from compressor.pipeline.context import RunContext, Stage
 from compressor.pipeline.distill_stage import DistillStage, initial_student, save_derived
 from compressor.pipeline.report_builder import build_report
+from compressor.pipeline.results import Int8Result, SpeedupResult, required
 from compressor.pipeline.single_stage import export_bundle
 from compressor.progress import Progress
 from compressor.report.markdown import write_report
@@ -164,8 +166,8 @@ class VerifyStage(Stage):
 
     def run(self, ctx: RunContext) -> Any:
         ctx.log("verifying with onnxruntime on CPU")
-        student = ctx.results["distill"].student
-        selection: Selection = ctx.results["select"]
+        student = required(ctx.results.distill, "distill").student
+        selection = required(ctx.results.select, "select")
         student_mflops = count_flops(student, ctx.profile.input_shape) / 1e6
         verified = verify_onnx(
             ctx.folder.onnx,
@@ -191,7 +193,7 @@ class Int8Stage(Stage):
     def artifacts(self, folder: RunFolder) -> list[Path]:
         return [folder.int8_record, folder.int8_onnx]
 
-    def run(self, ctx: RunContext) -> dict[str, Any] | None:
+    def run(self, ctx: RunContext) -> Int8Result | None:
         if ctx.profile.quantization != "int8":
             return None
         folder, profile, teacher, log = ctx.folder, ctx.profile, ctx.teacher, ctx.log
@@ -210,28 +212,23 @@ class Int8Stage(Stage):
             folder.onnx, folder.int8_onnx, profile.input_shape, settings, profile.percentile,
             threshold=1.0,
         )  # fmt: skip
-        fp32 = ctx.results["verify"]
+        fp32 = required(ctx.results.verify, "verify")
         decision = decide_int8(fp32, int8_verified, profile.max_top1_drop, paired=paired)
         log(f"int8: {decision.reason}")
         if not decision.use_int8:
             folder.int8_onnx.unlink()
-        payload = {
-            "quantize": quant.to_dict(),
-            "verify": int8_verified.to_dict(),
-            "decision": decision.to_dict(),
-            "paired_latency": paired.to_dict(),
-        }
-        write_json_atomic(folder.int8_record, payload)
-        return payload
-
-
-def ships_int8(ctx: RunContext) -> bool:
-    int8 = ctx.results.get("int8")
-    return bool(int8 and int8["decision"]["use_int8"])
+        result = Int8Result(
+            quantize=quant.to_dict(),
+            verify=int8_verified.to_dict(),
+            decision=decision.to_dict(),
+            paired_latency=paired.to_dict(),
+        )
+        write_json_atomic(folder.int8_record, result.to_dict())
+        return result
 
 
 def shipped_model(ctx: RunContext) -> Path:
-    return ctx.folder.int8_onnx if ships_int8(ctx) else ctx.folder.onnx
+    return ctx.folder.int8_onnx if ctx.results.ships_int8 else ctx.folder.onnx
 
 
 class SpeedupStage(Stage):
@@ -244,40 +241,40 @@ class SpeedupStage(Stage):
     name = "speedup"
     resumable = False
 
-    def run(self, ctx: RunContext) -> dict[str, Any]:
+    def run(self, ctx: RunContext) -> SpeedupResult:
         profile, log = ctx.profile, ctx.log
         try:
             graph = onnx_bytes(ctx.teacher.model, profile.input_shape, profile.opset)
         except CompressorError as exc:
             log(f"warning: the teacher could not be exported for timing ({exc}); no speedup "
                 "measured")  # fmt: skip
-            return {"measured": False, "note": str(exc)}
+            return SpeedupResult(measured=False, note=str(exc))
         log("timing the teacher and the shipped student interleaved (measured speedup)")
         paired = measure_paired(
             graph, shipped_model(ctx), profile.input_shape, TimingSettings.from_profile(profile),
             profile.percentile, threshold=1.0,
         )  # fmt: skip
-        return {
-            "measured": True,
-            "method": (
+        return SpeedupResult(
+            measured=True,
+            method=(
                 f"both sessions open, {paired.rounds} interleaved rounds (order flipped each "
                 "round); speedup = median of per-round ratios, order-statistic interval"
             ),
-            "percentile": profile.percentile,
-            "teacher_ms": paired.reference.at_percentile_ms,
-            "student_ms": paired.candidate.at_percentile_ms,
-            "speedup": paired.ratio,
-            "ci_low": paired.ci_low,
-            "ci_high": paired.ci_high,
-            "coverage": paired.coverage,
-            "rounds": paired.rounds,
-            "verdict": paired.verdict(1.0),
-            "contended": paired.contended,
-            "cpu": paired.cpu.to_dict(),
-            "min_speedup": profile.min_speedup,
-            "teacher": paired.reference.to_dict(),
-            "student": paired.candidate.to_dict(),
-        }
+            percentile=profile.percentile,
+            teacher_ms=paired.reference.at_percentile_ms,
+            student_ms=paired.candidate.at_percentile_ms,
+            speedup=paired.ratio,
+            ci_low=paired.ci_low,
+            ci_high=paired.ci_high,
+            coverage=paired.coverage,
+            rounds=paired.rounds,
+            verdict=paired.verdict(1.0),
+            contended=paired.contended,
+            cpu=paired.cpu.to_dict(),
+            min_speedup=profile.min_speedup,
+            teacher=paired.reference.to_dict(),
+            student=paired.candidate.to_dict(),
+        )
 
 
 class ReportStage(Stage):
@@ -290,7 +287,7 @@ class ReportStage(Stage):
         return [folder.report_json, folder.report_md, folder.report_html]
 
     def run(self, ctx: RunContext) -> Any:
-        report = build_report(ctx, shipped_model(ctx), ships_int8(ctx))
+        report = build_report(ctx, shipped_model(ctx))
         write_report(ctx.folder.root, report.to_dict())
         return report
 
