@@ -16,6 +16,9 @@ from compressor import __version__
 from compressor.errors import CompressorError
 from compressor.files import read_json, write_json_atomic
 
+# also the names `compressor verify --out` writes
+VERIFY_JSON, VERIFY_MD = "verify.json", "verify.md"
+
 
 @dataclass(frozen=True)
 class RunFolder:
@@ -74,7 +77,12 @@ class RunFolder:
 
     @property
     def verify_record(self) -> Path:
-        return self.root / "verify.json"
+        return self.root / VERIFY_JSON
+
+    @property
+    def verify_md(self) -> Path:
+        """``compressor verify --out``: the gates as Markdown, beside verify.json."""
+        return self.root / VERIFY_MD
 
     @property
     def int8_onnx(self) -> Path:

@@ -101,8 +101,10 @@ def print_summary(report: dict[str, Any], out: Path, seconds: float | None = Non
     ]
     for gate in report["gates"]:
         lines.append(f"  [{gate_status(gate)}] {gate['name']}: {gate['detail']}")
+    folder = RunFolder(out)
     lines.append(
-        f"  report: {RunFolder(out).report_html} (and report.md, report.json, student.onnx)"
+        f"  report: {folder.report_html} (and {folder.report_md.name}, "
+        f"{folder.report_json.name}, {folder.onnx.name})"
     )
     typer.echo("\n".join(lines))
 

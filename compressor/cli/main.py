@@ -77,6 +77,7 @@ from compressor.cli.options import (
     TrustOpt,
     ValFractionOpt,
     WarmupOpt,
+    keep_recorded,
 )
 from compressor.config.loss import LossConfig
 from compressor.config.run import RUN_DEFAULTS, RunConfig
@@ -218,7 +219,11 @@ def demo(
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
 ) -> None:
-    from compressor.pipeline.demo import build_digits_imagefolder, train_demo_teacher
+    from compressor.pipeline.demo import (
+        build_digits_imagefolder,
+        demo_run_config,
+        train_demo_teacher,
+    )
     from compressor.pipeline.runner import run_pipeline
 
     started = time.perf_counter()
@@ -231,16 +236,16 @@ def demo(
             train_demo_teacher(data, teacher, epochs=teacher_epochs, seed=seed)
         else:
             log(f"reusing the demo teacher {teacher}")
-        cfg = RunConfig(
-            teacher=teacher,
-            data=data,
-            profile="demo",
-            out=out / "run",
-            train=TrainConfig(epochs=epochs, batch_size=64, lr=0.1, seed=seed, hflip=False),
-            overwrite=True,
-        )
-        outcome = run_pipeline(cfg, log)
+        outcome = run_pipeline(demo_run_config(out, data, teacher, epochs, seed), log)
     finish(outcome, json_out, started)
+
+
+# `compressor distill`: the run's options, None meaning "keep what run.json recorded"
+KeptEpochs, KeptLr, KeptMethod = map(keep_recorded, (EpochsOpt, LrOpt, MethodOpt))
+KeptBiasAware, KeptRectification = map(keep_recorded, (BiasAwareOpt, RectificationOpt))
+KeptBiasWeighting, KeptSchedule = map(keep_recorded, (BiasWeightingOpt, ScheduleOpt))
+KeptSeed, KeptDevice, KeptPrecision = map(keep_recorded, (SeedOpt, DeviceOpt, PrecisionOpt))
+KeptDeterministic = keep_recorded(DeterministicOpt)
 
 
 @app.command(
@@ -252,32 +257,18 @@ def demo(
 )
 def distill_cmd(
     out: Annotated[Path, typer.Option(help="Run folder written by `compressor run`.")],
-    epochs: Annotated[int | None, typer.Option(min=1, help="Training epochs.")] = None,
-    lr: Annotated[
-        float | None,
-        typer.Option(min=0.0, help="Peak learning rate (of a fresh or a derived student)."),
-    ] = None,
-    method: Annotated[
-        str | None, typer.Option(help="A loss method (see `run --help`) or auto.")
-    ] = None,
-    bias_aware: Annotated[
-        bool | None, typer.Option("--bias-aware/--no-bias-aware", help="Teacher-bias removal.")
-    ] = None,
-    rectification: Annotated[str | None, typer.Option(help="drop, swap or soft.")] = None,
-    bias_weighting: Annotated[str | None, typer.Option(help="subset or sample.")] = None,
-    schedule: Annotated[str | None, typer.Option(help="cos2, linear or constant.")] = None,
-    seed: Annotated[int | None, typer.Option(help="Seed.")] = None,
-    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or cuda:N.")] = None,
-    precision: Annotated[
-        str | None, typer.Option(help="auto, fp32, bf16 or fp16 (see `run --help`).")
-    ] = None,
-    compile_step: Annotated[
-        bool | None, typer.Option("--compile/--no-compile", help="torch.compile the step.")
-    ] = None,
-    deterministic: Annotated[
-        bool | None,
-        typer.Option("--deterministic/--nondeterministic", help="Deterministic GPU algorithms."),
-    ] = None,
+    epochs: KeptEpochs = None,
+    lr: KeptLr = None,
+    method: KeptMethod = None,
+    bias_aware: KeptBiasAware = None,
+    rectification: KeptRectification = None,
+    bias_weighting: KeptBiasWeighting = None,
+    schedule: KeptSchedule = None,
+    seed: KeptSeed = None,
+    device: KeptDevice = None,
+    precision: KeptPrecision = None,
+    compile_step: CompileOpt = None,
+    deterministic: KeptDeterministic = None,
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
 ) -> None:

@@ -7,9 +7,25 @@ Defaults are not written here: commands read them from the config dataclasses
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, get_args
 
 import typer
+
+from compressor.config.loss import RECTIFICATIONS, SCHEDULES, WEIGHTINGS
+from compressor.config.train import DEVICE_CHOICES, PRECISIONS
+
+
+def one_of(choices: tuple[str, ...]) -> str:
+    """``("a", "b", "c")`` -> ``"a, b or c"``: help text from the tuple the config checks."""
+    return f"{', '.join(choices[:-1])} or {choices[-1]}" if len(choices) > 1 else choices[0]
+
+
+def keep_recorded(option: Any) -> Any:
+    """The same option with ``None`` as its value when not given: ``compressor distill`` then
+    keeps what the run folder recorded."""
+    base, *metadata = get_args(option)
+    return Annotated.__class_getitem__((base | None, *metadata))  # type: ignore[attr-defined]
+
 
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Only print the summary.")]
@@ -91,12 +107,12 @@ AugmentOpt = Annotated[
     ),
 ]
 HflipOpt = Annotated[bool, typer.Option("--hflip/--no-hflip", help="Random horizontal flips.")]
-DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")]
+DeviceOpt = Annotated[str, typer.Option(help=f"{one_of(DEVICE_CHOICES)}.")]
 PrecisionOpt = Annotated[
     str,
     typer.Option(
-        help="Training precision: auto (bf16 on CUDA, fp16 + loss scaling on GPUs without "
-        "bf16, fp32 on CPU), fp32, bf16 or fp16."
+        help=f"Training precision: {one_of(PRECISIONS)}; auto is bf16 on CUDA, fp16 + loss "
+        "scaling on GPUs without bf16, fp32 on CPU."
     ),
 ]
 CompileOpt = Annotated[
@@ -112,7 +128,7 @@ CompileOpt = Annotated[
 DeterministicOpt = Annotated[
     bool,
     typer.Option(
-        "--deterministic",
+        "--deterministic/--nondeterministic",
         help="Deterministic cuDNN/cuBLAS algorithms (same seed, same GPU: same numbers; "
         "slower). Restored when training ends.",
     ),
@@ -140,17 +156,20 @@ BetaOpt = Annotated[float, typer.Option(help="DKD non-target-class weight.")]
 WarmupOpt = Annotated[
     int | None, typer.Option(help="DKD warm-up epochs [default: min(20, max(1, epochs // 4))].")
 ]
-ScheduleOpt = Annotated[str, typer.Option(help="Bias weight b(e): cos2, linear or constant.")]
+ScheduleOpt = Annotated[str, typer.Option(help=f"Bias weight b(e): {one_of(SCHEDULES)}.")]
 BiasWeightingOpt = Annotated[
     str,
     typer.Option(
-        help="How bias-aware KD weighs right and rectified samples: subset (the paper's "
-        "per-subset means, weights b and 1-b) or sample (each sample weighted b or 1-b, over "
-        "the batch size, so rectified samples keep their share)."
+        help=f"How bias-aware KD weighs right and rectified samples ({one_of(WEIGHTINGS)}): "
+        "subset, the paper's per-subset means, weights b and 1-b; sample, each sample weighted "
+        "b or 1-b over the batch size, so rectified samples keep their share."
     ),
 ]
 RectificationOpt = Annotated[
-    str, typer.Option(help="Wrong-sample rectification: drop (elimination only), swap or soft.")
+    str,
+    typer.Option(
+        help=f"Wrong-sample rectification: {one_of(RECTIFICATIONS)} (drop: elimination only)."
+    ),
 ]
 
 # --- data and preprocessing --------------------------------------------------------------------

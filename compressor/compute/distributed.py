@@ -33,6 +33,7 @@ from typing import Any, TypeVar
 import torch
 import torch.distributed as dist
 
+from compressor.config.train import DEVICE_CHOICES
 from compressor.errors import CompressorError
 
 T = TypeVar("T")
@@ -100,7 +101,7 @@ def plan_rank(requested: str) -> RankPlan:
         device = torch.device(requested)
     except RuntimeError as exc:
         raise CompressorError(
-            f"unknown device '{requested}' (use auto, cpu, cuda or cuda:N)"
+            f"unknown device '{requested}' (use one of: {', '.join(DEVICE_CHOICES)})"
         ) from exc
     if device.type != "cuda":
         return RankPlan(device, "gloo")

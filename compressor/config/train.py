@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from compressor.errors import CompressorError
 
+DEVICE_CHOICES = ("auto", "cpu", "cuda", "cuda:N")  # cuda:N: GPU N (checked where devices resolve)
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # auto: resolved per device (accel.resolve_precision)
 
 

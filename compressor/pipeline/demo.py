@@ -3,7 +3,8 @@
 ``build_digits_imagefolder`` writes the 1,797 8x8 digit images (UCI optical recognition of
 handwritten digits, bundled in scikit-learn) as PNG files in an ImageFolder tree, so the demo
 exercises exactly the loading path a user's own data takes. ``train_demo_teacher`` trains a
-teacher on it and saves it in the bundle format.
+teacher on it and saves it in the bundle format; ``demo_run_config`` is the run ``compressor
+demo`` starts. The one recipe (:func:`demo_train_config`) serves teacher and student.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import torch
 from PIL import Image
 
 from compressor.config.loss import LossConfig
+from compressor.config.run import RunConfig
 from compressor.config.train import TrainConfig
 from compressor.data.splits import load_image_folder, stratified_split
 from compressor.models.checkpoint import save_bundle
@@ -25,6 +27,27 @@ DEMO_TEACHER_ARCH = "cifar_resnet20_w32"
 DEMO_INPUT = (1, 16, 16)
 DEMO_MEAN = (0.5,)
 DEMO_STD = (0.5,)
+DEMO_PROFILE = "demo"
+
+
+def demo_train_config(epochs: int, seed: int, device: str | None = None) -> TrainConfig:
+    """The digits' recipe for teacher and student alike: no flips (a mirrored 2 is no 2)."""
+    device_choice = {"device": device} if device else {}
+    return TrainConfig(
+        epochs=epochs, batch_size=64, lr=0.1, seed=seed, hflip=False, **device_choice
+    )
+
+
+def demo_run_config(out: Path, data: Path, teacher: Path, epochs: int, seed: int) -> RunConfig:
+    """The run ``compressor demo`` starts on the digits (its folder is overwritten)."""
+    return RunConfig(
+        teacher=teacher,
+        data=data,
+        profile=DEMO_PROFILE,
+        out=out / "run",
+        train=demo_train_config(epochs, seed),
+        overwrite=True,
+    )
 
 
 def build_digits_imagefolder(root: Path, test_fraction: float = 0.25, seed: int = 0) -> Path:
@@ -60,7 +83,7 @@ def train_demo_teacher(data_root: Path, path: Path, epochs: int = 12, seed: int 
         DEMO_MEAN,
         DEMO_STD,
         LossConfig(method="ce", bias_aware=False),
-        TrainConfig(epochs=epochs, batch_size=64, lr=0.1, seed=seed, hflip=False, device="cpu"),
+        demo_train_config(epochs, seed, device="cpu"),
     )
     return save_bundle(
         path,

@@ -27,6 +27,7 @@ from compressor.models.pruning import plan_student_source
 from compressor.models.registry import count_flops, count_params, default_family, families_to_try
 from compressor.pipeline.input_checks import check_channels, check_classes, check_input_shape
 from compressor.report.markdown import junit_xml, render_verify_markdown
+from compressor.run_folder import RunFolder
 from compressor.selection.choose import Selection, choose_student, select_student
 from compressor.selection.memory import default_memory_path
 
@@ -230,8 +231,8 @@ def verify_model(
         **report.to_dict(),
     }
     if out is not None:
-        write_json_atomic(out / "verify.json", result)
-        write_text_atomic(out / "verify.md", render_verify_markdown(result))
+        write_json_atomic(RunFolder(out).verify_record, result)
+        write_text_atomic(RunFolder(out).verify_md, render_verify_markdown(result))
     if junit is not None:
         write_text_atomic(junit, junit_xml(result["gates"]))
     return VerifyOutcome(result=result, passed=report.passed, exit_code=report.exit_code)
