@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from compressor.data.splits import load_image_folder
-from compressor.report.markdown import hardware, versions
+from compressor.report.provenance import hardware, versions
 
 
 def timed(label: str, rows: list[tuple[str, float]], **kwargs: object) -> None:

@@ -45,7 +45,7 @@ from compressor.files import default_cache_dir
 from compressor.losses.methods.kd import kd_loss
 from compressor.losses.total import LossConfig
 from compressor.models.registry import build_model
-from compressor.report.markdown import hardware, versions
+from compressor.report.provenance import hardware, versions
 from compressor.train.loop import TrainConfig, distill
 
 MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)

@@ -26,7 +26,7 @@ from compressor.export.to_onnx import onnx_bytes
 from compressor.latency.profiles import load_profile
 from compressor.latency.timing import TimingSettings, measure_onnx
 from compressor.models.registry import build_model, default_family
-from compressor.report.markdown import hardware, versions
+from compressor.report.provenance import hardware, versions
 from compressor.selection.choose import profile_timer, select_student
 from compressor.selection.target_calibration import calibration_table
 

@@ -10,7 +10,8 @@ import pytest
 
 from compressor.report.formatting import finite, milliseconds, number, percent, step_summary, yes_no
 from compressor.report.html_page import render_html
-from compressor.report.markdown import render_markdown, render_verify_markdown, speedup_summary
+from compressor.report.markdown import render_markdown, speedup_summary
+from compressor.report.verify_md import render_verify_markdown
 from tests.test_report_html import full_report
 
 

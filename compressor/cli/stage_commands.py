@@ -102,7 +102,7 @@ def verify_cmd(
     if json_out:
         typer.echo(json.dumps(outcome.result, indent=2))
     else:
-        from compressor.report.markdown import render_verify_markdown
+        from compressor.report.verify_md import render_verify_markdown
 
         typer.echo(render_verify_markdown(outcome.result).rstrip())
     raise typer.Exit(outcome.exit_code)

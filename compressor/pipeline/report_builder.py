@@ -13,13 +13,13 @@ from typing import TYPE_CHECKING, Any
 from compressor.export.verify import VerifyReport
 from compressor.models.registry import count_flops, count_params
 from compressor.pipeline.results import required
-from compressor.report.markdown import provenance
 from compressor.report.model import (
     Report,
     int8_decision_gates,
     shipped_gates,
     speedup_gates,
 )
+from compressor.report.provenance import provenance
 from compressor.train.recipes import recipe_loss
 
 if TYPE_CHECKING:

@@ -26,7 +26,8 @@ from compressor.models.checkpoint import ModelBundle, load_bundle
 from compressor.models.pruning import plan_student_source
 from compressor.models.registry import count_flops, count_params, default_family, families_to_try
 from compressor.pipeline.input_checks import check_channels, check_classes, check_input_shape
-from compressor.report.markdown import junit_xml, render_verify_markdown
+from compressor.report.junit import junit_xml
+from compressor.report.verify_md import render_verify_markdown
 from compressor.run_folder import RunFolder
 from compressor.selection.choose import Selection, choose_student, select_student
 from compressor.selection.memory import default_memory_path

@@ -38,7 +38,7 @@ from compressor.pipeline.report_builder import build_report
 from compressor.pipeline.results import Int8Result, SpeedupResult, required
 from compressor.pipeline.single_stage import export_bundle
 from compressor.progress import Progress
-from compressor.report.markdown import write_report
+from compressor.report.writer import write_report
 from compressor.run_folder import RunFolder
 from compressor.selection.choose import Candidate, Selection, choose_student
 from compressor.selection.memory import default_memory_path

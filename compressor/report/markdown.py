@@ -1,20 +1,14 @@
-"""Run reports: ``report.json`` (versioned schema, documented in docs/report.md) and ``report.md``.
+"""``report.md`` from report.json's dict (schema in docs/report.md), and the verdict words every
+text rendering shares (:func:`gate_status`, :func:`run_verdict`, :func:`speedup_summary`).
 
 This module only arranges numbers other stages measured; it computes nothing.
 """
 
 from __future__ import annotations
 
-import platform
-import sys
-from datetime import UTC, datetime
-from importlib import metadata
-from pathlib import Path
 from typing import Any
 
-from compressor import __version__
 from compressor.errors import EXIT_INCONCLUSIVE
-from compressor.files import write_json_atomic, write_text_atomic
 from compressor.report.formatting import (
     milliseconds,
     number,
@@ -23,53 +17,13 @@ from compressor.report.formatting import (
     step_summary,
     yes_no,
 )
-from compressor.report.html_page import render_html
-from compressor.run_folder import RunFolder
-
-SCHEMA_VERSION = 1
 
 
-def versions() -> dict[str, str]:
-    """Versions of Python, the package and the libraries whose behaviour the numbers depend on."""
-    out = {"python": sys.version.split()[0], "compressor": __version__}
-    for pkg in ("torch", "torchvision", "onnx", "onnxruntime", "numpy"):
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            out[pkg] = "not installed"
-    return out
-
-
-def hardware() -> dict[str, Any]:
-    import os
-
-    import torch
-
-    from compressor.latency.cpu import cpu_model
-
-    return {
-        "platform": platform.platform(),
-        "cpu": cpu_model(),
-        "cpu_count": os.cpu_count(),
-        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-    }
-
-
-def provenance(seed: int, command: list[str] | None = None) -> dict[str, Any]:
-    return {
-        "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
-        "command": command if command is not None else sys.argv,
-        "seed": seed,
-        "versions": versions(),
-        "hardware": hardware(),
-    }
-
-
-def _percent(value: float | None) -> str:
+def percent_or_na(value: float | None) -> str:
     return "n/a" if value is None else percent(value)
 
 
-def _ms(value: float | None) -> str:
+def ms_or_na(value: float | None) -> str:
     return "n/a" if value is None else milliseconds(value)
 
 
@@ -96,7 +50,7 @@ def run_verdict(result: dict[str, Any]) -> str:
     return "INCONCLUSIVE" if result.get("exit_code") == EXIT_INCONCLUSIVE else "FAIL"
 
 
-def _gate_rows(gates: list[dict[str, Any]]) -> list[str]:
+def gate_rows(gates: list[dict[str, Any]]) -> list[str]:
     """The gates as a table, one row each; FAIL in capitals so it stands out."""
     rows = ["| gate | result | detail |", "| --- | --- | --- |"]
     return rows + [f"| {gate['name']} | {gate_status(gate)} | {gate['detail']} |" for gate in gates]
@@ -113,7 +67,7 @@ def speedup_summary(report: dict[str, Any]) -> str:
     if speedup.get("measured"):
         text = (
             f"{speedup['speedup']:.2f}x faster than the teacher at p{speedup['percentile']:g} "
-            f"({_ms(speedup['student_ms'])} vs {_ms(speedup['teacher_ms'])}, measured in "
+            f"({ms_or_na(speedup['student_ms'])} vs {ms_or_na(speedup['teacher_ms'])}, measured in "
             "alternation)"
         )
         if speedup["speedup"] < 1:
@@ -164,7 +118,7 @@ def _summary_md(report: dict[str, Any]) -> list[str]:
 
 
 def _gates_md(report: dict[str, Any]) -> list[str]:
-    return _heading("Gates") + _gate_rows(report["gates"])
+    return _heading("Gates") + gate_rows(report["gates"])
 
 
 def _accuracy_md(report: dict[str, Any]) -> list[str]:
@@ -172,11 +126,11 @@ def _accuracy_md(report: dict[str, Any]) -> list[str]:
     return [
         *_heading("Accuracy (same test images for both models)"),
         f"- test images: {accuracy['images']} ({report['data']['test_source']})",
-        f"- teacher top-1: {_percent(accuracy['teacher_top1'])}",
-        f"- student top-1 (onnxruntime): {_percent(accuracy['student_top1'])}",
-        f"- student top-5: {_percent(accuracy['student_top5'])}",
-        f"- drop: {_percent(accuracy['top1_drop'])} "
-        f"(gate: at most {_percent(profile['max_top1_drop'])})",
+        f"- teacher top-1: {percent_or_na(accuracy['teacher_top1'])}",
+        f"- student top-1 (onnxruntime): {percent_or_na(accuracy['student_top1'])}",
+        f"- student top-5: {percent_or_na(accuracy['student_top5'])}",
+        f"- drop: {percent_or_na(accuracy['top1_drop'])} "
+        f"(gate: at most {percent_or_na(profile['max_top1_drop'])})",
     ]
 
 
@@ -185,7 +139,7 @@ def _parity_md(report: dict[str, Any]) -> list[str]:
     parity = report["parity"]
     if parity:
         lines += [
-            f"- top-1 agreement: {_percent(parity['top1_agreement'])}",
+            f"- top-1 agreement: {percent_or_na(parity['top1_agreement'])}",
             f"- max |logit diff|: {parity['max_abs_logit_diff']:.3g}, "
             f"mean: {parity['mean_abs_logit_diff']:.3g}",
         ]
@@ -198,21 +152,21 @@ def _latency_md(report: dict[str, Any]) -> list[str]:
     repeats = latency["repeats_at_percentile_ms"]
     predicted = latency["predicted_target_ms"]
     on_target = (
-        f" on this host, predicted {_ms(predicted)} on {report['selection']['calibrated_for']}"
+        f" on this host, predicted {ms_or_na(predicted)} on {report['selection']['calibrated_for']}"
         if predicted is not None
         else ""
     )
     setup = f"batch {latency['batch_size']}, {latency['intra_op_threads']} intra-op thread(s)"
     return [
         *_heading(f"Latency (onnxruntime CPU, {setup})"),
-        f"- p50 {_ms(latency['p50_ms'])}, p90 {_ms(latency['p90_ms'])}, "
-        f"p99 {_ms(latency['p99_ms'])} over {latency['iterations']} runs; "
-        f"cold start {_ms(latency['cold_start_ms'])}",
+        f"- p50 {ms_or_na(latency['p50_ms'])}, p90 {ms_or_na(latency['p90_ms'])}, "
+        f"p99 {ms_or_na(latency['p99_ms'])} over {latency['iterations']} runs; "
+        f"cold start {ms_or_na(latency['cold_start_ms'])}",
         f"- repeated {len(repeats)} times with fresh sessions: {percentile} = "
         + ", ".join(f"{ms:.3f}" for ms in repeats)
         + f" ms (spread {100 * latency['spread']:.1f}%)",
         f"- budget: {profile['latency_ms']:g} ms at {percentile} "
-        f"(measured {_ms(latency['at_percentile_ms'])}{on_target}; "
+        f"(measured {ms_or_na(latency['at_percentile_ms'])}{on_target}; "
         f"{100 * latency['budget_utilisation']:.0f}% of the budget used)",
     ]
 
@@ -267,7 +221,7 @@ def source_lines(selection: dict[str, Any]) -> list[str]:
         lines.append(
             f"Derived student: {derived['description']}, {derived['params']:,} params; "
             f"BatchNorm recomputed on {derived['bn_recalibration_images']} training images, "
-            f"then validation top-1 {_percent(derived['val_top1_before_training'])} before "
+            f"then validation top-1 {percent_or_na(derived['val_top1_before_training'])} before "
             "any training."
         )
     return lines
@@ -299,8 +253,8 @@ def _distillation_md(report: dict[str, Any]) -> list[str]:
         f"- {distillation['train']['epochs']} epochs on {distillation['device']} "
         f"({step_summary(distillation)}) in {distillation['seconds']:.1f} s; "
         f"best validation epoch {distillation['best_epoch']} "
-        f"(val top-1 {_percent(distillation['best_val_top1'])}, "
-        f"teacher {_percent(distillation['teacher_val_top1'])})",
+        f"(val top-1 {percent_or_na(distillation['best_val_top1'])}, "
+        f"teacher {percent_or_na(distillation['teacher_val_top1'])})",
         f"- student initialisation: {_init_line(distillation.get('student_init'))}",
         *_recipe_lines(distillation.get("recipe_choice")),
         "",
@@ -310,9 +264,9 @@ def _distillation_md(report: dict[str, Any]) -> list[str]:
     for row in distillation["history"]:
         bias_weight = row.get("b")
         lines.append(
-            f"| {row['epoch']} | {row['loss']:.4f} | {_percent(row['val_top1'])} | "
+            f"| {row['epoch']} | {row['loss']:.4f} | {percent_or_na(row['val_top1'])} | "
             f"{'-' if bias_weight is None else f'{bias_weight:.3f}'} | "
-            f"{_percent(row['teacher_wrong_fraction'])} |"
+            f"{percent_or_na(row['teacher_wrong_fraction'])} |"
         )
     return lines
 
@@ -333,7 +287,7 @@ def _recipe_lines(choice: dict[str, Any] | None) -> list[str]:
     for pilot in choice["pilots"]:
         won = "chosen" if pilot["recipe"] == choice["winner"] else ""
         lines.append(
-            f"| {pilot['recipe']} | {_percent(pilot['val_top1'])} | {pilot['seconds']:.0f} | "
+            f"| {pilot['recipe']} | {percent_or_na(pilot['val_top1'])} | {pilot['seconds']:.0f} | "
             f"{won} |"
         )
     return lines
@@ -344,13 +298,13 @@ def _bias_md(report: dict[str, Any]) -> list[str]:
     lines = [
         *_heading("Teacher bias"),
         "Teacher error on the (un-augmented) training split: "
-        f"{_percent(bias['teacher_train_error'])}.",
+        f"{percent_or_na(bias['teacher_train_error'])}.",
         "",
         "| class | teacher train error |",
         "| --- | ---: |",
     ]
     per_class = bias["teacher_train_error_per_class"]
-    return lines + [f"| {name} | {_percent(error)} |" for name, error in per_class.items()]
+    return lines + [f"| {name} | {percent_or_na(error)} |" for name, error in per_class.items()]
 
 
 def _provenance_md(report: dict[str, Any]) -> list[str]:
@@ -371,84 +325,3 @@ def _warnings_md(report: dict[str, Any]) -> list[str]:
     if not warnings:
         return []
     return _heading("Warnings") + [f"- {text}" for text in warnings]
-
-
-def write_report(out: Path, report: dict[str, Any]) -> tuple[Path, Path, Path]:
-    """Write ``report.json``, ``report.md`` and ``report.html`` atomically into the run folder."""
-    report = {"schema_version": SCHEMA_VERSION, **report}
-    folder = RunFolder(out)
-    return (
-        write_json_atomic(folder.report_json, report),
-        write_text_atomic(folder.report_md, render_markdown(report)),
-        write_text_atomic(folder.report_html, render_html(report)),
-    )
-
-
-def junit_xml(gates: list[dict[str, Any]], suite: str = "compressor.verify") -> str:
-    """JUnit XML with one test case per gate, so CI systems show each gate as a test."""
-    import xml.etree.ElementTree as ET
-
-    failures = sum(not gate["passed"] and not gate.get("inconclusive") for gate in gates)
-    root = ET.Element(
-        "testsuites", name="compressor", tests=str(len(gates)), failures=str(failures)
-    )
-    node = ET.SubElement(
-        root, "testsuite", name=suite, tests=str(len(gates)), failures=str(failures), errors="0"
-    )
-    for gate in gates:
-        case = ET.SubElement(node, "testcase", classname=suite, name=gate["name"])
-        if gate.get("inconclusive"):  # a skipped test: undecided, for the CI job to retry
-            ET.SubElement(case, "skipped", message=gate["detail"])
-        elif not gate["passed"]:
-            failure = ET.SubElement(case, "failure", message=gate["detail"], type="GateFailure")
-            failure.text = (
-                f"{gate['name']}: value {gate['value']:.6g} must be {gate['comparison']} "
-                f"{gate['threshold']:.6g}"
-            )
-        else:
-            ET.SubElement(case, "system-out").text = gate["detail"]
-    ET.indent(root)
-    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
-
-
-def _contention_lines(contention: dict[str, Any]) -> list[str]:
-    """The CPU the latency timing got, and the container's thread warning, when they matter."""
-    lines = []
-    if contention.get("contended"):
-        shares = [r["cpu"]["cpu_share"] for r in contention["repeats"] if r.get("cpu")]
-        lines.append(
-            f"- the host was **contended** while timing (CPU share down to {min(shares):.0%} of "
-            "the threads asked for, after back-off)"
-        )
-    if contention.get("thread_warning"):
-        lines.append(f"- {contention['thread_warning']}")
-    return lines
-
-
-def render_verify_markdown(result: dict[str, Any]) -> str:
-    """Summary of a standalone ``compressor verify`` for CI logs and pull requests."""
-    latency = result["latency"]
-    lines = [
-        f"# compressor verify: {run_verdict(result)}",
-        "",
-        f"Model `{result['model']}` on {result['images']} test images ({result['test_source']}).",
-        "",
-        *_gate_rows(result["gates"]),
-    ]
-    lines += [
-        "",
-        f"- top-1 {_percent(result['student_top1'])}, top-5 {_percent(result['student_top5'])}, "
-        f"teacher top-1 {_percent(result['teacher_top1'])}",
-        f"- latency p50 {_ms(latency['p50_ms'])}, p90 {_ms(latency['p90_ms'])}, "
-        f"p99 {_ms(latency['p99_ms'])}, cold start {_ms(latency['cold_start_ms'])}, "
-        "spread over repeats "
-        f"{100 * result['latency_spread']:.1f}%",
-        *_contention_lines(result.get("contention") or {}),
-    ]
-    parity = result.get("parity")
-    if parity:
-        lines.append(
-            f"- parity: agreement {_percent(parity['top1_agreement'])}, max |diff| "
-            f"{parity['max_abs_logit_diff']:.3g}, mean {parity['mean_abs_logit_diff']:.3g}"
-        )
-    return "\n".join(lines) + "\n"
