@@ -310,3 +310,30 @@ def teacher_path(tmp_path_factory: pytest.TempPathFactory, digits_splits) -> Pat
 @pytest.fixture
 def tiny_profile(tmp_path: Path) -> Path:
     return write_profile(tmp_path / "tiny.toml")
+
+
+@pytest.fixture(scope="module")
+def named_export():
+    """Patch the exporter so the timer receives the candidate's name, and memoise FLOP counts."""
+    from compressor.models.registry import count_params, get_family
+    from compressor.selection import choose as select
+
+    names = {count_params(build_model(n, 10, 1)): n for n in get_family("cifar_resnet").ladder}
+    assert len(names) == len(get_family("cifar_resnet").ladder)  # parameter counts identify
+    flops: dict[tuple[int, tuple[int, ...]], int] = {}
+    real_flops = select.count_flops
+
+    def fake_bytes(model, shape, opset) -> bytes:
+        assert tuple(shape) == (1, 8, 8) and opset == 18  # the profile's input and opset
+        return names[count_params(model)].encode()
+
+    def cached_flops(model, shape) -> int:
+        key = (count_params(model), tuple(shape))
+        if key not in flops:
+            flops[key] = real_flops(model, shape)
+        return flops[key]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(select, "onnx_bytes", fake_bytes)
+        patch.setattr(select, "count_flops", cached_flops)
+        yield

@@ -17,18 +17,12 @@ from compressor.data.splits import (
     train_augment,
 )
 from compressor.errors import CompressorError
+from tests.fakes import write_image_folder
 
 
 def _tree(root: Path, classes: int = 3, per_class: int = 10, mode: str = "RGB") -> Path:
-    rng = np.random.default_rng(0)
-    for c in range(classes):
-        folder = root / f"class{c}"
-        folder.mkdir(parents=True)
-        for i in range(per_class):
-            shape = (12, 12, 3) if mode == "RGB" else (12, 12)
-            Image.fromarray(rng.integers(0, 255, shape, dtype=np.uint8), mode).save(
-                folder / f"{i}.png"
-            )
+    names = [f"class{c}" for c in range(classes)]
+    write_image_folder(root, per_class, names, size=(12, 12), mode=mode)
     return root
 
 
@@ -113,14 +107,9 @@ def test_normalize() -> None:
 
 def _unique_images(folder: Path, per_class: int, classes: int, seed: int) -> dict[str, int]:
     """Distinct random 8x8 RGB PNGs under ``folder/class<c>``; returns {image hash: class}."""
-    rng = np.random.default_rng(seed)
-    truth: dict[str, int] = {}
-    for c in range(classes):
-        (folder / f"class{c}").mkdir(parents=True)
-        for i in range(per_class):
-            pixels = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
-            Image.fromarray(pixels, "RGB").save(folder / f"class{c}" / f"{i}.png")
-            truth[_digest(pixels.transpose(2, 0, 1))] = c
+    names = [f"class{c}" for c in range(classes)]
+    written = write_image_folder(folder, per_class, names, seed=seed)
+    truth = {_digest(pixels.transpose(2, 0, 1)): c for pixels, c in written}
     assert len(truth) == classes * per_class
     return truth
 
@@ -391,15 +380,8 @@ def test_every_split_is_decoded_with_the_given_preprocess(tmp_path: Path, storag
     from compressor.data.preprocess import resolve_preprocess
     from compressor.data.splits import default_preprocess, scan_image_folder
 
-    rng = np.random.default_rng(15)
-    for part, per_class in (("train", 6), ("test", 2)):
-        for c in range(2):
-            (tmp_path / "d" / part / f"class{c}").mkdir(parents=True)
-            for i in range(per_class):
-                pixels = rng.integers(0, 256, (12, 16, 3), dtype=np.uint8)  # 16 wide, 12 high
-                Image.fromarray(pixels, "RGB").save(
-                    tmp_path / "d" / part / f"class{c}" / f"{i}.png"
-                )
+    for part, per_class, seed in (("train", 6, 15), ("test", 2, 16)):  # 16 wide, 12 high
+        write_image_folder(tmp_path / "d" / part, per_class, size=(12, 16), seed=seed)
     crop = resolve_preprocess((8, 8), 3, (0.5,) * 3, (0.5,) * 3, {"resize_mode": "center-crop"})
     assert crop != default_preprocess((3, 8, 8))
     data = load_image_folder(tmp_path / "d", (3, 8, 8), preprocess=crop, storage=storage)

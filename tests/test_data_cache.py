@@ -13,17 +13,13 @@ from PIL import Image
 from compressor.data import splits as data_module
 from compressor.data.splits import load_image_folder
 from compressor.files import default_cache_dir
+from tests.fakes import write_image_folder
 
 SHAPE = (1, 8, 8)
 
 
 def _folder(root: Path, per_class: int = 6) -> Path:
-    rng = np.random.default_rng(0)
-    for cls in ("a", "b"):
-        (root / cls).mkdir(parents=True)
-        for i in range(per_class):
-            pixels = rng.integers(0, 255, (8, 8), dtype=np.uint8)
-            Image.fromarray(pixels).save(root / cls / f"{i}.png")
+    write_image_folder(root, per_class, ("a", "b"), mode="L")
     return root
 
 

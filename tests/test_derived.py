@@ -29,6 +29,7 @@ from compressor.models.widths import layer_widths
 from compressor.pipeline.single_stage import export_bundle
 from compressor.selection.choose import choose_student
 from tests.conftest import TINY_SHAPE, write_profile
+from tests.fakes import flat_stats
 
 runner = CliRunner()
 FAST = ["--epochs", "2", "--batch-size", "64", "--no-hflip", "--quiet"]
@@ -151,7 +152,7 @@ def params_timed(monkeypatch):
     def timer_for(_profile):
         def timer(graph: bytes, _shape):
             ms = int(graph.decode()) / 1e5
-            return select.LatencyStats(ms, ms, ms, ms, 0, ms, ms, 90, 20, 1.0, 1, 1)
+            return flat_stats(ms)
 
         return timer
 

@@ -25,7 +25,7 @@ from compressor.latency.timing import TimingSettings, measure_onnx, summarize_ro
 from compressor.models.registry import build_model
 from compressor.report.model import speedup_gates, verdict
 from compressor.selection import choose as select
-from tests.test_select import SMALL, _profile, _stats, _timer, named_export  # noqa: F401
+from tests.fakes import SMALL, budget_profile, flat_stats, timer_from
 
 pytestmark = pytest.mark.usefixtures("judge_contention")  # contention judged as in production
 
@@ -219,7 +219,7 @@ def test_a_sleeping_window_is_contended() -> None:
 
 
 def _pair(ratio: float, low: float, high: float, cpu: CpuUse = IDLE) -> PairedTiming:
-    return PairedTiming(ratio, low, high, 0.93, 8, _stats(3.0), _stats(2.0), cpu)
+    return PairedTiming(ratio, low, high, 0.93, 8, flat_stats(3.0), flat_stats(2.0), cpu)
 
 
 @pytest.mark.usefixtures("named_export")
@@ -227,7 +227,7 @@ def test_a_candidate_with_the_teachers_architecture_never_qualifies(tmp_path: Pa
     """Timing noise can make the teacher's own graph look 1.6x faster than itself; it is still
     not a student."""
     teacher = SMALL[3]
-    profile = dataclasses.replace(_profile(tmp_path, 100.0), min_speedup=1.5)
+    profile = dataclasses.replace(budget_profile(tmp_path, 100.0), min_speedup=1.5)
     ratios = dict(zip(SMALL, (3.2, 2.1, 1.8, 1.6), strict=True))
 
     def pair(ref, cand, shape, threshold):
@@ -236,7 +236,7 @@ def test_a_candidate_with_the_teachers_architecture_never_qualifies(tmp_path: Pa
 
     selection = select.choose_student(
         profile, build_model(teacher, 10, 1), teacher, 10, ["cifar_resnet"],
-        candidates=SMALL, timer=_timer({teacher: 3.2}), pair_timer=pair,
+        candidates=SMALL, timer=timer_from({teacher: 3.2}), pair_timer=pair,
     )  # fmt: skip
     same = next(c for c in selection.candidates if c.name == teacher)
     assert same.speedup == 1.6 and same.fits and not same.qualifies
@@ -246,7 +246,7 @@ def test_a_candidate_with_the_teachers_architecture_never_qualifies(tmp_path: Pa
 
 @pytest.mark.usefixtures("named_export")
 def test_selection_on_a_contended_host_stops_with_exit_code_3(tmp_path: Path) -> None:
-    profile = dataclasses.replace(_profile(tmp_path, 100.0), min_speedup=1.5)
+    profile = dataclasses.replace(budget_profile(tmp_path, 100.0), min_speedup=1.5)
 
     def pair(ref, cand, shape, threshold):
         return _pair(2.0, 1.9, 2.1, BUSY)
@@ -254,13 +254,13 @@ def test_selection_on_a_contended_host_stops_with_exit_code_3(tmp_path: Path) ->
     with pytest.raises(LatencyInconclusive, match="contended while timing cifar_resnet8_w8"):
         select.choose_student(
             profile, build_model(SMALL[3], 10, 1), SMALL[3], 10, ["cifar_resnet"],
-            candidates=SMALL, timer=_timer({SMALL[3]: 4.0}), pair_timer=pair,
+            candidates=SMALL, timer=timer_from({SMALL[3]: 4.0}), pair_timer=pair,
         )  # fmt: skip
 
 
 @pytest.mark.usefixtures("named_export")
 def test_speedup_inside_noise_is_inconclusive_not_fail_or_pass(tmp_path: Path) -> None:
-    profile = dataclasses.replace(_profile(tmp_path, 100.0), min_speedup=1.5)
+    profile = dataclasses.replace(budget_profile(tmp_path, 100.0), min_speedup=1.5)
     ratios = {SMALL[0]: (2.5, 2.3, 2.7), SMALL[1]: (1.6, 1.4, 1.8), SMALL[2]: (1.2, 1.1, 1.3)}
 
     def pair(ref, cand, shape, threshold):
@@ -268,7 +268,7 @@ def test_speedup_inside_noise_is_inconclusive_not_fail_or_pass(tmp_path: Path) -
 
     selection = select.choose_student(
         profile, build_model(SMALL[3], 10, 1), SMALL[3], 10, ["cifar_resnet"],
-        candidates=SMALL, timer=_timer({SMALL[3]: 4.0}), pair_timer=pair,
+        candidates=SMALL, timer=timer_from({SMALL[3]: 4.0}), pair_timer=pair,
     )  # fmt: skip
     verdicts = {c.name: c.speed_verdict for c in selection.candidates}
     assert verdicts[SMALL[0]] == "above" and verdicts[SMALL[1]] == "inconclusive"
@@ -310,7 +310,7 @@ def test_int8_is_kept_only_when_faster_beyond_noise() -> None:
     from compressor.export.verify import VerifyReport
 
     def report(top1: float) -> VerifyReport:
-        return VerifyReport(1000, top1, None, 0.9, 0.9 - top1, None, _stats(2.0))
+        return VerifyReport(1000, top1, None, 0.9, 0.9 - top1, None, flat_stats(2.0))
 
     fp32, int8 = report(0.89), report(0.885)
     assert decide_int8(fp32, int8, 0.03, paired=_pair(1.5, 1.4, 1.6)).use_int8

@@ -12,7 +12,7 @@ from compressor.report.formatting import finite, milliseconds, number, percent, 
 from compressor.report.html_page import render_html
 from compressor.report.markdown import render_markdown, speedup_summary
 from compressor.report.verify_md import render_verify_markdown
-from tests.test_report_html import full_report
+from tests.fakes import full_report
 
 
 def test_markdown_has_every_section_in_order() -> None:

@@ -13,6 +13,7 @@ from compressor.latency.timing import LatencyStats, TimingSettings, measure_onnx
 from compressor.models.registry import build_model, get_family
 from compressor.selection.choose import select_student
 from tests.conftest import write_profile
+from tests.fakes import SMALL, budget_profile, flat_stats, timer_from
 
 
 def _stub_timer(latency_by_mflops: dict[float, float], calls: list[int]):
@@ -90,77 +91,14 @@ def test_measure_onnx_iterations_and_percentiles(tmp_path: Path) -> None:
 # the timer a small stand-in for the ONNX bytes that names the architecture, and count each
 # architecture's FLOPs once. What is judged (fit, walk, choice) is select_student's own code.
 
-SMALL = ("cifar_resnet8_w8", "cifar_resnet8_w16", "cifar_resnet14_w16", "cifar_resnet20_w16")
-
-
-@pytest.fixture(scope="module")
-def named_export():
-    """Patch the exporter so the timer receives the candidate's name, and memoise FLOP counts."""
-    from compressor.models.registry import count_params, get_family
-    from compressor.selection import choose as select
-
-    names = {count_params(build_model(n, 10, 1)): n for n in get_family("cifar_resnet").ladder}
-    assert len(names) == len(get_family("cifar_resnet").ladder)  # parameter counts identify
-    flops: dict[tuple[int, tuple[int, ...]], int] = {}
-    real_flops = select.count_flops
-
-    def fake_bytes(model, shape, opset) -> bytes:
-        assert tuple(shape) == (1, 8, 8) and opset == 18  # the profile's input and opset
-        return names[count_params(model)].encode()
-
-    def cached_flops(model, shape) -> int:
-        key = (count_params(model), tuple(shape))
-        if key not in flops:
-            flops[key] = real_flops(model, shape)
-        return flops[key]
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(select, "onnx_bytes", fake_bytes)
-        patch.setattr(select, "count_flops", cached_flops)
-        yield
-
-
-def _stats(at: float, p50: float | None = None, p90: float | None = None) -> LatencyStats:
-    return LatencyStats(
-        p50_ms=at if p50 is None else p50,
-        p90_ms=at if p90 is None else p90,
-        p99_ms=at,
-        mean_ms=at,
-        std_ms=0.0,
-        min_ms=at,
-        at_percentile_ms=at,
-        percentile=90.0,
-        iterations=20,
-        cold_start_ms=1.0,
-        batch_size=1,
-        intra_op_threads=1,
-    )
-
-
-def _timer(latency: dict[str, float], calls: list[str] | None = None):
-    """A timer that returns the constructed latency of the named candidate."""
-
-    def timer(model: bytes, shape: tuple[int, int, int]) -> LatencyStats:
-        name = model.decode()
-        if calls is not None:
-            calls.append(name)
-        return _stats(latency[name])
-
-    return timer
-
-
-def _profile(tmp_path: Path, budget: float, margin: float = 0.1):
-    path = write_profile(
-        tmp_path / "p.toml", **{"budget.latency_ms": budget, "budget.safety_margin": margin}
-    )
-    return load_profile(str(path))
-
 
 def test_candidate_exactly_at_the_target_fits(tmp_path: Path, named_export) -> None:
-    profile = _profile(tmp_path, 5.0)
+    profile = budget_profile(tmp_path, 5.0)
     target = profile.target_ms
     latency = dict(zip(SMALL, (target / 2, target, target * 1.01, target * 2), strict=True))
-    selection = select_student(profile, 10, "cifar_resnet", timer=_timer(latency), candidates=SMALL)
+    selection = select_student(
+        profile, 10, "cifar_resnet", timer=timer_from(latency), candidates=SMALL
+    )
     assert selection.chosen == "cifar_resnet8_w16"
     fits = [c.fits for c in selection.candidates]
     assert fits == [True, True, False, False]
@@ -168,10 +106,12 @@ def test_candidate_exactly_at_the_target_fits(tmp_path: Path, named_export) -> N
 
 def test_safety_margin_is_applied_before_judging(tmp_path: Path, named_export) -> None:
     """A candidate between the target (budget less margin) and the budget does not fit."""
-    profile = _profile(tmp_path, 10.0, margin=0.2)
+    profile = budget_profile(tmp_path, 10.0, margin=0.2)
     assert profile.target_ms == pytest.approx(8.0)
     latency = dict(zip(SMALL, (2.0, 7.9, 9.0, 9.5), strict=True))
-    selection = select_student(profile, 10, "cifar_resnet", timer=_timer(latency), candidates=SMALL)
+    selection = select_student(
+        profile, 10, "cifar_resnet", timer=timer_from(latency), candidates=SMALL
+    )
     assert selection.chosen == "cifar_resnet8_w16"
     assert [c.fits for c in selection.candidates] == [True, True, False, False]
     assert (selection.budget_ms, selection.percentile) == (10.0, 90.0)
@@ -187,7 +127,7 @@ def test_walk_resets_misses_and_chooses_largest_fitting(tmp_path: Path, named_ex
     calls: list[str] = []
     seen: list[str] = []
     selection = select_student(
-        _profile(tmp_path, 5.0), 10, "cifar_resnet", timer=_timer(latency, calls),
+        budget_profile(tmp_path, 5.0), 10, "cifar_resnet", timer=timer_from(latency, calls),
         candidates=ladder, on_candidate=lambda c: seen.append(c.name),
     )  # fmt: skip
     assert selection.chosen == "cifar_resnet14_w16"
@@ -204,7 +144,7 @@ def test_patience_counts_consecutive_misses(
     latency = dict(zip(SMALL, (1.0, 6.0, 6.0, 6.0), strict=True))
     calls: list[str] = []
     selection = select_student(
-        _profile(tmp_path, 5.0), 10, "cifar_resnet", timer=_timer(latency, calls),
+        budget_profile(tmp_path, 5.0), 10, "cifar_resnet", timer=timer_from(latency, calls),
         candidates=SMALL, patience=patience,
     )  # fmt: skip
     assert len(calls) == timed and selection.chosen == "cifar_resnet8_w8"
@@ -214,10 +154,10 @@ def test_table_rows_carry_the_timer_numbers(tmp_path: Path, named_export) -> Non
     def timer(model: bytes, shape: tuple[int, int, int]) -> LatencyStats:
         assert shape == (1, 8, 8)
         base = {"cifar_resnet8_w8": 1.0, "cifar_resnet8_w16": 2.0}[model.decode()]
-        return _stats(base + 0.123456, p50=base, p90=base + 0.5)
+        return flat_stats(base + 0.123456, p50=base, p90=base + 0.5)
 
     pair = SMALL[:2]
-    selection = select_student(_profile(tmp_path, 50.0), 10, "cifar_resnet", timer=timer,
+    selection = select_student(budget_profile(tmp_path, 50.0), 10, "cifar_resnet", timer=timer,
                                candidates=pair)  # fmt: skip
     rows = [(c.name, c.p50_ms, c.p90_ms, c.at_percentile_ms) for c in selection.candidates]
     assert rows == [(pair[0], 1.0, 1.5, 1.1235), (pair[1], 2.0, 2.5, 2.1235)]
@@ -237,7 +177,7 @@ def test_ladder_is_walked_in_flops_order_whatever_the_request_order(
     calls: list[str] = []
     latency = dict.fromkeys(SMALL, 1.0)
     selection = select_student(
-        _profile(tmp_path, 5.0), 10, "cifar_resnet", timer=_timer(latency, calls),
+        budget_profile(tmp_path, 5.0), 10, "cifar_resnet", timer=timer_from(latency, calls),
         candidates=tuple(reversed(SMALL)),
     )  # fmt: skip
     assert calls == list(SMALL) and selection.chosen == SMALL[-1]
@@ -250,7 +190,7 @@ def test_no_fit_message_names_the_judged_fastest(tmp_path: Path, named_export) -
         "at p90, the budget is 5 ms (4.500 ms after the 10% safety margin)"
     )
     with pytest.raises(CompressorError) as caught:
-        select_student(_profile(tmp_path, 5.0), 10, "cifar_resnet", timer=_timer(latency),
+        select_student(budget_profile(tmp_path, 5.0), 10, "cifar_resnet", timer=timer_from(latency),
                        candidates=SMALL)  # fmt: skip
     assert str(caught.value) == expected
 
@@ -340,7 +280,7 @@ def test_selection_is_monotonic_in_the_budget_and_matches_a_reference_walk(
             fitting += [name] if fits else []
             misses = 0 if fits else misses + 1
         try:
-            selection = select_student(profile, 10, "cifar_resnet", timer=_timer(latency),
+            selection = select_student(profile, 10, "cifar_resnet", timer=timer_from(latency),
                                        candidates=SMALL, patience=patience)  # fmt: skip
         except CompressorError:
             assert not fitting

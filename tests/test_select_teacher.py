@@ -34,7 +34,7 @@ from compressor.selection.choose import (
     time_teacher,
 )
 from compressor.selection.target_calibration import LatencyPredictor
-from tests.test_select import SMALL, _profile, _stats, _timer, named_export  # noqa: F401
+from tests.fakes import SMALL, budget_profile, flat_stats, timer_from
 
 pytestmark = pytest.mark.usefixtures("named_export")
 
@@ -43,7 +43,7 @@ TEACHER_PARAMS, TEACHER_MFLOPS = 1_084_010, 20.225  # 20.224512 MFLOPs at 1x8x8,
 
 
 def _speed_profile(tmp_path: Path, budget: float = 100.0, min_speedup: float = 1.5, **kw):
-    return dataclasses.replace(_profile(tmp_path, budget, **kw), min_speedup=min_speedup)
+    return dataclasses.replace(budget_profile(tmp_path, budget, **kw), min_speedup=min_speedup)
 
 
 def _teacher(ms: float | None) -> TeacherTiming:
@@ -52,7 +52,9 @@ def _teacher(ms: float | None) -> TeacherTiming:
 
 def _select(profile, latency: dict[str, float], teacher: TeacherTiming | None, **kw) -> Selection:
     kw.setdefault("candidates", SMALL)
-    return select_student(profile, 10, "cifar_resnet", timer=_timer(latency), teacher=teacher, **kw)
+    return select_student(
+        profile, 10, "cifar_resnet", timer=timer_from(latency), teacher=teacher, **kw
+    )
 
 
 # --- time_teacher ------------------------------------------------------------------------------
@@ -71,10 +73,10 @@ def test_time_teacher_times_the_teacher_like_a_candidate(
 
     def timer(graph: bytes, shape: tuple[int, int, int]) -> LatencyStats:
         seen.append((graph, shape))
-        return _stats(at, p50=4.123456, p90=5.654321)
+        return flat_stats(at, p50=4.123456, p90=5.654321)
 
     model = build_model(TEACHER, 10, 1)
-    timing = time_teacher(model, "my teacher", _profile(tmp_path, 5.0), timer)
+    timing = time_teacher(model, "my teacher", budget_profile(tmp_path, 5.0), timer)
     assert seen == [(TEACHER.encode(), (1, 8, 8))]  # exported at the profile's shape and opset
     assert timing == TeacherTiming(
         "my teacher", TEACHER_PARAMS, TEACHER_MFLOPS, rounded, 4.1235, 5.6543, meets, ""
@@ -90,9 +92,9 @@ def test_teacher_that_cannot_be_exported_or_timed_is_returned_untimed(
 
     if failing == "export":
         monkeypatch.setattr(select, "onnx_bytes", refuse)
-    timer = refuse if failing == "timer" else _timer({})
+    timer = refuse if failing == "timer" else timer_from({})
     model = build_model(TEACHER, 10, 1)
-    timing = time_teacher(model, "ts teacher", _profile(tmp_path, 5.0), timer)
+    timing = time_teacher(model, "ts teacher", budget_profile(tmp_path, 5.0), timer)
     assert timing == TeacherTiming(
         "ts teacher", TEACHER_PARAMS, TEACHER_MFLOPS, None, None, None, None,
         "not timed: aten::weird has no ONNX symbolic",
@@ -104,12 +106,12 @@ def test_default_timer_is_onnxruntime_under_the_profile_settings(
 ) -> None:
     """Without a timer, the teacher (and every candidate) goes to ``measure_onnx`` with the
     profile's timing settings and percentile."""
-    profile = dataclasses.replace(_profile(tmp_path, 5.0), percentile=75.0, min_iterations=7)
+    profile = dataclasses.replace(budget_profile(tmp_path, 5.0), percentile=75.0, min_iterations=7)
     calls: list[tuple[bytes, tuple[int, int, int], TimingSettings, float]] = []
 
     def fake_measure(model, shape, settings, percentile):
         calls.append((model, shape, settings, percentile))
-        return _stats({TEACHER: 6.0}.get(model.decode(), 1.0))
+        return flat_stats({TEACHER: 6.0}.get(model.decode(), 1.0))
 
     monkeypatch.setattr(select, "measure_onnx", fake_measure)
     settings = TimingSettings.from_profile(profile)
@@ -124,7 +126,7 @@ def test_default_timer_is_onnxruntime_under_the_profile_settings(
 
     def fake_paired(ref, cand, shape, settings, percentile, threshold=None):
         pairs.append((ref, cand, settings, percentile, threshold))
-        ref_stats, cand_stats = fake_measure(ref, shape, settings, percentile), _stats(1.0)
+        ref_stats, cand_stats = fake_measure(ref, shape, settings, percentile), flat_stats(1.0)
         calls.pop()  # counted in pairs
         return PairedTiming(6.0, 5.5, 6.5, 0.93, 8, ref_stats, cand_stats, CpuUse(1.0, 0.0, 1, 1.0))
 
@@ -147,7 +149,7 @@ def test_default_timer_is_onnxruntime_under_the_profile_settings(
 def test_unknown_candidates_are_named_with_the_family_ladder(tmp_path: Path) -> None:
     asked = ("cifar_resnet8_w8", "resnet18", "cifar_resnet8_w16", "tiny")
     with pytest.raises(CompressorError) as caught:
-        _select(_profile(tmp_path, 5.0), {}, None, candidates=asked)
+        _select(budget_profile(tmp_path, 5.0), {}, None, candidates=asked)
     assert str(caught.value).startswith(
         "candidate(s) resnet18, tiny not in family cifar_resnet: cifar_resnet8_w8, "
         "cifar_resnet8_w16, cifar_resnet14_w16,"
@@ -162,7 +164,7 @@ def test_mflops_are_the_flop_count_in_millions_to_three_places(
         select, "count_flops", lambda model, shape: 4_000_000_000 + count_params(model)
     )
     latency = dict(zip(SMALL[:2], (1.0, 2.0), strict=True))
-    selection = _select(_profile(tmp_path, 5.0), latency, None, candidates=SMALL[:2])
+    selection = _select(budget_profile(tmp_path, 5.0), latency, None, candidates=SMALL[:2])
     assert [c.mflops for c in selection.candidates] == [4000.02, 4000.078]  # 19,810 / 77,754
 
 
@@ -203,7 +205,7 @@ def test_a_fitting_candidate_that_is_not_faster_counts_as_a_miss(tmp_path: Path)
     latency = dict(zip(SMALL, (1.0, 7.0, 2.0, 3.0), strict=True))
     calls: list[str] = []
     selection = select_student(
-        _speed_profile(tmp_path), 10, "cifar_resnet", timer=_timer(latency, calls),
+        _speed_profile(tmp_path), 10, "cifar_resnet", timer=timer_from(latency, calls),
         candidates=SMALL, teacher=_teacher(9.0), patience=1,
     )  # fmt: skip
     assert calls == list(SMALL[:2])  # 7 ms fits the 90 ms target but is only 1.29x faster
@@ -234,8 +236,8 @@ def test_int8_candidates_are_judged_on_the_shipped_graph(tmp_path: Path) -> None
         calls.append((graph.decode(), shape))
         if graph.startswith(b"int8:"):
             ms = int8[graph[5:].decode()]
-            return _stats(ms, p50=ms / 2, p90=ms + 0.5)
-        return _stats(fp32[graph.decode()])
+            return flat_stats(ms, p50=ms / 2, p90=ms + 0.5)
+        return flat_stats(fp32[graph.decode()])
 
     shipped: list[bytes] = []
 
@@ -265,7 +267,7 @@ def test_fp32_profiles_time_each_candidate_once(tmp_path: Path) -> None:
     calls: list[str] = []
     latency = dict(zip(SMALL, (1.0, 2.0, 3.0, 4.0), strict=True))
     selection = select_student(_speed_profile(tmp_path), 10, "cifar_resnet",
-                               timer=_timer(latency, calls), candidates=SMALL)  # fmt: skip
+                               timer=timer_from(latency, calls), candidates=SMALL)  # fmt: skip
     assert calls == list(SMALL) and selection.precision == "fp32"
     assert all(
         c.precision == "fp32" and c.fp32_at_percentile_ms is None for c in selection.candidates
@@ -290,14 +292,14 @@ def calibrated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
         return PREDICTOR
 
     monkeypatch.setattr(select, "host_predictor", fake_host_predictor)
-    profile = dataclasses.replace(_profile(tmp_path, 5.0), calibration=CALIBRATION)
+    profile = dataclasses.replace(budget_profile(tmp_path, 5.0), calibration=CALIBRATION)
     return profile, seen
 
 
 def test_calibrated_selection_judges_the_prediction(calibrated) -> None:
     profile, seen = calibrated  # target 4.5 ms on the board
     latency = dict(zip(SMALL, (1.23456, 1.125, 1.2, 0.5), strict=True))
-    timer = _timer(latency)
+    timer = timer_from(latency)
     selection = select_student(profile, 10, "cifar_resnet", timer=timer, candidates=SMALL)
     assert seen == [(CALIBRATION, (1, 8, 8), timer)]
     rows = selection.candidates
@@ -310,7 +312,7 @@ def test_calibrated_selection_judges_the_prediction(calibrated) -> None:
 
 
 def test_uncalibrated_selection_predicts_nothing(tmp_path: Path) -> None:
-    selection = _select(_profile(tmp_path, 5.0), dict.fromkeys(SMALL, 1.0), None)
+    selection = _select(budget_profile(tmp_path, 5.0), dict.fromkeys(SMALL, 1.0), None)
     assert selection.predict(1.0, 1.0) is None and selection.predictor is None
     assert all(c.predicted_ms is None for c in selection.candidates)
 
@@ -319,7 +321,7 @@ def test_calibrated_budget_failure_names_the_prediction(calibrated) -> None:
     profile, _ = calibrated
     latency = dict(zip(SMALL, (2.5, 1.25, 2.0, 2.0), strict=True))  # predicted 5.0, 5.0, 8, 8
     with pytest.raises(CompressorError) as caught:
-        select_student(profile, 10, "cifar_resnet", timer=_timer(latency), candidates=SMALL)
+        select_student(profile, 10, "cifar_resnet", timer=timer_from(latency), candidates=SMALL)
     assert str(caught.value) == (
         "no student fits the budget: the fastest candidate cifar_resnet8_w16 takes 5.000 ms "
         "(predicted on the target) at p90, the budget is 5 ms (4.500 ms after the 10% safety "
@@ -377,7 +379,7 @@ def test_nothing_qualifies_picks_the_fastest_timed_row(tmp_path: Path) -> None:
 def _choose(profile, latency: dict[str, float], families=("cifar_resnet",), **kw):
     lines: list[str] = []
     model = build_model(TEACHER, 10, 1)
-    kw.setdefault("timer", _timer(latency))
+    kw.setdefault("timer", timer_from(latency))
     selection = choose_student(profile, model, TEACHER, 10, list(families), candidates=SMALL,
                                log=lines.append, **kw)  # fmt: skip
     return selection, lines
@@ -390,7 +392,7 @@ def test_choose_student_times_the_teacher_first_and_says_it_already_fits(tmp_pat
     selection, lines = _choose(
         _speed_profile(tmp_path, budget=5.0),
         latency,
-        timer=_timer(latency, calls),
+        timer=timer_from(latency, calls),
         on_candidate=lambda c: seen.append(c.name),
     )
     paired = [name for cand in SMALL for name in (TEACHER, cand)]  # each speedup is a pair
@@ -444,10 +446,10 @@ def _attempts_timer(per_attempt: list[dict[str, float]]):
     def timer(graph: bytes, shape: tuple[int, int, int]) -> LatencyStats:
         name = graph.decode()
         if name == TEACHER:
-            return _stats(100.0)
+            return flat_stats(100.0)
         if name == SMALL[0]:
             state["attempt"] += 1
-        return _stats(per_attempt[state["attempt"]][name])
+        return flat_stats(per_attempt[state["attempt"]][name])
 
     return timer
 

@@ -23,7 +23,7 @@ from compressor.selection.memory import (
     model_fingerprint,
 )
 from compressor.selection.trajectory_search import search_trajectory
-from tests.test_select import SMALL, _profile, _timer, named_export  # noqa: F401
+from tests.fakes import SMALL, budget_profile, timer_from
 
 TEACHER = "cifar_resnet20_w32"
 TEACHER_MODEL = build_model(TEACHER, 10, 1)  # one set of weights: the memory's key hashes them
@@ -35,7 +35,7 @@ def _choose(
     lines: list[str] = []
     selection = choose_student(
         profile, TEACHER_MODEL, TEACHER, 10, ["cifar_resnet"], candidates=SMALL,
-        timer=_timer(latency, calls), log=lines.append, memory_path=memory,
+        timer=timer_from(latency, calls), log=lines.append, memory_path=memory,
     )  # fmt: skip
     return selection, lines
 
@@ -44,7 +44,7 @@ def _choose(
 def test_a_remembered_choice_is_kept_while_it_holds_and_replaced_when_it_misses(
     tmp_path: Path,
 ) -> None:
-    profile = _profile(tmp_path, 5.0)  # target 4.5 ms, budget 5 ms, no teacher speed bar hit
+    profile = budget_profile(tmp_path, 5.0)  # target 4.5 ms, budget 5 ms, no teacher speed bar hit
     memory = tmp_path / "mem" / "selections.json"
     first = {TEACHER: 40.0, **dict(zip(SMALL, (1.0, 2.0, 4.0, 4.8), strict=True))}
     chosen, _ = _choose(profile, first, memory)
@@ -72,7 +72,7 @@ def test_a_remembered_choice_is_kept_while_it_holds_and_replaced_when_it_misses(
 @pytest.mark.usefixtures("named_export")
 def test_without_a_memory_path_nothing_is_read_or_written(tmp_path: Path) -> None:
     latency = {TEACHER: 40.0, **dict(zip(SMALL, (1.0, 2.0, 4.0, 4.8), strict=True))}
-    selection, _ = _choose(_profile(tmp_path, 5.0), latency, None)
+    selection, _ = _choose(budget_profile(tmp_path, 5.0), latency, None)
     assert selection.remembered is None and not list(tmp_path.rglob("selections.json"))
 
 
@@ -121,7 +121,7 @@ def test_still_holds_is_the_band_between_a_clear_pass_and_a_clear_miss(
     tmp_path: Path, ms: float | None, verdict: str | None, holds: bool
 ) -> None:
     cand = Candidate("c", 1, 1.0, at_percentile_ms=ms, speed_verdict=verdict)
-    assert still_holds(cand, _profile(tmp_path, 5.0)) is holds
+    assert still_holds(cand, budget_profile(tmp_path, 5.0)) is holds
 
 
 def test_the_key_changes_with_teacher_weights_profile_and_scope() -> None:

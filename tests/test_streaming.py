@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from compressor.compute.inference import predict_logits
 from compressor.data import streaming
@@ -17,6 +16,7 @@ from compressor.errors import CompressorError
 from compressor.losses.total import LossConfig
 from compressor.models.registry import build_model
 from compressor.train.loop import TrainConfig, distill
+from tests.fakes import write_image_folder
 
 SHAPE = (1, 8, 8)
 
@@ -67,12 +67,7 @@ def test_choose_storage_by_decoded_size_against_the_budget(monkeypatch) -> None:
 
 
 def _tree(root: Path, per_class: int = 6) -> Path:
-    rng = np.random.default_rng(0)
-    for cls in ("a", "b"):
-        (root / cls).mkdir(parents=True)
-        for i in range(per_class):
-            pixels = rng.integers(0, 255, (12, 12), dtype=np.uint8)
-            Image.fromarray(pixels, "L").save(root / cls / f"{i}.png")
+    write_image_folder(root, per_class, ("a", "b"), size=(12, 12), mode="L")
     return root
 
 

@@ -21,6 +21,7 @@ from compressor.models.pretrained import (
 )
 from compressor.models.registry import build_model
 from tests.conftest import write_profile
+from tests.fakes import flat_stats
 
 runner = CliRunner()
 ARCH = "cifar_resnet8_w8"
@@ -175,10 +176,7 @@ def test_cli_torchvision_init_offline_stops_before_writing(
     monkeypatch.setattr(select, "onnx_bytes", lambda m, _s, _o: str(count_params(m)).encode())
 
     def timer_for(_profile):
-        return lambda graph, _s: select.LatencyStats(
-            *(int(graph.decode()) / 1e5,) * 4, 0, *(int(graph.decode()) / 1e5,) * 2,
-            90, 20, 1.0, 1, 1,
-        )  # fmt: skip
+        return lambda graph, _s: flat_stats(int(graph.decode()) / 1e5)
 
     monkeypatch.setattr(select, "profile_timer", timer_for)
     monkeypatch.setattr(

@@ -23,6 +23,7 @@ from compressor.export.verify import topk_accuracy, verify_onnx
 from compressor.latency.profiles import load_profile
 from compressor.latency.timing import LatencyStats, TimingSettings
 from tests.conftest import write_profile
+from tests.fakes import flat_stats
 
 N, C, SHAPE = 16, 10, (1, 4, 4)
 MEAN, STD = (0.0,), (1.0,)
@@ -82,7 +83,7 @@ def timings(monkeypatch) -> list[tuple]:
     def fake_measure(model, shape, settings, percentile=90.0, seed=0) -> LatencyStats:
         calls.append((model, shape, settings, percentile, seed))
         ms = REPEAT_MS[seed]
-        return LatencyStats(ms, ms, ms, ms, 0.0, ms, ms, percentile, 20, 1.0, 1, 1)
+        return flat_stats(ms, percentile=percentile)
 
     monkeypatch.setattr(verify, "measure_onnx", fake_measure)
     return calls
