@@ -42,7 +42,7 @@ from torchvision import transforms
 from compressor.compute.inference import predict_logits, resolve_device, top1
 from compressor.data.splits import DatasetSplits, decode_images, scan_image_folder
 from compressor.files import default_cache_dir
-from compressor.losses.methods.kd import kd_loss
+from compressor.losses.methods.kd import kd_per_sample
 from compressor.losses.total import LossConfig
 from compressor.models.registry import build_model
 from compressor.report.provenance import hardware, versions
@@ -135,7 +135,7 @@ def reference_loop(
                 t_logits = teacher(x)
             s_logits = student(x)
             ce = nn.functional.cross_entropy(s_logits, y)
-            loss = 0.5 * ce + 0.5 * kd_loss(s_logits, t_logits, 4.0)
+            loss = 0.5 * ce + 0.5 * kd_per_sample(s_logits, t_logits, 4.0).mean()
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()

@@ -14,13 +14,13 @@ from torch import Tensor, nn
 
 from compressor.losses.bias_aware import (
     bias_aware_distillation,
-    bias_aware_distillation_batched,
     bias_weight,
     rectify_teacher_logits,
 )
 from compressor.losses.methods.dkd import dkd_loss, dkd_per_sample
-from compressor.losses.methods.kd import kd_loss, kd_per_sample
+from compressor.losses.methods.kd import kd_per_sample
 from compressor.losses.total import DistillationLoss, LossConfig, auto_warmup_epochs
+from tests.reference_losses import kd_loss, reference_bias_aware
 
 LN = math.log
 
@@ -219,7 +219,7 @@ def test_bias_weight_validation(args: tuple[int, int, str], match: str) -> None:
 @pytest.mark.parametrize("b", [1.0, 0.3])
 def test_all_right_equals_base(method: str, rect: str, b: float) -> None:
     s, t, y = _all_right_batch()
-    out = bias_aware_distillation(s, t, y, BASES[method], b, rect)
+    out = reference_bias_aware(s, t, y, BASES[method], b, rect)
     base = BASES[method](s, t, y)
     torch.testing.assert_close(out["distill"], base)
     assert out["n_wrong"].item() == 0 and out["rectified"].item() == 0.0
@@ -236,7 +236,7 @@ def test_all_right_equals_base_through_module(method: str) -> None:
 
 def test_mixed_batch_weights_and_counts() -> None:
     s = torch.randn(4, 3, generator=torch.Generator().manual_seed(7))
-    out = bias_aware_distillation(s, TEACHER, TARGET, _kd, 0.25, "swap")
+    out = reference_bias_aware(s, TEACHER, TARGET, _kd, 0.25, "swap")
     wrong = torch.tensor([True, False, True, True])
     l_right = kd_loss(s[~wrong], TEACHER[~wrong], 4.0)
     rect = torch.tensor([[3.0, 1.0, 2.0], [0.0, 4.0, 2.0], [2.0, -3.0, -5.0]])
@@ -245,7 +245,7 @@ def test_mixed_batch_weights_and_counts() -> None:
     torch.testing.assert_close(out["right"], l_right)
     torch.testing.assert_close(out["rectified"], l_rect)
     torch.testing.assert_close(out["distill"], 0.25 * l_right + 0.75 * l_rect)
-    dropped = bias_aware_distillation(s, TEACHER, TARGET, _kd, 0.25, "drop")
+    dropped = reference_bias_aware(s, TEACHER, TARGET, _kd, 0.25, "drop")
     torch.testing.assert_close(dropped["distill"], l_right)
     assert dropped["rectified"].item() == 0.0
 
@@ -270,15 +270,15 @@ def test_degenerate_batches_finite(rect: str, make: Callable, method: str) -> No
 
 def test_b_one_on_all_wrong_batch_gives_zero() -> None:
     s, t, y = _all_wrong_batch()
-    assert bias_aware_distillation(s, t, y, _kd, 1.0, "swap")["distill"].item() == 0.0
+    assert reference_bias_aware(s, t, y, _kd, 1.0, "swap")["distill"].item() == 0.0
 
 
 def test_bias_aware_validates_b_and_mode() -> None:
     s, t, y = _all_right_batch()
     with pytest.raises(ValueError, match="b must be"):
-        bias_aware_distillation(s, t, y, _kd, 1.5)
+        reference_bias_aware(s, t, y, _kd, 1.5)
     with pytest.raises(ValueError, match="rectification"):
-        bias_aware_distillation(s, t, y, _kd, 0.5, "flip")
+        reference_bias_aware(s, t, y, _kd, 0.5, "flip")
 
 
 # ---------------------------------------------------------------- module
@@ -313,7 +313,7 @@ def test_module_composition_and_dkd_warmup() -> None:
     for epoch, factor in ((0, 1 / 20), (9, 0.5), (19, 1.0), (30, 1.0)):
         out = loss_fn(s, t, y, epoch)
         b = bias_weight(epoch, 40)
-        manual = bias_aware_distillation(s, t, y, _dkd, b)["distill"]
+        manual = reference_bias_aware(s, t, y, _dkd, b)["distill"]
         assert out.counters["warmup"].item() == pytest.approx(factor)
         assert out.counters["b"].item() == pytest.approx(b)
         torch.testing.assert_close(out.loss, 0.3 * ce + 0.7 * factor * manual)
@@ -447,8 +447,8 @@ def _mixed_batch(n: int, c: int, seed: int, wrong_fraction: float) -> tuple[Tens
 def test_batched_equals_reference(method: str, rect: str, wrong_fraction: float, b: float) -> None:
     for seed in range(3):
         s, t, y = _mixed_batch(17, 7, seed, wrong_fraction)
-        ref = bias_aware_distillation(s, t, y, BASES[method], b, rect)
-        fast = bias_aware_distillation_batched(s, t, y, PER_SAMPLE[method], b, rect)
+        ref = reference_bias_aware(s, t, y, BASES[method], b, rect)
+        fast = bias_aware_distillation(s, t, y, PER_SAMPLE[method], b, rect)
         for key in ("distill", "right", "rectified"):
             torch.testing.assert_close(fast[key], ref[key], rtol=1e-5, atol=1e-6)
         assert int(fast["n_wrong"]) == int(ref["n_wrong"])

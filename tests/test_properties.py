@@ -19,12 +19,12 @@ from hypothesis import strategies as st
 
 from compressor.losses.bias_aware import (
     bias_aware_distillation,
-    bias_aware_distillation_batched,
     rectify_teacher_logits,
 )
 from compressor.losses.methods.dkd import dkd_loss, dkd_per_sample
-from compressor.losses.methods.kd import kd_loss, kd_per_sample
+from compressor.losses.methods.kd import kd_per_sample
 from compressor.losses.total import DistillationLoss, LossConfig
+from tests.reference_losses import kd_loss, reference_bias_aware
 
 TOL = {"rel": 1e-4, "abs": 1e-4}
 
@@ -151,7 +151,7 @@ def test_bias_aware_loss_equals_the_reference(c: dict) -> None:
         s.astype(np.float64), t.astype(np.float64), y, ref_base, c["b"], c["rect"]
     )
     st_, tt, yt = torch.from_numpy(s), torch.from_numpy(t), torch.from_numpy(y)
-    pairs = ((bias_aware_distillation, base), (bias_aware_distillation_batched, per_sample))
+    pairs = ((reference_bias_aware, base), (bias_aware_distillation, per_sample))
     for fn, loss in pairs:
         got = fn(st_.clone().requires_grad_(), tt, yt, loss, c["b"], c["rect"])
         for key in ("distill", "right", "rectified"):
@@ -223,8 +223,8 @@ def test_bias_weight_names_the_valid_epoch_range() -> None:
 
 TINY_B = [5e-324, 1e-300, 1e-46, 1e-45, 1e-44, 1e-40, 1e-38, 1e-30, 1e-13]
 KD_PATHS = (  # (function, its base loss): the reference and the batched (training) path
-    (bias_aware_distillation, lambda s, t, y: kd_loss(s, t, 4.0)),
-    (bias_aware_distillation_batched, lambda s, t, y: kd_per_sample(s, t, 4.0)),
+    (reference_bias_aware, lambda s, t, y: kd_loss(s, t, 4.0)),
+    (bias_aware_distillation, lambda s, t, y: kd_per_sample(s, t, 4.0)),
 )
 
 
@@ -270,7 +270,7 @@ def test_the_base_loss_never_sees_an_empty_subset(right: list[bool]) -> None:
         sizes.append(len(y_))
         return kd_per_sample(s_, t_, 4.0).mean()
 
-    got = bias_aware_distillation(s, t, y, base, 0.5, "swap")
+    got = reference_bias_aware(s, t, y, base, 0.5, "swap")
     assert sorted(sizes) == sorted(n for n in (sum(right), len(right) - sum(right)) if n)
     assert all(math.isfinite(float(v)) for v in got.values())
 

@@ -38,7 +38,7 @@ def rectify_teacher_logits(teacher_logits: Tensor, target: Tensor, mode: str) ->
     Args:
         teacher_logits: (N, C) teacher logits.
         target: (N,) int64 labels.
-        mode: ``"swap"`` or ``"soft"`` (``"drop"`` is handled by ``bias_aware_distillation``).
+        mode: ``"swap"`` or ``"soft"`` (``"drop"`` needs no rectified logits).
 
     Returns:
         A new (N, C) tensor.
@@ -88,7 +88,7 @@ def bias_weight(epoch: int, total_epochs: int, schedule: str = "cos2") -> float:
     raise ValueError(f"schedule must be one of {SCHEDULES}; got {schedule!r}")
 
 
-def _check_bias_args(
+def check_bias_args(
     student: Tensor,
     teacher: Tensor,
     target: Tensor,
@@ -109,88 +109,45 @@ def bias_aware_distillation(
     student_logits: Tensor,
     teacher_logits: Tensor,
     target: Tensor,
-    base: BaseLoss,
-    b: float,
-    rectification: str = "swap",
-    weighting: str = "subset",
-) -> dict[str, Tensor]:
-    """Bias elimination + rectification around a base loss (Zhang et al., AAAI 2025).
-
-    Rows split into right (teacher top-1 == label) and wrong. ``L_right = base`` on the right
-    rows, ``L_rect = base`` on the wrong rows with rectified teacher logits (0 for ``"drop"``);
-    each is averaged over its own rows (by ``base``). An empty subset gives an exact 0 term.
-
-    Weighting (a choice: the paper's ``b*L_right + (1-b)*L_rect`` would shrink a batch the teacher
-    gets entirely right to ``b*base``): the weights are renormalised over the non-empty terms,
-    ``distill = (b*L_right*[n_right>0] + (1-b)*L_rect*[n_wrong>0]) / (b*[n_right>0] +
-    (1-b)*[n_wrong>0])``, and 0 when that denominator is 0 (e.g. b=1 on an all-wrong batch). So
-    an all-right batch gives exactly ``base`` for any b > 0, and a mixed batch gives the paper's
-    formula. With ``"drop"`` the rectified term never counts: ``distill = L_right``.
-
-    Args:
-        student_logits: (N, C) student logits.
-        teacher_logits: (N, C) teacher logits (not detached here).
-        target: (N,) int64 labels.
-        base: ``base(student, teacher, target) -> scalar``, mean over its rows.
-        b: weight of the right term, in [0, 1] (see ``bias_weight``).
-        rectification: ``"swap"``, ``"soft"`` or ``"drop"``.
-        weighting: ``"subset"`` (the paper's per-subset means) or ``"sample"``.
-
-    Returns:
-        ``{"distill", "right", "rectified", "n_wrong"}``: scalar tensors (``n_wrong`` int64).
-    """
-    _check_bias_args(student_logits, teacher_logits, target, b, rectification, weighting)
-    right = teacher_logits.argmax(dim=1) == target
-    wrong = ~right
-    n_wrong = wrong.sum()
-    n_w = int(n_wrong)
-    n_r = target.shape[0] - n_w
-    zero = zero_like_loss(student_logits)
-    l_right = base(student_logits[right], teacher_logits[right], target[right]) if n_r else zero
-    l_rect = zero
-    if n_w and rectification != "drop":
-        t_wrong = rectify_teacher_logits(teacher_logits[wrong], target[wrong], rectification)
-        l_rect = base(student_logits[wrong], t_wrong, target[wrong])
-    if weighting == "sample":
-        n = target.shape[0]
-        w_right, w_rect = (1.0, 0.0) if rectification == "drop" else (b, 1.0 - b)
-        distill = (w_right * n_r / n) * l_right + (w_rect * n_w / n) * l_rect
-    elif rectification == "drop":
-        distill = l_right
-    else:
-        w_right = b if n_r else 0.0
-        w_rect = (1.0 - b) if n_w else 0.0
-        denom = w_right + w_rect
-        # renormalise the Python floats first: a b below float32's range would turn into 0 in a
-        # float32 product, and 0 / b is then NaN; b / b is exactly 1 for any b > 0
-        distill = zero
-        if denom > 0:
-            distill = (w_right / denom) * l_right + (w_rect / denom) * l_rect
-    return {"distill": distill, "right": l_right, "rectified": l_rect, "n_wrong": n_wrong}
-
-
-def bias_aware_distillation_batched(
-    student_logits: Tensor,
-    teacher_logits: Tensor,
-    target: Tensor,
     per_sample_base: BaseLoss,
     b: float,
     rectification: str = "swap",
     weighting: str = "subset",
 ) -> dict[str, Tensor]:
-    """:func:`bias_aware_distillation` computed over all rows with masks: the training path.
+    """Bias elimination + rectification around a per-row base loss (Zhang et al., AAAI 2025).
 
-    The reference above indexes the right and wrong subsets, whose sizes live on the device, so
-    every call waits for the GPU. Here the teacher's logits are rectified for every row (right
-    rows are unchanged by :func:`rectify_teacher_logits`), one per-sample base loss is computed,
-    and the two terms are masked means with the same renormalised weights. Same values up to
-    float rounding (tested against the reference), no host synchronisation.
+    Rows split into right (teacher top-1 == label) and wrong. ``L_right`` is the mean base loss
+    over the right rows, ``L_rect`` over the wrong rows with rectified teacher logits (0 for
+    ``"drop"``); an empty subset gives an exact 0 term.
+
+    ``weighting="subset"`` (the paper's per-subset means): the paper's ``b*L_right +
+    (1-b)*L_rect`` would shrink a batch the teacher gets entirely right to ``b*base``, so the
+    weights are renormalised over the non-empty terms, ``distill = (b*L_right*[n_right>0] +
+    (1-b)*L_rect*[n_wrong>0]) / (b*[n_right>0] + (1-b)*[n_wrong>0])``, and 0 when that
+    denominator is 0 (e.g. b=1 on an all-wrong batch). An all-right batch gives exactly
+    ``base`` for any b > 0, a mixed batch the paper's formula. With ``"drop"`` the rectified term
+    never counts: ``distill = L_right``. ``weighting="sample"``: every row's term weighted b
+    (right) or 1 - b (wrong; 0 under ``"drop"``), summed and divided by the batch size, so the
+    rectified rows keep their share of the batch.
+
+    Computed over all rows with masks: the teacher's logits are rectified for every row (right
+    rows are unchanged by :func:`rectify_teacher_logits`) and one per-row base loss is taken, so
+    no subset size is read back from the device (no host synchronisation on a GPU). The tests
+    check it against a reference that indexes the subsets (``tests/reference_losses.py``).
 
     Args:
+        student_logits: (N, C) student logits.
+        teacher_logits: (N, C) teacher logits (not detached here).
+        target: (N,) int64 labels.
         per_sample_base: ``(student, teacher, target) -> (N,)`` per-row base loss.
-        Others as for :func:`bias_aware_distillation`.
+        b: weight of the right term, in [0, 1] (see ``bias_weight``).
+        rectification: ``"swap"``, ``"soft"`` or ``"drop"``.
+        weighting: ``"subset"`` or ``"sample"``.
+
+    Returns:
+        ``{"distill", "right", "rectified", "n_wrong"}``: scalar tensors (``n_wrong`` int64).
     """
-    _check_bias_args(student_logits, teacher_logits, target, b, rectification, weighting)
+    check_bias_args(student_logits, teacher_logits, target, b, rectification, weighting)
     right = teacher_logits.argmax(dim=1) == target
     wrong = ~right
     n_right, n_wrong = right.sum(), wrong.sum()
@@ -206,7 +163,7 @@ def bias_aware_distillation_batched(
         target,
     )
     l_right = masked_mean(per_row, right, n_right)
-    if weighting == "sample":  # per-row weights over the batch size (see the reference)
+    if weighting == "sample":  # per-row weights over the batch size
         w_right, w_wrong = (1.0, 0.0) if drop else (b, 1.0 - b)
         l_rect = zero_like_loss(student_logits) if drop else masked_mean(per_row, wrong, n_wrong)
         weights = torch.where(right, w_right, w_wrong)

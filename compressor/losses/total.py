@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from compressor.config.loss import DKD_WARMUP_EPOCHS, LossConfig, auto_warmup_epochs
-from compressor.losses.bias_aware import bias_aware_distillation_batched, bias_weight
+from compressor.losses.bias_aware import bias_aware_distillation, bias_weight
 from compressor.losses.methods import get_method
 from compressor.losses.methods.base import check_logits, zero_like_loss
 
@@ -152,7 +152,7 @@ class DistillationLoss(nn.Module):
         per_sample = method.per_sample
         assert per_sample is not None  # LossMethod guarantees it where bias-aware is supported
         b = bias_weight(epoch, self.total_epochs, cfg.schedule)
-        terms = bias_aware_distillation_batched(
+        terms = bias_aware_distillation(
             student_logits, teacher_logits, target, lambda s, t, y: per_sample(s, t, y, cfg), b,
             cfg.rectification, cfg.bias_weighting,
         )  # fmt: skip

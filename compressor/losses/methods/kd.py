@@ -1,6 +1,7 @@
 """``kd``: Hinton, Vinyals, Dean, "Distilling the Knowledge in a Neural Network", 2015.
 
-``kd_loss`` carries the ``T**2`` factor, so the training loss does not multiply by it again.
+``kd_per_sample`` carries the ``T**2`` factor, so the training loss does not multiply by it
+again.
 The teacher is not detached here; ``DistillationLoss`` does that.
 """
 
@@ -11,36 +12,15 @@ from typing import TYPE_CHECKING
 from compressor.losses.methods.base import (
     LossMethod,
     MethodSettings,
-    check_logits,
-    check_temperature,
     kl_rows,
-    zero_like_loss,
 )
 
 if TYPE_CHECKING:
     from torch import Tensor
 
 
-def kd_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: float) -> Tensor:
-    """Hinton KD: ``T**2 * mean_n KL(softmax(t_n/T) || softmax(s_n/T))``.
-
-    Args:
-        student_logits: (N, C) student logits.
-        teacher_logits: (N, C) teacher logits (not detached here).
-        temperature: softening temperature T > 0.
-
-    Returns:
-        Scalar loss (float32). An empty batch (N=0) gives 0.0 connected to ``student_logits``.
-    """
-    check_logits(student_logits, teacher_logits)
-    check_temperature(temperature)
-    if student_logits.shape[0] == 0:
-        return zero_like_loss(student_logits)
-    return kd_per_sample(student_logits, teacher_logits, temperature).mean()
-
-
 def kd_per_sample(student_logits: Tensor, teacher_logits: Tensor, temperature: float) -> Tensor:
-    """``kd_loss`` before the mean over rows: (N,) float32, ``T**2 * KL_n``."""
+    """Hinton KD per row: (N,) float32, ``T**2 * KL(softmax(t_n/T) || softmax(s_n/T))``."""
     import torch.nn.functional as F
 
     log_p_s = F.log_softmax(student_logits.float() / temperature, dim=1)
