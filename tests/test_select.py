@@ -232,7 +232,7 @@ def test_selection_round_trips_through_json_with_predictor_and_teacher() -> None
 def test_format_table_golden() -> None:
     import dataclasses
 
-    from compressor.selection.choose import format_table
+    from compressor.selection.table import format_table
 
     selection = _constructed_selection()
     assert format_table(selection).splitlines() == [

@@ -484,7 +484,7 @@ def test_choose_student_raises_the_last_familys_failure(tmp_path: Path) -> None:
 
 
 def test_format_table_host_only_without_teacher() -> None:
-    from compressor.selection.choose import format_table
+    from compressor.selection.table import format_table
 
     rows = [
         Candidate("cifar_resnet8_w8", 19810, 0.387, 1.0, 1.5, 1.25, None, True),

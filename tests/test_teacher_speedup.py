@@ -157,7 +157,7 @@ def test_selection_round_trips_with_teacher(timings) -> None:
 
 
 def test_table_shows_the_teacher_first_and_each_speedup(timings) -> None:
-    from compressor.selection.choose import format_table
+    from compressor.selection.table import format_table
 
     sel = _select(_profile(min_speedup=1.5), _ladder_timer(timings), teacher_ms=4.5)
     sel.teacher = TeacherTiming("resnet18", 11_000_000, 1800.0, 4.5, 4.4, 4.5, True)

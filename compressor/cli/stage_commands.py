@@ -234,7 +234,7 @@ def select_cmd(
     from compressor.files import write_json_atomic
     from compressor.pipeline.single_stage import select_for_profile
     from compressor.run_folder import RunFolder
-    from compressor.selection.choose import format_table
+    from compressor.selection.table import format_table
 
     with user_errors(debug):
         selection = select_for_profile(
