@@ -42,6 +42,12 @@ class ExportResult:
             "metadata": self.metadata,
         }
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ExportResult:
+        """Inverse of :meth:`to_dict` (export.json, read back on ``--resume``)."""
+        return cls(str(data["path"]), int(data["opset"]), int(data["size_bytes"]),
+                   dict(data["metadata"]))  # fmt: skip
+
 
 def onnx_bytes(model: nn.Module, input_shape: tuple[int, int, int], opset: int) -> bytes:
     """Export ``model`` (eval mode, CPU) to serialized ONNX with a dynamic batch dimension."""

@@ -1,4 +1,4 @@
-"""The run: the :class:`~compressor.pipeline.context.Stage` contract and the context every stage
+"""The run: the :class:`~compressor.pipeline.stage.Stage` contract and the context every stage
 reads (:mod:`~compressor.pipeline.context`), the stages in order
 (:mod:`~compressor.pipeline.stages`, :mod:`~compressor.pipeline.distill_stage`), the runner, the
 report builder, and the library side of the single-stage commands

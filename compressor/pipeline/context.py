@@ -1,6 +1,6 @@
-"""What every stage of a run reads (the validated inputs, earlier results) and the stage
-contract itself (:class:`Stage`; the stages are in :mod:`compressor.pipeline.stages`). The run's
-configuration is :mod:`compressor.config.run`.
+"""What every stage of a run reads: the validated inputs and the earlier stages' results (the
+stage contract is :mod:`compressor.pipeline.stage`, the stages :mod:`compressor.pipeline.stages`,
+the run's configuration :mod:`compressor.config.run`).
 
 ``open_context`` validates every input (profile, teacher, preprocessing, data and their
 compatibility) before any stage runs, so bad input stops a run before anything is written.
@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from compressor.compute import distributed
 from compressor.config.run import RunConfig, config_from_dict
@@ -43,29 +42,6 @@ class RunContext:
     log: Log
     results: StageResults = field(default_factory=StageResults)
     reused: list[str] = field(default_factory=list)  # stages a --resume did not redo
-
-
-class Stage:
-    """One step of a run. Subclasses set the class attributes and implement ``run``."""
-
-    name = ""
-    every_rank = False  # True: every torchrun rank runs it; else rank 0, the others get its result
-    resumable = True  # False: produced afresh on --resume (verification, timing, the report)
-
-    def artifacts(self, folder: RunFolder) -> list[Path]:
-        """Every file the stage writes (removed when an upstream stage is re-run)."""
-        return []
-
-    def records(self, folder: RunFolder) -> list[Path]:
-        """The files whose presence means the stage finished (``--resume`` reuses it)."""
-        return self.artifacts(folder)
-
-    def run(self, ctx: RunContext) -> Any:
-        raise NotImplementedError
-
-    def load(self, ctx: RunContext) -> Any:
-        """The result of an earlier run of the stage, read back from the run folder."""
-        raise NotImplementedError(f"stage {self.name} cannot be reused")
 
 
 def open_context(cfg: RunConfig, log: Log) -> RunContext:

@@ -9,6 +9,7 @@ demo`` starts. The one recipe (:func:`demo_train_config`) serves teacher and stu
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -32,10 +33,8 @@ DEMO_PROFILE = "demo"
 
 def demo_train_config(epochs: int, seed: int, device: str | None = None) -> TrainConfig:
     """The digits' recipe for teacher and student alike: no flips (a mirrored 2 is no 2)."""
-    device_choice = {"device": device} if device else {}
-    return TrainConfig(
-        epochs=epochs, batch_size=64, lr=0.1, seed=seed, hflip=False, **device_choice
-    )
+    cfg = TrainConfig(epochs=epochs, batch_size=64, lr=0.1, seed=seed, hflip=False)
+    return replace(cfg, device=device) if device else cfg
 
 
 def demo_run_config(out: Path, data: Path, teacher: Path, epochs: int, seed: int) -> RunConfig:

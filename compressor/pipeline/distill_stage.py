@@ -20,8 +20,9 @@ from compressor.files import read_json, write_json_atomic
 from compressor.models.checkpoint import ModelBundle, load_bundle, save_bundle
 from compressor.models.pretrained import load_student_init
 from compressor.models.registry import build_model
-from compressor.pipeline.context import Log, RunContext, Stage
+from compressor.pipeline.context import Log, RunContext
 from compressor.pipeline.results import required
+from compressor.pipeline.stage import Stage
 from compressor.progress import Progress
 from compressor.report.formatting import recipe_decision
 from compressor.run_folder import RunFolder

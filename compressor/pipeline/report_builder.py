@@ -10,6 +10,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from compressor.export.to_onnx import ExportResult
 from compressor.export.verify import VerifyReport
 from compressor.models.registry import count_flops, count_params
 from compressor.pipeline.results import required
@@ -50,7 +51,7 @@ def build_report(ctx: RunContext, shipped_model: Path) -> Report:
         parity=verified.parity,
         latency=latency,
         size=_size_section(ctx, result, exported),
-        export=exported,
+        export=exported.to_dict(),
         artifacts=ctx.folder.listed_artifacts(),
         provenance=provenance(ctx.cfg.train.seed),
         warnings=ctx.warnings,
@@ -135,9 +136,7 @@ def _latency_section(verified: VerifyReport, budget_ms: float) -> dict[str, Any]
     }
 
 
-def _size_section(
-    ctx: RunContext, result: DistillResult, exported: dict[str, Any]
-) -> dict[str, Any]:
+def _size_section(ctx: RunContext, result: DistillResult, exported: ExportResult) -> dict[str, Any]:
     shape = ctx.profile.input_shape
     student_params = count_params(result.student)
     teacher_params = count_params(ctx.teacher.model)
@@ -147,5 +146,5 @@ def _size_section(
         "param_ratio": teacher_params / max(student_params, 1),
         "teacher_mflops": count_flops(ctx.teacher.model, shape) / 1e6,
         "student_mflops": count_flops(result.student, shape) / 1e6,
-        "onnx_bytes": exported["size_bytes"],
+        "onnx_bytes": exported.size_bytes,
     }

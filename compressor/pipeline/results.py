@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
+    from compressor.export.to_onnx import ExportResult
     from compressor.export.verify import VerifyReport
     from compressor.report.model import Report
     from compressor.selection.choose import Selection
@@ -85,7 +86,7 @@ class StageResults:
 
     select: Selection | None = None
     distill: DistillResult | None = None
-    export: dict[str, Any] | None = None  # export.json: path, opset, size, metadata
+    export: ExportResult | None = None
     verify: VerifyReport | None = None
     int8: Int8Result | None = None  # None: not an int8 profile
     speedup: SpeedupResult | None = None

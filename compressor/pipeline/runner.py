@@ -15,8 +15,9 @@ from typing import Any, TypeVar
 from compressor.compute import distributed
 from compressor.config.run import RunConfig, config_dict
 from compressor.errors import CompressorError
-from compressor.pipeline.context import Log, RunContext, Stage, open_context
+from compressor.pipeline.context import Log, RunContext, open_context
 from compressor.pipeline.results import required
+from compressor.pipeline.stage import Stage
 from compressor.pipeline.stages import STAGES, downstream_artifacts, stage_named, upstream_stages
 from compressor.report.model import Report
 from compressor.run_folder import RunFolder

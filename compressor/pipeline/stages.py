@@ -23,7 +23,7 @@ from compressor.config.run import config_dict
 from compressor.data.splits import normalize
 from compressor.errors import CompressorError
 from compressor.export.int8 import decide_int8, quantize_int8, shipped_graph
-from compressor.export.to_onnx import onnx_bytes
+from compressor.export.to_onnx import ExportResult, onnx_bytes
 from compressor.export.verify import verify_onnx
 from compressor.files import read_json, write_json_atomic
 from compressor.latency.paired import measure_paired
@@ -32,11 +32,12 @@ from compressor.models.checkpoint import load_bundle
 from compressor.models.pretrained import is_torchvision_init, torchvision_weights
 from compressor.models.pruning import plan_student_source, prepare_derived
 from compressor.models.registry import count_flops, families_to_try, get_family
-from compressor.pipeline.context import RunContext, Stage
+from compressor.pipeline.context import RunContext
 from compressor.pipeline.distill_stage import DistillStage, initial_student, save_derived
 from compressor.pipeline.report_builder import build_report
 from compressor.pipeline.results import Int8Result, SpeedupResult, required
 from compressor.pipeline.single_stage import export_bundle
+from compressor.pipeline.stage import Stage
 from compressor.progress import Progress
 from compressor.report.writer import write_report
 from compressor.run_folder import RunFolder
@@ -144,15 +145,18 @@ class ExportStage(Stage):
     def artifacts(self, folder: RunFolder) -> list[Path]:
         return [folder.onnx, folder.export_record]
 
-    def run(self, ctx: RunContext) -> dict[str, Any]:
+    def run(self, ctx: RunContext) -> ExportResult:
         ctx.log("exporting student.onnx")
         bundle = load_bundle(ctx.folder.student_bundle)
         exported = export_bundle(bundle, ctx.profile.input_shape, ctx.folder.onnx, ctx.profile)
         write_json_atomic(ctx.folder.export_record, exported.to_dict())
-        return exported.to_dict()
+        return exported
 
-    def load(self, ctx: RunContext) -> dict[str, Any]:
-        return read_json(ctx.folder.export_record)
+    def load(self, ctx: RunContext) -> ExportResult:
+        try:
+            return ExportResult.from_dict(read_json(ctx.folder.export_record))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ctx.folder.damaged(exc) from exc
 
 
 class VerifyStage(Stage):
