@@ -21,7 +21,7 @@ import torch
 from compressor.export.to_onnx import onnx_bytes
 from compressor.latency.profiles import load_profile
 from compressor.models.registry import FAMILIES, build_model, count_flops, count_params
-from compressor.selection.choose import profile_timer
+from compressor.selection.timers import profile_timer
 
 
 def main() -> None:

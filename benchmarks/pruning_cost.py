@@ -7,7 +7,7 @@ pruning and latency do not depend on weight values) this times the product code 
 (a) the pruning: ``compressor.models.pruning.plan_student_source("pruned", bundle, input_shape)``
     (Torch-Pruning's dependency graph, :data:`compressor.models.pruning.STEPS` steps, a deep copy
     and a FLOP count per step);
-(b) the search: ``compressor.selection.choose.choose_student(profile, ..., families=[],
+(b) the search: ``compressor.selection.sources.choose_student(profile, ..., families=[],
 plan=plan)``,
     which exports and times the teacher, then bisects the trajectory by measured onnxruntime
     latency (with source "pruned" the fresh ladder is not timed).
@@ -49,7 +49,8 @@ sys.path.insert(0, str(REPO))
 from compressor.latency.profiles import load_profile, resolve_profile_path  # noqa: E402
 from compressor.models.checkpoint import load_bundle  # noqa: E402
 from compressor.models.pruning import plan_student_source  # noqa: E402
-from compressor.selection.choose import choose_student, time_teacher  # noqa: E402
+from compressor.selection.choose import time_teacher  # noqa: E402
+from compressor.selection.sources import choose_student  # noqa: E402
 
 
 def cpu_info() -> tuple[str, bool]:

@@ -27,8 +27,9 @@ from compressor.latency.profiles import load_profile
 from compressor.latency.timing import TimingSettings, measure_onnx
 from compressor.models.registry import build_model, default_family
 from compressor.report.provenance import hardware, versions
-from compressor.selection.choose import profile_timer, select_student
+from compressor.selection.choose import select_student
 from compressor.selection.target_calibration import calibration_table
+from compressor.selection.timers import profile_timer
 
 
 def repeatability(profile_name: str, repeats: int) -> None:

@@ -27,7 +27,7 @@ from compressor.models.pruning import (
 from compressor.models.registry import build_model
 from compressor.models.widths import layer_widths
 from compressor.pipeline.single_stage import export_bundle
-from compressor.selection.choose import choose_student
+from compressor.selection.sources import choose_student
 from tests.conftest import TINY_SHAPE, write_profile
 from tests.fakes import flat_stats
 
@@ -145,6 +145,7 @@ def params_timed(monkeypatch):
     (the ONNX export of a derived student is tested on its own above)."""
     from compressor.models.registry import count_params
     from compressor.selection import choose as select
+    from compressor.selection import sources
 
     def fake_bytes(model, _shape, _opset) -> bytes:
         return str(count_params(model)).encode()
@@ -157,14 +158,14 @@ def params_timed(monkeypatch):
         return timer
 
     monkeypatch.setattr(select, "onnx_bytes", fake_bytes)
-    monkeypatch.setattr(select, "profile_timer", timer_for)
+    monkeypatch.setattr(sources, "profile_timer", timer_for)
     monkeypatch.setattr(
-        select, "profile_pair_timer", lambda profile: select.pair_from_timer(timer_for(profile))
+        sources, "profile_pair_timer", lambda profile: sources.pair_from_timer(timer_for(profile))
     )
 
 
 def _selection(teacher, trajectory, profile: Path, source: str, families: list[str]):
-    from compressor.selection.choose import SourcePlan
+    from compressor.models.pruning import SourcePlan
 
     plan = SourcePlan(source, trajectory, f"{source}: test")
     return choose_student(

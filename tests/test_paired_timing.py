@@ -25,6 +25,7 @@ from compressor.latency.timing import TimingSettings, measure_onnx, summarize_ro
 from compressor.models.registry import build_model
 from compressor.report.model import speedup_gates, verdict
 from compressor.selection import choose as select
+from compressor.selection import sources
 from tests.fakes import SMALL, budget_profile, flat_stats, timer_from
 
 pytestmark = pytest.mark.usefixtures("judge_contention")  # contention judged as in production
@@ -234,7 +235,7 @@ def test_a_candidate_with_the_teachers_architecture_never_qualifies(tmp_path: Pa
         ratio = ratios[cand.decode()]
         return _pair(ratio, ratio - 0.05, ratio + 0.05)
 
-    selection = select.choose_student(
+    selection = sources.choose_student(
         profile, build_model(teacher, 10, 1), teacher, 10, ["cifar_resnet"],
         candidates=SMALL, timer=timer_from({teacher: 3.2}), pair_timer=pair,
     )  # fmt: skip
@@ -252,7 +253,7 @@ def test_selection_on_a_contended_host_stops_with_exit_code_3(tmp_path: Path) ->
         return _pair(2.0, 1.9, 2.1, BUSY)
 
     with pytest.raises(LatencyInconclusive, match="contended while timing cifar_resnet8_w8"):
-        select.choose_student(
+        sources.choose_student(
             profile, build_model(SMALL[3], 10, 1), SMALL[3], 10, ["cifar_resnet"],
             candidates=SMALL, timer=timer_from({SMALL[3]: 4.0}), pair_timer=pair,
         )  # fmt: skip
@@ -266,7 +267,7 @@ def test_speedup_inside_noise_is_inconclusive_not_fail_or_pass(tmp_path: Path) -
     def pair(ref, cand, shape, threshold):
         return _pair(*ratios.get(cand.decode(), (1.0, 0.9, 1.1)))
 
-    selection = select.choose_student(
+    selection = sources.choose_student(
         profile, build_model(SMALL[3], 10, 1), SMALL[3], 10, ["cifar_resnet"],
         candidates=SMALL, timer=timer_from({SMALL[3]: 4.0}), pair_timer=pair,
     )  # fmt: skip

@@ -166,7 +166,7 @@ def test_table_rows_carry_the_timer_numbers(tmp_path: Path, named_export) -> Non
     assert selection.family == "cifar_resnet" and selection.chosen == pair[1]
     assert small.mflops == round(small.mflops, 3) and small.predicted_ms is None
     # the table survives a JSON round trip (selection.json is read back by --resume)
-    from compressor.selection.choose import Selection
+    from compressor.selection.table import Selection
 
     assert Selection.from_dict(selection.to_dict()) == selection
 
@@ -196,7 +196,7 @@ def test_no_fit_message_names_the_judged_fastest(tmp_path: Path, named_export) -
 
 
 def _constructed_selection():
-    from compressor.selection.choose import Candidate, Selection, TeacherTiming
+    from compressor.selection.table import Candidate, Selection, TeacherTiming
     from compressor.selection.target_calibration import LatencyPredictor
 
     rows = [
@@ -217,7 +217,7 @@ def _constructed_selection():
 def test_selection_round_trips_through_json_with_predictor_and_teacher() -> None:
     import json
 
-    from compressor.selection.choose import Selection
+    from compressor.selection.table import Selection
 
     selection = _constructed_selection()
     data = json.loads(json.dumps(selection.to_dict()))

@@ -23,17 +23,12 @@ from compressor.latency.profiles import Calibration
 from compressor.latency.timing import LatencyStats, TimingSettings
 from compressor.models.registry import build_model, count_params
 from compressor.selection import choose as select
-from compressor.selection.choose import (
-    Candidate,
-    Selection,
-    TeacherTiming,
-    _nothing_qualifies,
-    choose_student,
-    profile_timer,
-    select_student,
-    time_teacher,
-)
+from compressor.selection import timers
+from compressor.selection.choose import select_student, time_teacher
+from compressor.selection.sources import choose_student
+from compressor.selection.table import Candidate, Selection, TeacherTiming, nothing_qualifies
 from compressor.selection.target_calibration import LatencyPredictor
+from compressor.selection.timers import profile_timer
 from tests.fakes import SMALL, budget_profile, flat_stats, timer_from
 
 pytestmark = pytest.mark.usefixtures("named_export")
@@ -113,7 +108,7 @@ def test_default_timer_is_onnxruntime_under_the_profile_settings(
         calls.append((model, shape, settings, percentile))
         return flat_stats({TEACHER: 6.0}.get(model.decode(), 1.0))
 
-    monkeypatch.setattr(select, "measure_onnx", fake_measure)
+    monkeypatch.setattr(timers, "measure_onnx", fake_measure)
     settings = TimingSettings.from_profile(profile)
     assert settings.min_iterations == 7
     assert profile_timer(profile)(b"graph", (1, 8, 8)).at_percentile_ms == 1.0
@@ -130,7 +125,7 @@ def test_default_timer_is_onnxruntime_under_the_profile_settings(
         calls.pop()  # counted in pairs
         return PairedTiming(6.0, 5.5, 6.5, 0.93, 8, ref_stats, cand_stats, CpuUse(1.0, 0.0, 1, 1.0))
 
-    monkeypatch.setattr(select, "measure_paired", fake_paired)
+    monkeypatch.setattr(timers, "measure_paired", fake_paired)
     selection = choose_student(profile, build_model(TEACHER, 10, 1), TEACHER, 10,
                                ["cifar_resnet"], candidates=SMALL[:2])  # fmt: skip
     assert [c[0].decode() for c in calls] == [TEACHER]  # the teacher's own row, timed once
@@ -366,10 +361,10 @@ def test_nothing_qualifies_picks_the_fastest_timed_row(tmp_path: Path) -> None:
         Candidate("missed", 1, 0.4, at_percentile_ms=9.0, fits=False, speedup=0.3, faster=False),
     ]
     profile = _speed_profile(tmp_path, budget=5.0, min_speedup=2.0)
-    message = _nothing_qualifies(table, profile, _teacher(3.0), predicted=False)
+    message = nothing_qualifies(table, profile, _teacher(3.0), predicted=False)
     assert message.startswith("no student is 2x faster than the teacher: the teacher ")
     assert "the fastest candidate fast 2.000 ms (1.50x);" in message
-    budget = _nothing_qualifies(table[:1] + table[3:], profile, _teacher(3.0), predicted=False)
+    budget = nothing_qualifies(table[:1] + table[3:], profile, _teacher(3.0), predicted=False)
     assert budget.startswith("no student fits the budget: the fastest candidate missed takes 9.000")
 
 

@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 from compressor.models.registry import build_model
-from compressor.selection.choose import choose_student
 from compressor.selection.memory import (
     PATH_ENV,
     SelectionMemory,
@@ -22,6 +21,7 @@ from compressor.selection.memory import (
     default_memory_path,
     model_fingerprint,
 )
+from compressor.selection.sources import choose_student
 from compressor.selection.table import Candidate, still_holds
 from compressor.selection.trajectory_search import search_trajectory
 from tests.fakes import SMALL, budget_profile, timer_from

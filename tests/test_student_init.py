@@ -171,6 +171,7 @@ def test_cli_torchvision_init_offline_stops_before_writing(
 ) -> None:
     from compressor.models.registry import count_params
     from compressor.selection import choose as select
+    from compressor.selection import sources
 
     # selection decided by parameter counts (resnet34 teacher ~2x resnet18), not by a clock
     monkeypatch.setattr(select, "onnx_bytes", lambda m, _s, _o: str(count_params(m)).encode())
@@ -178,9 +179,9 @@ def test_cli_torchvision_init_offline_stops_before_writing(
     def timer_for(_profile):
         return lambda graph, _s: flat_stats(int(graph.decode()) / 1e5)
 
-    monkeypatch.setattr(select, "profile_timer", timer_for)
+    monkeypatch.setattr(sources, "profile_timer", timer_for)
     monkeypatch.setattr(
-        select, "profile_pair_timer", lambda p: select.pair_from_timer(timer_for(p))
+        sources, "profile_pair_timer", lambda p: sources.pair_from_timer(timer_for(p))
     )
     torch.manual_seed(0)
     torch.save(build_model("resnet34", 10, 3).state_dict(), tmp_path / "teacher.pt")

@@ -17,7 +17,9 @@ from compressor.errors import CompressorError
 from compressor.latency.profiles import load_profile
 from compressor.latency.timing import TimingSettings, summarize
 from compressor.models.registry import FAMILIES, build_model, count_flops, preferred_families
-from compressor.selection.choose import TeacherTiming, choose_student, select_student
+from compressor.selection.choose import select_student
+from compressor.selection.sources import choose_student
+from compressor.selection.table import TeacherTiming
 
 LADDER = ("cifar_resnet8_w8", "cifar_resnet8_w16", "cifar_resnet14_w16", "cifar_resnet20_w16")
 SHAPE = (1, 8, 8)  # the digits' shape: the graphs are the ones tests/test_select.py exports
@@ -148,7 +150,7 @@ def test_default_224_ladder_spans_budgets_and_stays_below_a_resnet50() -> None:
 
 
 def test_selection_round_trips_with_teacher(timings) -> None:
-    from compressor.selection.choose import Selection
+    from compressor.selection.table import Selection
 
     sel = _select(_profile(min_speedup=1.5), _ladder_timer(timings), teacher_ms=4.5)
     again = Selection.from_dict(sel.to_dict())

@@ -189,8 +189,8 @@ def profiles_calibrate(
     import platform
 
     from compressor.latency.profiles import load_profile, resolve_profile_path
-    from compressor.selection.choose import profile_timer
     from compressor.selection.target_calibration import calibration_table, write_calibrated_profile
+    from compressor.selection.timers import profile_timer
 
     with user_errors(debug):
         base = load_profile(profile)

@@ -150,6 +150,30 @@ def latency_gate(name: str, value: float, budget: float, contention: dict[str, A
     )
 
 
+def parity_record(reference: np.ndarray, logits: np.ndarray) -> dict[str, float | int]:
+    """How closely the exported model's logits follow the PyTorch model's on the same images."""
+    diff = np.abs(reference - logits)
+    return {
+        "max_abs_logit_diff": float(diff.max()),
+        "mean_abs_logit_diff": float(diff.mean()),
+        "top1_agreement": float((reference.argmax(1) == logits.argmax(1)).mean()),
+        "images": int(logits.shape[0]),
+    }
+
+
+def parity_gates(parity: dict[str, float | int], profile: LatencyProfile) -> list[Gate]:
+    """Top-1 agreement and the largest logit difference, against the profile's tolerances."""
+    return [
+        make_gate("parity_top1_agreement", parity["top1_agreement"], profile.min_agreement, ">="),
+        make_gate(
+            "parity_max_abs_logit_diff",
+            parity["max_abs_logit_diff"],
+            profile.max_abs_logit_diff,
+            "<=",
+        ),
+    ]
+
+
 def verify_onnx(
     onnx_path: Path,
     test: ImageSplit,
@@ -186,26 +210,8 @@ def verify_onnx(
     parity = None
     if reference is not None:
         ref = predict_logits(reference, test, mean, std, torch.device("cpu")).numpy()
-        diff = np.abs(ref - logits)
-        parity = {
-            "max_abs_logit_diff": float(diff.max()),
-            "mean_abs_logit_diff": float(diff.mean()),
-            "top1_agreement": float((ref.argmax(1) == logits.argmax(1)).mean()),
-            "images": int(labels.size),
-        }
-        gates.append(
-            make_gate(
-                "parity_top1_agreement", parity["top1_agreement"], profile.min_agreement, ">="
-            )
-        )
-        gates.append(
-            make_gate(
-                "parity_max_abs_logit_diff",
-                parity["max_abs_logit_diff"],
-                profile.max_abs_logit_diff,
-                "<=",
-            )
-        )
+        parity = parity_record(ref, logits)
+        gates += parity_gates(parity, profile)
 
     settings = TimingSettings.from_profile(profile)
     runs = [

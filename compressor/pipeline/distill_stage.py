@@ -26,7 +26,7 @@ from compressor.pipeline.stage import Stage
 from compressor.progress import Progress
 from compressor.report.formatting import recipe_decision
 from compressor.run_folder import RunFolder
-from compressor.selection.choose import Selection
+from compressor.selection.table import Selection
 from compressor.train.loop import DistillResult, distill
 from compressor.train.recipes import PilotRow, choose_and_train, pilot_epochs
 

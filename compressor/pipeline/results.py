@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from compressor.export.to_onnx import ExportResult
     from compressor.export.verify import VerifyReport
     from compressor.report.model import Report
-    from compressor.selection.choose import Selection
+    from compressor.selection.table import Selection
     from compressor.train.loop import DistillResult
 
 

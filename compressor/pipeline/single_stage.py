@@ -29,8 +29,10 @@ from compressor.pipeline.input_checks import check_channels, check_classes, chec
 from compressor.report.junit import junit_xml
 from compressor.report.verify_md import render_verify_markdown
 from compressor.run_folder import RunFolder
-from compressor.selection.choose import Selection, choose_student, select_student
+from compressor.selection.choose import select_student
 from compressor.selection.memory import default_memory_path
+from compressor.selection.sources import choose_student
+from compressor.selection.table import Selection
 
 
 def export_student(

@@ -41,8 +41,9 @@ from compressor.pipeline.stage import Stage
 from compressor.progress import Progress
 from compressor.report.writer import write_report
 from compressor.run_folder import RunFolder
-from compressor.selection.choose import Candidate, Selection, choose_student
 from compressor.selection.memory import default_memory_path
+from compressor.selection.sources import choose_student
+from compressor.selection.table import Candidate, Selection
 
 
 class SelectStage(Stage):

@@ -30,6 +30,7 @@ from typing import Any
 from compressor.errors import CompressorError
 from compressor.files import default_cache_dir, write_json_atomic
 from compressor.latency.cpu import cpu_allowance, cpu_model
+from compressor.selection.table import Selection
 
 FILE_NAME = "selections.json"
 PATH_ENV = "COMPRESSOR_SELECTION_MEMORY"  # a file path: e.g. one a CI job keeps in its cache
@@ -149,3 +150,30 @@ class SelectionMemory:
         except (OSError, ValueError):  # unreadable or corrupt: start over, never fail a run
             return {}
         return data if isinstance(data, dict) else {}
+
+
+def remember_choice(
+    memory: SelectionMemory, prior: Remembered | None, selection: Selection, log: Any
+) -> dict[str, Any]:
+    """Log whether the remembered choice held, store a new one, and say so in the selection."""
+    row = selection.chosen_candidate
+    where = f"selection memory {memory.path}; --no-selection-memory searches afresh"
+    if prior is not None and prior.chosen == selection.chosen:
+        speed = f", {row.speedup:.2f}x the teacher" if row.speedup else ""
+        log(f"kept {selection.chosen}, chosen on this host on {prior.decided_utc}: re-timed at "
+            f"{row.at_percentile_ms:.3f} ms{speed}, it still holds ({where})")  # fmt: skip
+    else:
+        if prior is not None:
+            log(f"the remembered choice {prior.chosen} ({prior.decided_utc}) no longer holds: "
+                f"searched again ({where})")  # fmt: skip
+        warning = memory.remember(
+            selection.chosen, selection.student_source, row.speedup, row.at_percentile_ms
+        )
+        if warning:
+            log(warning)
+    return {
+        "path": str(memory.path),
+        "prior": prior.chosen if prior else None,
+        "prior_decided_utc": prior.decided_utc if prior else None,
+        "kept": prior is not None and prior.chosen == selection.chosen,
+    }

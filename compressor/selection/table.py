@@ -10,12 +10,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from compressor.latency.paired import PairedTiming
 from compressor.latency.profiles import LatencyProfile
 from compressor.latency.timing import LatencyStats
 from compressor.selection.target_calibration import LatencyPredictor
+
+if TYPE_CHECKING:
+    from compressor.models.pruning import SourcePlan
 
 Timer = Callable[[bytes, tuple[int, int, int]], LatencyStats]
 # (teacher graph, candidate graph, shape, threshold) -> the two timed interleaved
@@ -170,3 +173,46 @@ def format_table(selection: Selection) -> str:
             + f"{speedup:>9}  {fits:<4}  {ok}{mark}"
         )
     return "\n".join(lines)
+
+
+def no_derived_message(derived: Any, profile: LatencyProfile, plan: SourcePlan) -> str:
+    """One line: no derived student qualifies, with the fastest one found."""
+    if derived is None or derived.fastest is None:
+        return f"no derived student: {plan.reason}"
+    fastest = derived.fastest
+    speed = f", {fastest.speedup:.2f}x faster than the teacher" if fastest.speedup else ""
+    return (
+        f"no derived student qualifies: the fastest, {fastest.name} (the most pruned step, "
+        f"{fastest.params:,} params), takes {fastest.at_percentile_ms:.3f} ms at "
+        f"p{profile.percentile:g}{speed}; the target is {profile.target_ms:.3f} ms and "
+        f"{profile.min_speedup:g}x. Pruning further would remove whole layers: raise the "
+        "budget, or use --student-source fresh"
+    )
+
+
+def nothing_qualifies(
+    table: list[Candidate], profile: LatencyProfile, teacher: TeacherTiming | None, predicted: bool
+) -> str:
+    """One line saying why no candidate qualified: the budget, or the teacher's speed."""
+
+    def judged_ms(c: Candidate) -> float:
+        return (c.predicted_ms if c.predicted_ms is not None else c.at_percentile_ms) or 0.0
+
+    timed = [c for c in table if c.at_percentile_ms is not None]
+    fastest = min(timed, key=lambda c: c.at_percentile_ms or 0.0)
+    pct = f"p{profile.percentile:g}"
+    if any(c.fits for c in timed) and teacher is not None and teacher.at_percentile_ms:
+        return (
+            f"no student is {profile.min_speedup:g}x faster than the teacher: the teacher "
+            f"{teacher.arch} takes {teacher.at_percentile_ms:.3f} ms at {pct} under the profile's "
+            f"settings, the fastest candidate {fastest.name} {fastest.at_percentile_ms:.3f} ms "
+            f"({fastest.speedup:.2f}x); lower budget.min_speedup in the profile or choose another "
+            "--family / --candidates"
+        )
+    where = " (predicted on the target)" if predicted else ""
+    return (
+        f"no student fits the budget: the fastest candidate {fastest.name} takes "
+        f"{judged_ms(fastest):.3f} ms{where} at {pct}, the budget is "
+        f"{profile.latency_ms:g} ms ({profile.target_ms:.3f} ms after the "
+        f"{profile.safety_margin:.0%} safety margin)"
+    )
