@@ -1,7 +1,6 @@
 """The Typer application, and what every command shares: one-line errors, logging, exit codes.
 
-Exit codes: 0 every gate passed, 1 a gate failed (the report says which and by how much),
-2 bad input or usage (one line on stderr; ``--debug`` shows the traceback), 3 a bug.
+The exit codes are defined once, in :mod:`compressor.errors` (the README's table lists them).
 """
 
 from __future__ import annotations

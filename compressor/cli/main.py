@@ -5,8 +5,7 @@ commands in :mod:`compressor.cli.stage_commands`; errors and exit codes in
 Every default comes from the config dataclasses (``TrainConfig``, ``LossConfig``,
 ``RunConfig``), so the CLI, the library and run.json cannot disagree.
 
-Exit codes: 0 every gate passed, 1 a gate failed (the report says which and by how much),
-2 bad input or usage (one line on stderr; ``--debug`` shows the traceback), 3 a bug.
+The exit codes are defined once, in :mod:`compressor.errors` (the README's table lists them).
 """
 
 from __future__ import annotations
