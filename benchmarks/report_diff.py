@@ -9,8 +9,10 @@ remaining difference is printed with its key path; the exit code is the number o
 
     python benchmarks/report_diff.py --old /tmp/base --new . --work /tmp/report_diff
 
-(``git worktree add /tmp/base <commit>`` gives the old tree.) A latency-driven choice can differ
-between two runs on a busy host; the script says so when the chosen student differs.
+(``git worktree add /tmp/base <commit>`` gives the old tree; ``--compare-only`` compares the
+reports already in ``--work``.) Gates judged on a timing keep only their name, and a
+candidate's speed verdict is dropped: a latency decision near its noise can differ between two
+runs of the same code. A different chosen student is said in one line.
 """
 
 from __future__ import annotations
@@ -31,16 +33,25 @@ VOLATILE = re.compile(
     r"contend|pressure|attempts|sha256|checksum|^path$|_path$|model$|^created_utc$|utc|"
     r"^command$|^versions$|^hardware$|^artifacts$|memory|budget_bytes|^iterations$|"
     r"^verdict$|^predicted|^calibrat|^latency$|^teacher$|^student$|^remembered$|^size_bytes$|"
-    r"^onnx_bytes$|^timings?$|^history$|^epoch_seconds$|^throughput)"
+    r"^onnx_bytes$|^timings?$|^epoch_seconds$|^throughput|^root$|^source$|^faster$|"
+    r"^speed_verdict$)"
 )
+TIMED_GATES = ("latency_", "faster_than_teacher", "int8_latency")  # their values are timings
+SECONDS = re.compile(r"\d+(\.\d+)? s\b")  # "(0.5 s to prune)" in a sentence
+
+
+def normalise_text(value: str) -> str:
+    return SECONDS.sub("N s", value)
 
 
 def strip(value: Any, path: str = "") -> Any:
     if isinstance(value, dict):
+        if str(value.get("name", "")).startswith(TIMED_GATES):  # a gate judged on a timing
+            return {"name": value["name"]}
         return {k: strip(v, f"{path}.{k}") for k, v in value.items() if not VOLATILE.search(k)}
     if isinstance(value, list):
         return [strip(v, f"{path}[{i}]") for i, v in enumerate(value)]
-    return value
+    return normalise_text(value) if isinstance(value, str) else value
 
 
 def differences(a: Any, b: Any, path: str = "") -> list[str]:
@@ -78,9 +89,14 @@ def main() -> None:
     p.add_argument("--old", type=Path, required=True)
     p.add_argument("--new", type=Path, default=Path("."))
     p.add_argument("--work", type=Path, default=Path("/tmp/report_diff"))
+    p.add_argument("--compare-only", action="store_true", help="compare the reports in --work")
     args = p.parse_args()
-    old = run_demo(args.old, args.work / "old")
-    new = run_demo(args.new, args.work / "new")
+    if args.compare_only:
+        old, new = (json.loads((args.work / side / "run" / "report.json").read_text())
+                    for side in ("old", "new"))  # fmt: skip
+    else:
+        old = run_demo(args.old, args.work / "old")
+        new = run_demo(args.new, args.work / "new")
     chosen = (old["selection"]["chosen"], new["selection"]["chosen"])
     if chosen[0] != chosen[1]:
         print(f"note: the chosen student differs ({chosen[0]} -> {chosen[1]}): a latency "
