@@ -232,7 +232,7 @@ def _one_torch_thread():
     The test models are tiny (8x8 digits), so a second thread saves little, and on a 2-core
     host whose other core is busy (a shared CI runner, onnxruntime timing in the same test)
     OpenMP's two-thread barriers made training 10-20x slower: 40-90 s instead of 3-4 s for
-    tests/test_batchnorm.py's schedule. What a test checks does not depend on the count."""
+    tests/compute/test_batchnorm.py's schedule. What a test checks does not depend on the count."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     with pytest.MonkeyPatch.context() as patch:

@@ -9,7 +9,7 @@ path uses, into one uint8 (B, C, H, W) tensor per batch (pinned when the consume
 Both storages answer the same two questions, :meth:`read` (a few rows, e.g. the int8
 calibration set) and :meth:`iter_batches` (rows in a given order, e.g. an epoch), and return
 the same pixels, so a run's result does not depend on which one the automatic choice picked
-(``tests/test_streaming.py`` trains both ways and compares the weights). Training augmentation
+(``tests/data/test_streaming.py`` trains both ways and compares the weights). Training augmentation
 stays batched on the training device for both (see :func:`compressor.data.splits.train_augment`).
 """
 

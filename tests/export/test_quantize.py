@@ -28,7 +28,7 @@ from compressor.models.checkpoint import load_bundle, save_bundle
 from compressor.models.registry import build_model
 from compressor.train.loop import TrainConfig, distill
 
-from .conftest import TINY_SHAPE
+from tests.conftest import TINY_SHAPE
 
 # Measured on the model trained below (resnet8_w16, 4 epochs, 8x8 digits, 450 test images):
 # fp32 top-1 0.9622, int8 0.9600 (VNNI and non-VNNI settings alike), top-1 agreement 0.998.

@@ -1,6 +1,6 @@
 """Selection memory: an earlier run's choice is re-timed and kept while it holds (hysteresis).
 
-Timings are constructed (the stand-in exporter of ``tests/test_select.py`` names the
+Timings are constructed (the stand-in exporter of ``tests/selection/test_select.py`` names the
 candidate, the timer returns that name's latency), so each case states exactly where the
 remembered student stands against the target, the budget and ``min_speedup``.
 """

@@ -1,7 +1,7 @@
 """The inconclusive path end to end: a contended host makes ``compressor select`` exit 3.
 
-In its own module because ``tests/test_paired_timing.py`` uses the module-scoped stand-in
-exporter of ``tests/test_select.py``, and this test exports real graphs.
+In its own module because ``tests/latency/test_paired_timing.py`` uses the module-scoped stand-in
+exporter of ``tests/selection/test_select.py``, and this test exports real graphs.
 """
 
 from __future__ import annotations

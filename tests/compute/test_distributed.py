@@ -36,7 +36,7 @@ from compressor.train.loop import TrainConfig, distill
 from compressor.train.step import augment_seed, lr_factor
 from tests.conftest import write_profile
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 MEAN, STD = (0.5,), (0.5,)
 LAUNCH_TIMEOUT_S = 240  # a hung process group fails the test after this
 

@@ -19,7 +19,7 @@ from compressor.models.registry import build_model
 from compressor.train.loop import TrainConfig, distill
 from compressor.train.recipes import DEFAULT_RECIPES, RECIPES, parse_recipes, recipe_loss
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 S = torch.tensor([[1.0, 2.0, 3.0], [0.0, 0.0, 0.0]])
 T = torch.tensor([[1.0, 0.0, 0.0], [2.0, -1.0, 1.0]])
 Y = torch.tensor([2, 0])
