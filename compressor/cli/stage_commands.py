@@ -51,7 +51,8 @@ def export_cmd(
     "verify",
     help="Verify an ONNX model on real images with onnxruntime on CPU: accuracy, parity with "
     "the PyTorch reference, latency under a profile, gates. Exit 0 pass, 1 a gate failed, 2 bad "
-    "input.\n\nExample:\n\n  compressor verify runs/exp1/student.onnx --data data/ --profile "
+    "input, 3 inconclusive (a contended host: retry).\n\nExample:\n\n"
+    "  compressor verify runs/exp1/student.onnx --data data/ --profile "
     "cpu-1thread --reference runs/exp1/student.pt --teacher teacher.pt --junit gates.xml",
 )
 def verify_cmd(
