@@ -106,6 +106,11 @@ def test_run_end_to_end(teacher_path: Path, digits_root: Path, tmp_path: Path, s
         assert cand["fits"] is True  # 0.1 and 0.3 ms against a 4.5 ms target
     qualifying = [c for c in table if c["fits"] and c.get("faster") is not False]
     assert report["selection"]["chosen"] == max(qualifying, key=lambda c: c["mflops"])["name"]
+    # a first run on this host (the test's own memory file): searched, then remembered
+    remembered = report["selection"]["remembered"]
+    assert remembered["prior"] is None and remembered["kept"] is False
+    stored = json.loads(Path(remembered["path"]).read_text())
+    assert [entry["chosen"] for entry in stored.values()] == [report["selection"]["chosen"]]
 
     # accuracy: real numbers, not just "a report was written"
     acc = report["accuracy"]

@@ -27,7 +27,6 @@ from compressor.losses.total import LossConfig
 from compressor.models.checkpoint import load_bundle, save_bundle
 from compressor.models.registry import build_model
 from compressor.train.loop import TrainConfig, distill
-
 from tests.conftest import TINY_SHAPE
 
 # Measured on the model trained below (resnet8_w16, 4 epochs, 8x8 digits, 450 test images):

@@ -1,6 +1,7 @@
 """The teacher-speedup, int8-aware and calibrated branches of selection, on constructed timings.
 
-The stand-ins of ``tests/selection/test_select.py`` are used here too: the exporter hands the timer the
+The stand-ins of ``tests/selection/test_select.py`` are used here too: the exporter hands the
+timer the
 architecture's name (the teacher's as well) instead of ONNX bytes, and the timer returns a
 constructed latency for that name. So no graph is exported and no clock is read: what is judged
 is :mod:`compressor.selection.choose`'s own arithmetic (speedup, rounding, boundaries), its walk

@@ -22,7 +22,8 @@ from compressor.selection.sources import choose_student
 from compressor.selection.table import TeacherTiming
 
 LADDER = ("cifar_resnet8_w8", "cifar_resnet8_w16", "cifar_resnet14_w16", "cifar_resnet20_w16")
-SHAPE = (1, 8, 8)  # the digits' shape: the graphs are the ones tests/selection/test_select.py exports
+# the digits' shape: the graphs are the ones tests/selection/test_select.py exports
+SHAPE = (1, 8, 8)
 
 
 def _profile(**changes: object):
