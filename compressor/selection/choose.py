@@ -196,6 +196,7 @@ def select_student(
     teacher_graph: bytes | None = None,
     pair_timer: PairTimer | None = None,
     prior: str | None = None,
+    host_scale: float = 1.0,
 ) -> Selection:
     """Choose the largest candidate (by FLOPs) that fits the budget and beats the teacher.
 
@@ -205,7 +206,8 @@ def select_student(
     graph that would ship (int8 profiles), so candidates are judged at the shipped precision.
     ``candidates`` restricts the ladder to the given names. With ``teacher_graph`` the speedup
     is measured by ``pair_timer`` (the two graphs interleaved), else from the teacher's single
-    timing. ``prior`` (a remembered choice) is timed first and kept while :func:`still_holds`.
+    timing. ``prior`` (a remembered choice) is timed first and kept while :func:`still_holds`
+    (``host_scale``: see there).
 
     Raises:
         CompressorError: no candidate fits, or none is fast enough against the teacher (the
@@ -242,7 +244,7 @@ def select_student(
         if cand.at_percentile_ms is None:
             time_row(index)
         misses = 0 if cand.qualifies else misses + 1
-    chosen = _pick(table, held, profile, teacher, predictor is not None)
+    chosen = _pick(table, held, profile, teacher, predictor is not None, host_scale)
     return Selection(
         family=family,
         chosen=chosen.name,
@@ -275,9 +277,10 @@ def _pick(
     profile: LatencyProfile,
     teacher: TeacherTiming | None,
     calibrated: bool,
+    host_scale: float = 1.0,
 ) -> Candidate:
     """The remembered row while it still holds, else the largest qualifying one."""
-    if held is not None and still_holds(table[held], profile):
+    if held is not None and still_holds(table[held], profile, host_scale):
         return table[held]
     qualifying = [c for c in table if c.qualifies]
     if not qualifying:

@@ -100,6 +100,7 @@ class Remembered:
     decided_utc: str
     speedup: float | None = None
     at_percentile_ms: float | None = None
+    teacher_ms: float | None = None  # the teacher's latency then: the host's speed at the time
 
 
 class SelectionMemory:
@@ -120,7 +121,12 @@ class SelectionMemory:
             return None
 
     def remember(
-        self, chosen: str, source: str, speedup: float | None, ms: float | None
+        self,
+        chosen: str,
+        source: str,
+        speedup: float | None,
+        ms: float | None,
+        teacher_ms: float | None = None,
     ) -> str | None:
         """Store the choice; returns a warning line when the file cannot be written."""
         if self.path is None:
@@ -133,6 +139,7 @@ class SelectionMemory:
             "decided_utc": datetime.now(UTC).isoformat(timespec="seconds"),
             "speedup": speedup,
             "at_percentile_ms": ms,
+            "teacher_ms": teacher_ms,
         }
         while len(entries) > MAX_ENTRIES:
             entries.pop(next(iter(entries)))
@@ -157,18 +164,23 @@ def remember_choice(
 ) -> dict[str, Any]:
     """Log whether the remembered choice held, store a new one, and say so in the selection."""
     row = selection.chosen_candidate
+    teacher_ms = selection.teacher.at_percentile_ms if selection.teacher else None
     where = f"selection memory {memory.path}; --no-selection-memory searches afresh"
     if prior is not None and prior.chosen == selection.chosen:
         speed = f", {row.speedup:.2f}x the teacher" if row.speedup else ""
+        host = ""
+        if prior.teacher_ms and teacher_ms:
+            host = f"; teacher {teacher_ms:.3f} ms now, {prior.teacher_ms:.3f} ms then"
         log(f"kept {selection.chosen}, chosen on this host on {prior.decided_utc}: re-timed at "
-            f"{row.at_percentile_ms:.3f} ms{speed}, it still holds ({where})")  # fmt: skip
+            f"{row.at_percentile_ms:.3f} ms{speed}{host}, it still holds ({where})")  # fmt: skip
     else:
         if prior is not None:
             log(f"the remembered choice {prior.chosen} ({prior.decided_utc}) no longer holds: "
                 f"searched again ({where})")  # fmt: skip
         warning = memory.remember(
-            selection.chosen, selection.student_source, row.speedup, row.at_percentile_ms
-        )
+            selection.chosen, selection.student_source, row.speedup, row.at_percentile_ms,
+            teacher_ms,
+        )  # fmt: skip
         if warning:
             log(warning)
     return {

@@ -23,6 +23,7 @@ from compressor.selection.choose import (
     time_teacher,
 )
 from compressor.selection.memory import (
+    Remembered,
     SelectionMemory,
     decision_key,
     model_fingerprint,
@@ -97,9 +98,10 @@ def choose_student(
         key = decision_key(model_fingerprint(teacher_model), profile.to_dict(), scope)
         memory = SelectionMemory(memory_path, key)
     prior = memory.recall() if memory is not None else None
+    scale = host_scale(prior, teacher)
     derived = _search_derived(
         plan, profile, timer, reference, to_shipped, on_candidate, log,
-        prior.chosen if prior is not None and prior.source == "pruned" else None,
+        prior.chosen if prior is not None and prior.source == "pruned" else None, scale,
     )  # fmt: skip
     fresh: Selection | None = None
     failure: CompressorError | None = None
@@ -107,7 +109,7 @@ def choose_student(
         fresh, failure = _first_fresh(
             profile, num_classes, families, timer, candidates, on_candidate, reference,
             to_shipped, log, keep, prior.chosen if prior is not None and prior.source == "fresh"
-            else None,
+            else None, scale,
         )  # fmt: skip
     selection = _ship(plan, profile, teacher, derived, fresh, failure, to_shipped, say_source)
     if memory is not None:
@@ -163,6 +165,14 @@ def _ship(
     return fresh
 
 
+def host_scale(prior: Remembered | None, teacher: TeacherTiming) -> float:
+    """How much slower this host runs the teacher now than when ``prior`` was chosen (1.0 when
+    either timing is missing): the teacher is the reference workload for the host's speed."""
+    if prior is None or not prior.teacher_ms or teacher.at_percentile_ms is None:
+        return 1.0
+    return teacher.at_percentile_ms / prior.teacher_ms
+
+
 def _search_derived(
     plan: SourcePlan,
     profile: LatencyProfile,
@@ -172,6 +182,7 @@ def _search_derived(
     on_candidate: Callable[[Candidate], None] | None,
     log: Callable[[str], None],
     prior: str | None = None,
+    scale: float = 1.0,
 ) -> DerivedSearch | None:
     """The bisection along the trajectory (None when the plan has no derived students)."""
     if plan.trajectory is None:
@@ -202,7 +213,7 @@ def _search_derived(
 
     names = [row.name for row in rows]
     held = names.index(prior) if prior in names else None
-    return search_trajectory(rows, time_step, held, lambda row: still_holds(row, profile))
+    return search_trajectory(rows, time_step, held, lambda row: still_holds(row, profile, scale))
 
 
 def _first_fresh(
@@ -217,6 +228,7 @@ def _first_fresh(
     log: Callable[[str], None],
     keep: Callable[[str], bool] | None,
     prior: str | None = None,
+    scale: float = 1.0,
 ) -> tuple[Selection | None, CompressorError | None]:
     """The first family with a qualifying candidate, or the last family's failure."""
     failure: CompressorError | None = None
@@ -226,7 +238,7 @@ def _first_fresh(
                 profile, num_classes, family, timer=timer, candidates=candidates,
                 on_candidate=on_candidate, teacher=reference.teacher, to_shipped=to_shipped,
                 keep=keep, teacher_graph=reference.graph, pair_timer=reference.pair_timer,
-                prior=prior,
+                prior=prior, host_scale=scale,
             ), None  # fmt: skip
         except LatencyInconclusive:
             raise

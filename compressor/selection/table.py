@@ -133,11 +133,15 @@ def same_as_teacher(cand: Candidate, teacher: TeacherTiming | None) -> bool:
     return teacher is not None and cand.params == teacher.params and cand.mflops == teacher.mflops
 
 
-def still_holds(cand: Candidate, profile: LatencyProfile) -> bool:
-    """A remembered choice stays while it is not clearly worse (:mod:`selection_memory`): within
-    the budget itself, not only its target, and its speedup interval not wholly below the bar."""
+def still_holds(cand: Candidate, profile: LatencyProfile, host_scale: float = 1.0) -> bool:
+    """A remembered choice stays while it is not clearly worse (:mod:`compressor.selection.memory`):
+    within the budget itself, not only its target, and its speedup interval not wholly below
+    the bar. ``host_scale`` is how much slower the host runs the teacher now than when the
+    choice was made (the teacher is re-timed in the same window): the latency is also judged
+    at the decision's host speed, so a host that drifted slower does not evict a choice that a
+    paired comparison still supports."""
     judged = cand.predicted_ms if cand.predicted_ms is not None else cand.at_percentile_ms
-    if judged is None or judged > profile.latency_ms:
+    if judged is None or min(judged, judged / max(host_scale, 1e-9)) > profile.latency_ms:
         return False
     return cand.speed_verdict in (None, "above", "inconclusive")
 

@@ -71,6 +71,35 @@ def test_a_remembered_choice_is_kept_while_it_holds_and_replaced_when_it_misses(
 
 
 @pytest.mark.usefixtures("named_export")
+def test_a_host_that_drifted_slower_is_measured_by_the_teacher_and_does_not_evict(
+    tmp_path: Path,
+) -> None:
+    """The whole host 20% slower (the teacher too): the remembered student, over the budget as
+    measured now, is judged at the decision's host speed and kept; a student that got slower
+    on its own (teacher unchanged) is not."""
+    profile = budget_profile(tmp_path, 5.0)
+    memory = tmp_path / "mem" / "selections.json"
+    first = {TEACHER: 40.0, **dict(zip(SMALL, (1.0, 2.0, 4.0, 4.8), strict=True))}
+    assert _choose(profile, first, memory)[0].chosen == SMALL[2]
+    assert json.loads(memory.read_text()).popitem()[1]["teacher_ms"] == 40.0
+    slower = {name: ms * 1.2 for name, ms in first.items()}  # SMALL[2] at 4.8, SMALL[3] 5.76
+    slower[SMALL[2]] = 5.6  # over the 5 ms budget now; 4.67 ms at the decision's host speed
+    kept, lines = _choose(profile, slower, memory)
+    assert kept.chosen == SMALL[2] and kept.remembered["kept"] is True
+    assert any("teacher 48.000 ms now, 40.000 ms then" in line for line in lines)
+    alone = {**first, SMALL[2]: 5.6}  # the teacher unchanged: the student itself is slower
+    assert _choose(profile, alone, memory)[0].remembered["kept"] is False
+
+
+def test_still_holds_judges_the_latency_at_the_decisions_host_speed(tmp_path: Path) -> None:
+    profile = budget_profile(tmp_path, 5.0)
+    cand = Candidate("c", 1, 1.0, at_percentile_ms=5.5, speed_verdict="above")
+    assert still_holds(cand, profile) is False
+    assert still_holds(cand, profile, host_scale=1.2) is True  # 4.58 ms at the old host speed
+    assert still_holds(cand, profile, host_scale=0.8) is False  # a faster host relaxes nothing
+
+
+@pytest.mark.usefixtures("named_export")
 def test_without_a_memory_path_nothing_is_read_or_written(tmp_path: Path) -> None:
     latency = {TEACHER: 40.0, **dict(zip(SMALL, (1.0, 2.0, 4.0, 4.8), strict=True))}
     selection, _ = _choose(budget_profile(tmp_path, 5.0), latency, None)
