@@ -24,7 +24,7 @@ def keep_recorded(option: Any) -> Any:
     """The same option with ``None`` as its value when not given: ``compressor distill`` then
     keeps what the run folder recorded."""
     base, *metadata = get_args(option)
-    return Annotated.__class_getitem__((base | None, *metadata))  # type: ignore[attr-defined]
+    return Annotated[base | None, *metadata]
 
 
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from torch import nn
 
@@ -93,23 +94,19 @@ def choose_student(
         "published_only": keep is not None, "precision": "int8" if to_shipped else "fp32",
         "trajectory": [p.name for p in plan.trajectory.points] if plan.trajectory else None,
     }  # fmt: skip
-    memory = None
-    if memory_path is not None:
-        key = decision_key(model_fingerprint(teacher_model), profile.to_dict(), scope)
-        memory = SelectionMemory(memory_path, key)
+    memory = _open_memory(memory_path, teacher_model, profile, scope)
     prior = memory.recall() if memory is not None else None
     scale = host_scale(prior, teacher)
     derived = _search_derived(
         plan, profile, timer, reference, to_shipped, on_candidate, log,
-        prior.chosen if prior is not None and prior.source == "pruned" else None, scale,
+        _remembered(prior, "pruned"), scale,
     )  # fmt: skip
     fresh: Selection | None = None
     failure: CompressorError | None = None
     if plan.fresh_allowed:
         fresh, failure = _first_fresh(
             profile, num_classes, families, timer, candidates, on_candidate, reference,
-            to_shipped, log, keep, prior.chosen if prior is not None and prior.source == "fresh"
-            else None, scale,
+            to_shipped, log, keep, _remembered(prior, "fresh"), scale,
         )  # fmt: skip
     selection = _ship(plan, profile, teacher, derived, fresh, failure, to_shipped, say_source)
     if memory is not None:
@@ -163,6 +160,21 @@ def _ship(
     fresh.student_source, fresh.source_reason = "fresh", reason
     say_source(f"student source: fresh ({reason})")
     return fresh
+
+
+def _open_memory(
+    path: Path | None, teacher_model: nn.Module, profile: LatencyProfile, scope: dict[str, Any]
+) -> SelectionMemory | None:
+    """The memory entry for this teacher, profile, candidate scope and host (None: no memory)."""
+    if path is None:
+        return None
+    return SelectionMemory(path, decision_key(model_fingerprint(teacher_model), profile.to_dict(),
+                                              scope))  # fmt: skip
+
+
+def _remembered(prior: Remembered | None, source: str) -> str | None:
+    """The remembered student's name when it is of this kind ("pruned" or "fresh")."""
+    return prior.chosen if prior is not None and prior.source == source else None
 
 
 def host_scale(prior: Remembered | None, teacher: TeacherTiming) -> float:

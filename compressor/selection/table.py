@@ -170,6 +170,8 @@ def format_table(selection: Selection) -> str:
         ok = "-" if c.fits is None else ("yes" if c.qualifies else "no")
         speedup = "-" if c.speedup is None else f"{c.speedup:.2f}x"
         mark = "  <- chosen" if c.name == selection.chosen else ""
+        if mark and not c.qualifies and (selection.remembered or {}).get("kept"):
+            mark += " (remembered: still within the budget and not clearly slower)"
         lines.append(
             f"{c.name:<{width}}{c.params:>10,}{c.mflops:>10.1f}"
             f"{ms(c.p50_ms)}{ms(c.p90_ms)}"
