@@ -24,6 +24,7 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 from compressor.errors import CompressorError
 from compressor.export.verify import VerifyReport
 from compressor.files import atomic_write
+from compressor.latency.cpu import cpu_flags
 from compressor.latency.paired import PairedTiming
 from compressor.latency.profiles import LatencyProfile
 from compressor.latency.timing import LatencyStats
@@ -81,19 +82,6 @@ class Int8Decision:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
-    """Instruction-set flags of this CPU (x86 ``flags`` or ARM ``Features``); empty if unknown."""
-    try:
-        text = cpuinfo.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return set()
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() in ("flags", "Features"):
-            return set(value.split())
-    return set()
 
 
 def choose_types(flags: Collection[str], machine: str) -> TypeChoice:

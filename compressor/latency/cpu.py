@@ -162,6 +162,36 @@ def min_cpu_share() -> float:
     return value
 
 
+def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
+    """Instruction-set flags of this CPU (x86 ``flags`` or ARM ``Features``); empty if unknown."""
+    try:
+        text = cpuinfo.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            return set(value.split())
+    return set()
+
+
+NCHWC_BLOCK_AVX512 = 16  # floats per channel block in onnxruntime's MLAS NCHWc kernels
+NCHWC_BLOCK_DEFAULT = 8  # AVX2 (and the rounding kept elsewhere)
+
+
+def channel_block(flags: set[str] | None = None) -> int:
+    """The channel multiple onnxruntime's CPU convolutions run fastest at on this host.
+
+    MLAS converts convolutions to its blocked NCHWc layout with a block of 16 floats where the
+    CPU has AVX-512F and 8 with AVX2 (``platform.cpp``: ``NchwcBlockSize``); a width that is not
+    a multiple of the block is padded or left in plain NCHW with reorder nodes around it. Pruned
+    widths rounded to 8 on an AVX-512 host removed MACs but little time (a 0.53x-MACs
+    mobilenet_v3_small was 1.31x faster, rounded to 16 a 0.52x one was 1.74x: docs/pruning.md).
+    """
+    found = cpu_flags() if flags is None else flags
+    return NCHWC_BLOCK_AVX512 if "avx512f" in found else NCHWC_BLOCK_DEFAULT
+
+
 @dataclass(frozen=True)
 class CpuUse:
     """What a timed window got: CPU share, pressure, and the verdict."""

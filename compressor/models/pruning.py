@@ -5,9 +5,10 @@ teacher with fewer channels keeps most of what it learned (Torch-Pruning, Fang e
 the Minitron recipe). Structural pruning must follow residual, depthwise, concatenation and
 squeeze-excitation dependencies, so it is done by Torch-Pruning's dependency graph (tested with
 1.6.x), never by hand. The teacher is pruned iteratively in :data:`STEPS` equal steps of the
-channel ratio (magnitude importance, the classifier kept whole, widths rounded to multiples of
-:data:`ROUND_TO` for fast kernels); every step is a candidate, and selection times them to find
-the largest that fits the budget (:mod:`compressor.selection.trajectory_search`).
+channel ratio (magnitude importance, the classifier kept whole, widths rounded to a multiple the
+caller names: onnxruntime's channel block on the timing host, else :data:`ROUND_TO`); every
+step is a candidate, and selection times them to find the largest that fits the budget
+(:mod:`compressor.selection.trajectory_search`).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from compressor.models.widths import layer_widths
 
 STEPS = 16
 MAX_CHANNEL_RATIO = 0.9  # the most pruned step keeps 10% of each layer's channels (>= ROUND_TO)
-ROUND_TO = 8
+ROUND_TO = 8  # the width multiple when the caller names none (AVX2's NCHWc block)
 NAME_MARK = "-pruned-"
 
 
@@ -43,6 +44,7 @@ class DerivedPoint:
     params: int
     mflops: float
     macs_ratio: float  # MACs relative to the teacher (same input)
+    round_to: int = ROUND_TO  # every pruned width is a multiple of this
 
     @property
     def name(self) -> str:
@@ -56,7 +58,8 @@ class DerivedPoint:
         """What ``student.pt`` stores to rebuild it: the base, per-layer widths, the ratios."""
         return {
             "base_arch": self.base_arch,
-            "method": f"torch-pruning magnitude (L2), {STEPS} steps, round_to={ROUND_TO}",
+            "method": f"torch-pruning magnitude (L2), {STEPS} steps, round_to={self.round_to}",
+            "round_to": self.round_to,
             "step": self.step,
             "channel_ratio": round(self.channel_ratio, 4),
             "macs_ratio": round(self.macs_ratio, 4),
@@ -128,11 +131,14 @@ def prune_trajectory(
     input_shape: tuple[int, int, int],
     steps: int = STEPS,
     max_channel_ratio: float = MAX_CHANNEL_RATIO,
+    round_to: int = ROUND_TO,
 ) -> Trajectory:
     """Prune a copy of ``teacher`` step by step; return every distinct step as a candidate.
 
     The teacher itself is not modified. Weights are the teacher's (magnitude-selected channels);
-    BatchNorm statistics are recomputed later, for the chosen step only.
+    BatchNorm statistics are recomputed later, for the chosen step only. ``round_to`` should be
+    the timing host's channel block (:func:`compressor.latency.cpu.channel_block`): widths off
+    the block remove MACs but not time.
 
     Raises:
         CompressorError: Torch-Pruning cannot trace the model or a pruned copy no longer runs.
@@ -158,7 +164,7 @@ def prune_trajectory(
                 pruning_ratio=max_channel_ratio,
                 iterative_steps=steps,
                 ignored_layers=_classifier(model, num_classes),
-                round_to=ROUND_TO,
+                round_to=round_to,
             )
             for step in range(1, steps + 1):
                 pruner.step()
@@ -176,6 +182,7 @@ def prune_trajectory(
                         count_params(model),
                         round(mflops, 3),
                         mflops / teacher_mflops,
+                        round_to,
                     )
                 )
     except CompressorError:
@@ -216,13 +223,15 @@ def plan_student_source(
     *,
     student_init: object | None = None,
     ladder_named: bool = False,
+    round_to: int = ROUND_TO,
 ) -> SourcePlan:
     """Decide which kinds of student selection considers (``--student-source``).
 
     ``auto`` derives students from the teacher when it can be pruned, and falls back to the
     fresh ladder otherwise; ``pruned`` insists (an error when it cannot); ``fresh`` never
-    prunes. ``--student-init`` and an explicit ``--family``/``--candidates`` (``ladder_named``)
-    ask for ladder students, so ``auto`` then keeps to them.
+    prunes; pruned widths are multiples of ``round_to``. ``--student-init`` and an explicit
+    ``--family``/``--candidates`` (``ladder_named``) ask for ladder students, so ``auto`` then
+    keeps to them.
 
     Raises:
         CompressorError: an unknown source, ``pruned`` with ``--student-init``, or ``pruned``
@@ -247,7 +256,7 @@ def plan_student_source(
     if reason is None:
         try:
             trajectory = prune_trajectory(
-                teacher.model, teacher.arch, teacher.num_classes, input_shape
+                teacher.model, teacher.arch, teacher.num_classes, input_shape, round_to=round_to
             )
         except CompressorError as exc:
             reason = str(exc)
@@ -257,7 +266,7 @@ def plan_student_source(
         if source == "pruned":
             raise CompressorError(f"--student-source pruned: cannot derive a student: {reason}")
         return SourcePlan("auto", None, f"auto: the fresh ladder, because {reason}")
-    took = f"{trajectory.seconds:.1f} s to prune"
+    took = f"{trajectory.seconds:.1f} s to prune, widths in multiples of {round_to}"
     return SourcePlan(source, trajectory, f"{source}: {teacher.arch} can be pruned ({took})")
 
 

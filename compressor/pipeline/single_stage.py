@@ -21,6 +21,7 @@ from compressor.export.int8 import shipped_graph
 from compressor.export.to_onnx import ExportResult, export_onnx, model_metadata, read_metadata
 from compressor.export.verify import verify_onnx
 from compressor.files import write_json_atomic, write_text_atomic
+from compressor.latency.cpu import channel_block
 from compressor.latency.profiles import LatencyProfile, load_profile
 from compressor.models.checkpoint import ModelBundle, load_bundle
 from compressor.models.pruning import plan_student_source
@@ -114,7 +115,11 @@ def select_for_profile(
         check_channels("teacher", bundle.in_channels, profile)
         families = families_to_try(family, bool(candidates), bundle.arch, height_width)
         plan = plan_student_source(
-            student_source, bundle, profile.input_shape, ladder_named=bool(family or candidates)
+            student_source,
+            bundle,
+            profile.input_shape,
+            ladder_named=bool(family or candidates),
+            round_to=channel_block(),
         )
         return choose_student(
             profile, bundle.model, bundle.arch, bundle.num_classes, families,

@@ -26,6 +26,7 @@ from compressor.export.int8 import decide_int8, quantize_int8, shipped_graph
 from compressor.export.to_onnx import ExportResult, onnx_bytes
 from compressor.export.verify import verify_onnx
 from compressor.files import read_json, write_json_atomic
+from compressor.latency.cpu import channel_block
 from compressor.latency.paired import measure_paired
 from compressor.latency.timing import TimingSettings
 from compressor.models.checkpoint import load_bundle
@@ -63,7 +64,7 @@ class SelectStage(Stage):
         families = families_to_try(cfg.family, bool(cfg.candidates), teacher.arch, input_hw)
         plan = plan_student_source(
             cfg.student_source, teacher, profile.input_shape, student_init=cfg.student_init,
-            ladder_named=bool(cfg.family or cfg.candidates),
+            ladder_named=bool(cfg.family or cfg.candidates), round_to=channel_block(),
         )  # fmt: skip
         budget = f"{profile.latency_ms:g} ms at p{profile.percentile:g}"
         kinds = ["derived"] * (plan.trajectory is not None) + [" / ".join(families)] * (

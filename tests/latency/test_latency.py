@@ -208,3 +208,11 @@ def test_create_session_applies_the_settings_on_the_cpu(tmp_path: Path) -> None:
         assert options.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
         out = session.run(None, {"x": np.ones((1, 2), np.float32)})[0]
         assert out.tolist() == [[1.0, 1.0]]
+
+
+def test_channel_block_is_onnxruntimes_nchwc_block_for_the_cpu() -> None:
+    from compressor.latency.cpu import channel_block
+
+    assert channel_block({"avx2", "avx512f", "avx512_vnni"}) == 16
+    assert channel_block({"avx2", "fma"}) == 8
+    assert channel_block({"asimd"}) == 8 and channel_block(set()) == 8

@@ -113,6 +113,26 @@ def test_torchvision_teachers_with_depthwise_and_squeeze_excitation_prune_and_re
         )
 
 
+def test_widths_follow_the_channel_block_the_caller_names() -> None:
+    """On an AVX-512 host onnxruntime runs convolutions in blocks of 16 channels: widths off the
+    block cost time without MACs, so the trajectory rounds every pruned width to the block."""
+    torch.manual_seed(0)
+    model = build_model("mobilenet_v3_small", 6, 3).eval()
+    teacher_widths = layer_widths(model)
+    for block in (8, 16):
+        trajectory = prune_trajectory(model, "mobilenet_v3_small", 6, (3, 32, 32), steps=4,
+                                      round_to=block)  # fmt: skip
+        record = trajectory.points[-1].record()
+        assert record["round_to"] == block and f"round_to={block}" in record["method"]
+        changed = {
+            (layer, key): value
+            for layer, shape in record["widths"].items()
+            for key, value in shape.items()
+            if key in ("out_channels", "out_features") and value != teacher_widths[layer][key]
+        }
+        assert changed and all(value % block == 0 for value in changed.values()), changed
+
+
 def test_a_record_that_does_not_match_its_weights_is_one_error(
     digits_trajectory, tmp_path: Path
 ) -> None:
