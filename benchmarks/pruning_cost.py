@@ -4,7 +4,8 @@ For torchvision ``mobilenet_v3_large`` and ``resnet50`` at 224 px (random weight
 pruning and latency do not depend on weight values) this times the product code exactly as
 ``compressor run`` calls it:
 
-(a) the pruning: ``compressor.models.pruning.plan_student_source("pruned", bundle, input_shape)``
+(a) the pruning: ``compressor.models.pruning.plan_student_source("pruned", bundle, input_shape,
+    round_to=channel_block())``
     (Torch-Pruning's dependency graph, :data:`compressor.models.pruning.STEPS` steps, a deep copy
     and a FLOP count per step);
 (b) the search: ``compressor.selection.sources.choose_student(profile, ..., families=[],
@@ -46,6 +47,7 @@ import torchvision
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from compressor.latency.cpu import channel_block  # noqa: E402
 from compressor.latency.profiles import load_profile, resolve_profile_path  # noqa: E402
 from compressor.models.checkpoint import load_bundle  # noqa: E402
 from compressor.models.pruning import plan_student_source  # noqa: E402
@@ -96,7 +98,9 @@ def measure(arch: str, base_profile: str, fraction: float, folder: Path) -> dict
     profile = load_profile(str(budget_profile(base_profile, budget, folder, arch)))
 
     began = time.perf_counter()
-    plan = plan_student_source("pruned", bundle, profile.input_shape)
+    plan = plan_student_source(
+        "pruned", bundle, profile.input_shape, round_to=channel_block()
+    )  # as compressor run calls it
     prune_s = time.perf_counter() - began
 
     timed: list = []
