@@ -183,8 +183,8 @@ def channel_block(flags: set[str] | None = None) -> int:
     """The channel multiple onnxruntime's CPU convolutions run fastest at on this host.
 
     MLAS converts convolutions to its blocked NCHWc layout with a block of 16 floats where the
-    CPU has AVX-512F and 8 with AVX2 (``platform.cpp``: ``NchwcBlockSize``); a width that is not
-    a multiple of the block is padded or left in plain NCHW with reorder nodes around it. Pruned
+    CPU has AVX-512F and 8 with AVX2 (``platform.cpp``: ``NchwcBlockSize``) and computes whole
+    blocks of channels, so a width off the block costs about what the next multiple does. Pruned
     widths rounded to 8 on an AVX-512 host removed MACs but little time (a 0.53x-MACs
     mobilenet_v3_small was 1.31x faster, rounded to 16 a 0.52x one was 1.74x: docs/pruning.md).
     """
