@@ -200,9 +200,16 @@ def _search_derived(
     if plan.trajectory is None:
         return None
     trajectory = plan.trajectory
+    removed = len(trajectory.points[0].removed)
+    copies = (
+        f"copies of {trajectory.base_arch} without its {removed} squeeze-excitation blocks, "
+        "unpruned and width-pruned"
+        if removed
+        else f"width-pruned copies of {trajectory.base_arch}"
+    )
     log(
-        f"derived students: {len(trajectory.points)} width-pruned copies of "
-        f"{trajectory.base_arch} ({trajectory.points[-1].macs_ratio:.2f}x to "
+        f"derived students: {len(trajectory.points)} {copies} "
+        f"({trajectory.points[-1].macs_ratio:.2f}x to "
         f"{trajectory.points[0].macs_ratio:.2f}x MACs), bisected by measured latency"
     )
     predictor = None
