@@ -3,7 +3,7 @@
 At batch 1 on a CPU, a squeeze-excitation block is cheap in MACs but not in time: a global
 pool, two 1x1 convolutions on a 1x1 map, a gate and a multiply, plus onnxruntime's reorders out
 of and back into its blocked NCHWc layout around the pool. Removing all nine from
-mobilenet_v3_small made it 1.42-1.45x faster on a 2-core AVX-512 host (docs/pruning.md), about
+mobilenet_v3_small made it 1.41-1.45x faster on a 2-core AVX-512 host (docs/pruning.md), about
 what pruning half its MACs buys, while width pruning barely shrinks these fixed costs.
 
 Each removed block's gate is replaced by its expected value, folded into the input channels of
