@@ -22,7 +22,6 @@ import sys
 from pathlib import Path
 
 import torch
-import torchvision
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -36,6 +35,7 @@ from compressor.latency.paired import measure_paired  # noqa: E402
 from compressor.latency.profiles import load_profile  # noqa: E402
 from compressor.latency.timing import TimingSettings  # noqa: E402
 from compressor.models.pruning import prune_trajectory  # noqa: E402
+from compressor.models.registry import build_model  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> None:
     profile = load_profile(args.profile)
     shape = profile.input_shape
     torch.manual_seed(0)
-    teacher = getattr(torchvision.models, args.arch)(num_classes=args.classes).eval()
+    teacher = build_model(args.arch, args.classes).eval()
     if args.teacher is not None:
         teacher.load_state_dict(torch.load(args.teacher, weights_only=True))
     settings = TimingSettings.from_profile(profile)

@@ -186,7 +186,8 @@ def channel_block(flags: set[str] | None = None) -> int:
     CPU has AVX-512F and 8 with AVX2 (``platform.cpp``: ``NchwcBlockSize``) and computes whole
     blocks of channels, so a width off the block costs about what the next multiple does. Pruned
     widths rounded to 8 on an AVX-512 host removed MACs but little time (a 0.53x-MACs
-    mobilenet_v3_small was 1.31x faster, rounded to 16 a 0.52x one was 1.74x: docs/pruning.md).
+    mobilenet_v3_small was 1.38x faster, rounded to 16 a 0.52x one was 1.66x:
+    ``benchmarks/channel_block.py``, docs/pruning.md).
     """
     found = cpu_flags() if flags is None else flags
     return NCHWC_BLOCK_AVX512 if "avx512f" in found else NCHWC_BLOCK_DEFAULT

@@ -29,7 +29,7 @@ from compressor.errors import CompressorError
 from compressor.files import atomic_write
 from compressor.models.archives import archive_kind, load_exported_program, load_torchscript
 from compressor.models.registry import build_model, known_arch
-from compressor.models.squeeze_excitation import drop_modules
+from compressor.models.squeeze_excitation import drop_squeeze_excitation
 from compressor.models.widths import apply_widths
 
 BUNDLE_FORMAT = "compressor.bundle/v1"
@@ -340,7 +340,7 @@ def _from_bundle(obj: Mapping[str, Any], path: Path, sha: str, arch: str | None)
         removed = pruning.get("removed_squeeze_excitation") or []
         if not isinstance(removed, (list, tuple)):
             raise CompressorError(f"{path}: the pruning record's removed blocks are not a list")
-        drop_modules(model, removed)
+        drop_squeeze_excitation(model, removed)
         apply_widths(model, pruning["widths"], obj["state_dict"])
         what = f"{path} (bundle of {obj['arch']}, pruned as recorded)"
     load_into(model, obj["state_dict"], what)

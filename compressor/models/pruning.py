@@ -172,14 +172,21 @@ def prune_trajectory(
     example = torch.zeros(1, *input_shape)
     teacher_mflops = count_flops(model, input_shape) / 1e6
     trajectory = Trajectory(base_arch, round(teacher_mflops, 3))
+
+    def keep(step: int, channel_ratio: float, removed: tuple[str, ...]) -> None:
+        """Add the model as it is now, if it is below the teacher's FLOPs."""
+        mflops = count_flops(model, input_shape) / 1e6
+        if mflops < teacher_mflops:
+            trajectory.points.append(
+                DerivedPoint(base_arch, step, channel_ratio, copy.deepcopy(model),
+                             count_params(model), round(mflops, 3), mflops / teacher_mflops,
+                             round_to, removed)
+            )  # fmt: skip
+
     try:
         removed = tuple(remove_squeeze_excitation(model)) if remove_se else ()
         if removed:
-            mflops = count_flops(model, input_shape) / 1e6
-            trajectory.points.append(
-                DerivedPoint(base_arch, 0, 0.0, copy.deepcopy(model), count_params(model),
-                             round(mflops, 3), mflops / teacher_mflops, round_to, removed)
-            )  # fmt: skip
+            keep(0, 0.0, removed)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             pruner = tp.pruner.BasePruner(
@@ -195,22 +202,7 @@ def prune_trajectory(
                 pruner.step()
                 with torch.no_grad():
                     model(example)
-                mflops = count_flops(model, input_shape) / 1e6
-                if mflops >= teacher_mflops:
-                    continue
-                trajectory.points.append(
-                    DerivedPoint(
-                        base_arch,
-                        step,
-                        max_channel_ratio * step / steps,
-                        copy.deepcopy(model),
-                        count_params(model),
-                        round(mflops, 3),
-                        mflops / teacher_mflops,
-                        round_to,
-                        removed,
-                    )
-                )
+                keep(step, max_channel_ratio * step / steps, removed)
     except CompressorError:
         raise
     except Exception as exc:  # tracing fails in many ways; each means "cannot prune this model"

@@ -32,25 +32,28 @@ def _expected_activation(norm: _BatchNorm, activation: nn.Module) -> torch.Tenso
     """E[activation(x)] per channel for x ~ N(norm.bias, norm.weight^2)."""
     levels = (torch.arange(QUANTILES, dtype=torch.float32) + 0.5) / QUANTILES
     normal = torch.distributions.Normal(0.0, 1.0).icdf(levels)
-    weight = norm.weight.detach().float() if norm.weight is not None else torch.ones(1)
-    bias = norm.bias.detach().float() if norm.bias is not None else torch.zeros(1)
+    affine = norm.weight is not None and norm.bias is not None
+    weight = norm.weight.detach().float() if affine else torch.ones(norm.num_features)
+    bias = norm.bias.detach().float() if affine else torch.zeros(norm.num_features)
     pre = weight[:, None] * normal[None, :] + bias[:, None]
     return activation(pre).mean(dim=1)
 
 
-def _foldable(before: nn.Module, after: nn.Module) -> bool:
-    """Conv-BN-activation before, a plain 1x1 convolution (first in its block) after."""
-    if not (isinstance(before, nn.Sequential) and len(before) == 3):
-        return False
-    if not isinstance(before[1], _BatchNorm) or not isinstance(after, nn.Sequential):
-        return False
-    conv = after[0] if len(after) else None
-    return (
-        isinstance(conv, nn.Conv2d)
-        and conv.groups == 1
-        and tuple(conv.kernel_size) == (1, 1)
-        and conv.in_channels == before[1].num_features
-    )
+def _fold_parts(
+    before: nn.Module, after: nn.Module
+) -> tuple[_BatchNorm, nn.Module, nn.Conv2d] | None:
+    """(BatchNorm, activation, 1x1 conv) when a Conv-BN-activation block comes before and a
+    block starting with a plain 1x1 convolution after; None when the gate cannot be folded."""
+    if not (isinstance(before, nn.Sequential) and isinstance(after, nn.Sequential)):
+        return None
+    if len(before) != 3 or not len(after):
+        return None
+    norm, activation, conv = before[1], before[2], after[0]
+    if not (isinstance(norm, _BatchNorm) and isinstance(conv, nn.Conv2d)):
+        return None
+    if conv.groups != 1 or tuple(conv.kernel_size) != (1, 1):
+        return None
+    return (norm, activation, conv) if conv.in_channels == norm.num_features else None
 
 
 @torch.no_grad()
@@ -69,11 +72,10 @@ def remove_squeeze_excitation(model: nn.Module) -> list[str]:
         for index, (name, child) in enumerate(children):
             if not isinstance(child, SqueezeExcitation) or not 0 < index < len(children) - 1:
                 continue
-            before, after = children[index - 1][1], children[index + 1][1]
-            if not _foldable(before, after):
+            parts = _fold_parts(children[index - 1][1], children[index + 1][1])
+            if parts is None:
                 continue
-            norm, activation, conv = before[1], before[2], after[0]  # type: ignore[index]
-            assert isinstance(norm, _BatchNorm) and isinstance(conv, nn.Conv2d)
+            norm, activation, conv = parts
             mean = _expected_activation(norm, activation).view(1, -1, 1, 1)
             pooled = child.fc2(child.activation(child.fc1(mean.to(conv.weight.dtype))))
             gate = child.scale_activation(pooled).view(1, -1, 1, 1)
@@ -83,7 +85,7 @@ def remove_squeeze_excitation(model: nn.Module) -> list[str]:
     return removed
 
 
-def drop_modules(model: nn.Module, names: Iterable[str]) -> None:
+def drop_squeeze_excitation(model: nn.Module, names: Iterable[str]) -> None:
     """Rebuild a recorded removal: replace each named ``SqueezeExcitation`` by ``nn.Identity``.
 
     Raises:

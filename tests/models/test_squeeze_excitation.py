@@ -21,7 +21,7 @@ from compressor.models.pruning import prune_trajectory
 from compressor.models.registry import build_model
 from compressor.models.squeeze_excitation import (
     _expected_activation,
-    drop_modules,
+    drop_squeeze_excitation,
     remove_squeeze_excitation,
 )
 
@@ -105,9 +105,9 @@ def test_the_plain_trajectory_keeps_squeeze_excitation() -> None:
 def test_a_record_that_removes_the_wrong_layer_is_one_error(tmp_path: Path) -> None:
     model = build_model("mobilenet_v3_small", 6, 3)
     with pytest.raises(CompressorError, match="has Conv2dNormActivation there"):
-        drop_modules(model, ["features.0"])
+        drop_squeeze_excitation(model, ["features.0"])
     with pytest.raises(CompressorError, match="has no such layer there"):
-        drop_modules(model, ["features.99.block"])
+        drop_squeeze_excitation(model, ["features.99.block"])
     teacher = build_model("mobilenet_v3_small", 6, 3).eval()
     point = prune_trajectory(teacher, "mobilenet_v3_small", 6, SHAPE, steps=2).points[0]
     record = point.record() | {"removed_squeeze_excitation": ["classifier.0"]}
