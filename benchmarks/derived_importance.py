@@ -14,7 +14,8 @@ distillation with compressor's own loop, test top-1 of the best validation epoch
 
 ``--before-only`` stops after the validation top-1 before training (seconds per variant).
 Equal MACs is not equal latency: time a non-uniform winner before trusting it
-(``benchmarks/channel_block.py`` measures the uniform steps).
+(``benchmarks/channel_block.py`` measures the uniform steps). The teacher is pruned as it is,
+squeeze-excitation kept, as compressor did before it removed those blocks (docs/pruning.md).
 """
 
 from __future__ import annotations
@@ -34,11 +35,10 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 import derived_settings  # noqa: E402
 
-from compressor.config.run import RunConfig  # noqa: E402
 from compressor.data.splits import normalize  # noqa: E402
 from compressor.models.pruning import DerivedPoint, _classifier, prepare_derived  # noqa: E402
 from compressor.models.registry import count_flops, count_params  # noqa: E402
-from compressor.pipeline.context import RunContext, open_context  # noqa: E402
+from compressor.pipeline.context import RunContext  # noqa: E402
 
 FINE_STEPS = 64
 VARIANTS = ("magnitude", "taylor", "global", "isomorphic", "taylor-isomorphic")
@@ -104,10 +104,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--before-only", action="store_true")
     parser.set_defaults(results=Path("/tmp/derived224/derived_importance.jsonl"))
     args = parser.parse_args(argv)
-    torch.manual_seed(args.seed)
-    cfg = RunConfig(teacher=args.teacher, data=args.data, profile=args.profile,
-                    out=Path("/nonexistent-unused"), arch=args.arch)  # fmt: skip
-    ctx = open_context(cfg, lambda _msg: None)
+    ctx = derived_settings.open_run(args)
     for variant in args.variants.split(","):
         if variant not in VARIANTS:
             raise SystemExit(f"unknown variant {variant!r}; choose from {VARIANTS}")

@@ -119,12 +119,17 @@ def train_and_measure(
     return row
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
+def open_run(args: argparse.Namespace) -> RunContext:
+    """The run's inputs exactly as ``compressor run`` loads them (profile, teacher, splits)."""
     torch.manual_seed(args.seed)
     cfg = RunConfig(teacher=args.teacher, data=args.data, profile=args.profile,
                     out=Path("/nonexistent-unused"), arch=args.arch)  # fmt: skip
-    ctx = open_context(cfg, lambda _msg: None)
+    return open_context(cfg, lambda _msg: None)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    ctx = open_run(args)
     teacher = ctx.teacher
     trajectory = prune_trajectory(
         teacher.model, args.arch, teacher.num_classes, ctx.profile.input_shape,
