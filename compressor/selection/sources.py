@@ -1,4 +1,4 @@
-"""Which kind of student ships: one derived from the teacher (the pruning trajectory, bisected
+"""Which kind of student ships: one derived from the teacher (the pruning trajectory, searched
 by measured latency) or a fresh one from a family's ladder, under ``--student-source``; and the
 selection memory that keeps an earlier choice on the same host while it holds.
 
@@ -41,7 +41,7 @@ from compressor.selection.table import (
 )
 from compressor.selection.target_calibration import host_predictor
 from compressor.selection.timers import pair_from_timer, profile_pair_timer, profile_timer
-from compressor.selection.trajectory_search import DerivedSearch, search_trajectory
+from compressor.selection.trajectory_search import DerivedSearch, guess_step, search_trajectory
 
 
 def choose_student(
@@ -196,7 +196,7 @@ def _search_derived(
     prior: str | None = None,
     scale: float = 1.0,
 ) -> DerivedSearch | None:
-    """The bisection along the trajectory (None when the plan has no derived students)."""
+    """The search along the trajectory (None when the plan has no derived students)."""
     if plan.trajectory is None:
         return None
     trajectory = plan.trajectory
@@ -210,7 +210,7 @@ def _search_derived(
     log(
         f"derived students: {len(trajectory.points)} {copies} "
         f"({trajectory.points[-1].macs_ratio:.2f}x to "
-        f"{trajectory.points[0].macs_ratio:.2f}x MACs), bisected by measured latency"
+        f"{trajectory.points[0].macs_ratio:.2f}x MACs), searched by measured latency"
     )
     predictor = None
     if profile.calibration is not None:
@@ -232,7 +232,13 @@ def _search_derived(
 
     names = [row.name for row in rows]
     held = names.index(prior) if prior in names else None
-    return search_trajectory(rows, time_step, held, lambda row: still_holds(row, profile, scale))
+    needed_ms = profile.target_ms
+    if reference.teacher_ms is not None:
+        needed_ms = min(needed_ms, reference.teacher_ms / profile.min_speedup)
+    start = guess_step([p.macs_ratio for p in trajectory.points], reference.teacher_ms, needed_ms)
+    return search_trajectory(
+        rows, time_step, held, lambda row: still_holds(row, profile, scale), start
+    )
 
 
 def _first_fresh(

@@ -194,7 +194,7 @@ def _selection(teacher, trajectory, profile: Path, source: str, families: list[s
     )  # fmt: skip
 
 
-def test_bisection_ships_the_least_pruned_step_that_fits(
+def test_the_search_ships_the_least_pruned_step_that_fits(
     digits_trajectory, tmp_path: Path, params_timed
 ) -> None:
     teacher, trajectory = digits_trajectory
@@ -210,7 +210,7 @@ def test_bisection_ships_the_least_pruned_step_that_fits(
     assert [r.name for r in rows] == [p.name for p in trajectory.points]
     assert all(r.source == "pruned" and r.macs_ratio is not None for r in rows)
     timed = [r for r in rows if r.at_percentile_ms is not None]
-    assert 2 <= len(timed) <= int(np.ceil(np.log2(len(rows)))) + 1  # a bisection, not a walk
+    assert 2 <= len(timed) <= int(np.ceil(np.log2(len(rows)))) + 1  # a search, not a walk
     assert all(r.fits == (r.at_percentile_ms <= target + 1e-9) for r in timed)
     assert "ships cifar_resnet20_w32 width-pruned to" in selection.source_reason
 
