@@ -115,22 +115,30 @@ def test_torchvision_teachers_with_depthwise_and_squeeze_excitation_prune_and_re
 
 def test_widths_follow_the_channel_block_the_caller_names() -> None:
     """On an AVX-512 host onnxruntime runs convolutions in blocks of 16 channels: widths off the
-    block cost time without MACs, so the trajectory rounds every pruned width to the block."""
+    block cost time without MACs, so the trajectory rounds every pruned width to the block, and
+    rounds up: no layer loses more channels than the step's ratio asks (a 24-channel layer is
+    not cut to 16 by a step that removes a quarter)."""
     torch.manual_seed(0)
     model = build_model("mobilenet_v3_small", 6, 3).eval()
     teacher_widths = layer_widths(model)
     for block in (8, 16):
         trajectory = prune_trajectory(model, "mobilenet_v3_small", 6, (3, 32, 32), steps=4,
                                       round_to=block)  # fmt: skip
-        record = trajectory.points[-1].record()
-        assert record["round_to"] == block and f"round_to={block}" in record["method"]
-        changed = {
-            (layer, key): value
-            for layer, shape in record["widths"].items()
-            for key, value in shape.items()
-            if key in ("out_channels", "out_features") and value != teacher_widths[layer][key]
-        }
-        assert changed and all(value % block == 0 for value in changed.values()), changed
+        assert trajectory.points[-1].record()["round_to"] == block
+        assert f"round_to={block}" in trajectory.points[-1].record()["method"]
+        for point in trajectory.points[1:]:
+            changed = {
+                (layer, key): (teacher_widths[layer][key], value)
+                for layer, shape in point.record()["widths"].items()
+                for key, value in shape.items()
+                if key in ("out_channels", "out_features") and value != teacher_widths[layer][key]
+            }
+            assert changed and all(new % block == 0 for _, new in changed.values()), changed
+            asked = 1 - point.channel_ratio
+            assert all(new >= int(old * asked) for old, new in changed.values()), changed
+        first = trajectory.points[1].record()["widths"]  # a quarter of the channels asked
+        narrow = [k for k in first if teacher_widths[k].get("out_channels") == 24]
+        assert narrow and all(first[k]["out_channels"] == 24 for k in narrow)
 
 
 def test_a_record_that_does_not_match_its_weights_is_one_error(
