@@ -134,7 +134,8 @@ def _candidate_progress(ctx: RunContext, total: int) -> Any:
         detail = f"{c.name} p{percentile:g} {ms:.3f} ms ({c.precision}), fits={c.fits}"
         if c.speedup is not None:
             detail += f", {c.speedup:.2f}x faster than the teacher"
-        progress.tick("timing candidates", timed[0], total, detail)
+        # the search's count is an estimate: never show more done than planned
+        progress.tick("timing candidates", timed[0], max(total, timed[0]), detail)
 
     return on_candidate
 

@@ -50,7 +50,14 @@ def selection_section(report: dict[str, Any]) -> str:
         f"{escape_html(selection.get('chosen') or MISSING)}</code>; target "
         f"{html_ms(selection.get('target_ms'))} at p{percentile} (budget "
         f"{html_ms(selection.get('budget_ms'))} less the safety margin), at least "
-        f"{html_number(selection.get('min_speedup'), 'g', 'x')} faster than the teacher, timed "
+        f"{html_number(selection.get('min_speedup'), 'g', 'x')} faster than the teacher"
+        + (
+            f" (median at least {html_number(selection['target_speedup'], '.3g', 'x')}: the "
+            "safety margin)"
+            if selection.get("target_speedup") is not None
+            else ""
+        )
+        + ", timed "
         f"at {escape_html(selection.get('precision') or 'fp32')}."
         + (f" {untimed} candidate(s) not timed, so not plotted." if untimed else "")
         + _source(selection)

@@ -182,6 +182,14 @@ def _size_md(report: dict[str, Any]) -> list[str]:
     ]
 
 
+def _speed_margin(selection: dict[str, Any]) -> str:
+    """How the speedup bar was applied (records before the margin have no target_speedup)."""
+    target = selection.get("target_speedup")
+    if target is None:
+        return ""
+    return f" (its interval above that, its median at least {target:.3g}x: the safety margin)"
+
+
 def _selection_md(report: dict[str, Any]) -> list[str]:
     selection = report["selection"]
     lines = [
@@ -189,7 +197,8 @@ def _selection_md(report: dict[str, Any]) -> list[str]:
         f"Family `{selection['family']}`, target {selection['target_ms']:.3f} ms at "
         f"p{selection['percentile']:g} (budget {selection['budget_ms']:g} ms less the safety "
         f"margin); a candidate must also be {selection.get('min_speedup', 1.0):g}x faster than "
-        f"the teacher. Timed at {selection.get('precision', 'fp32')} (the precision that ships).",
+        f"the teacher{_speed_margin(selection)}. Timed at "
+        f"{selection.get('precision', 'fp32')} (the precision that ships).",
         *source_lines(selection),
         "",
         "| candidate | params | MFLOPs | host p50 ms | host p90 ms | predicted target ms | "

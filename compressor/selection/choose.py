@@ -135,7 +135,9 @@ def time_candidate(
 
     With the teacher's graph and a paired timer in ``reference`` the speedup comes from the two
     graphs timed interleaved, and the candidate qualifies only when its interval clears
-    ``min_speedup``. A bare teacher latency (a float) keeps the single-timing arithmetic.
+    ``min_speedup`` and its median clears ``target_speedup`` (the bar with the profile's safety
+    margin). A bare teacher latency (a float) keeps the single-timing arithmetic, against
+    ``target_speedup``.
     """
     if not isinstance(reference, Reference):
         teacher_ms = reference
@@ -172,10 +174,10 @@ def time_candidate(
         cand.speedup_ci = [paired.ci_low, paired.ci_high]
         cand.rounds = paired.rounds
         cand.speed_verdict = paired.verdict(profile.min_speedup)
-        cand.faster = cand.speed_verdict == "above"
+        cand.faster = cand.speed_verdict == "above" and paired.ratio >= profile.target_speedup
     elif teacher_ms is not None:
         cand.speedup = round(teacher_ms / max(stats.at_percentile_ms, 1e-9), 3)
-        cand.faster = teacher_ms >= profile.min_speedup * stats.at_percentile_ms
+        cand.faster = teacher_ms >= profile.target_speedup * stats.at_percentile_ms
         cand.speed_verdict = "above" if cand.faster else "below"
     if same_as_teacher(cand, reference.teacher):
         cand.faster, cand.speed_verdict = False, SAME_AS_TEACHER
@@ -256,6 +258,7 @@ def select_student(
         predictor=predictor,
         teacher=teacher,
         min_speedup=profile.min_speedup,
+        target_speedup=round(profile.target_speedup, 4),
         precision=precision,
     )
 

@@ -87,12 +87,14 @@ def choose_student(
         if teacher.meets_budget:
             log(
                 f"the teacher already meets the {profile.latency_ms:g} ms budget: compressing to "
-                f"the largest candidate at least {profile.min_speedup:g}x faster than it"
+                f"the largest candidate at least {profile.min_speedup:g}x faster than it "
+                f"(median at least {profile.target_speedup:.3g}x, the safety margin)"
             )
     scope = {
         "source": plan.source, "families": families, "candidates": candidates,
         "published_only": keep is not None, "precision": "int8" if to_shipped else "fp32",
         "trajectory": [p.name for p in plan.trajectory.points] if plan.trajectory else None,
+        "target_speedup": round(profile.target_speedup, 4),  # choices before the margin differ
     }  # fmt: skip
     memory = _open_memory(memory_path, teacher_model, profile, scope)
     prior = memory.recall() if memory is not None else None
@@ -138,6 +140,7 @@ def _ship(
             candidates=rows,
             teacher=teacher,
             min_speedup=profile.min_speedup,
+            target_speedup=round(profile.target_speedup, 4),
             precision="int8" if to_shipped is not None else "fp32",
             student_source="pruned",
             source_reason=reason,
@@ -234,7 +237,7 @@ def _search_derived(
     held = names.index(prior) if prior in names else None
     needed_ms = profile.target_ms
     if reference.teacher_ms is not None:
-        needed_ms = min(needed_ms, reference.teacher_ms / profile.min_speedup)
+        needed_ms = min(needed_ms, reference.teacher_ms / profile.target_speedup)
     start = guess_step([p.macs_ratio for p in trajectory.points], reference.teacher_ms, needed_ms)
     return search_trajectory(
         rows, time_step, held, lambda row: still_holds(row, profile, scale), start

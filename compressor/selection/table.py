@@ -82,6 +82,7 @@ class Selection:
     predictor: LatencyPredictor | None = None  # host -> target, measured during selection
     teacher: TeacherTiming | None = None  # the teacher under the same settings
     min_speedup: float = 1.0
+    target_speedup: float | None = None  # min_speedup with the safety margin (the median's bar)
     precision: str = "fp32"
     student_source: str = "fresh"  # what ships: "fresh" (ladder) or "pruned" (from the teacher)
     source_reason: str = ""  # why that kind (the --student-source rule, in one line)
@@ -104,6 +105,7 @@ class Selection:
             "predictor": asdict(self.predictor) if self.predictor else None,
             "teacher": asdict(self.teacher) if self.teacher else None,
             "min_speedup": self.min_speedup,
+            "target_speedup": self.target_speedup,
             "precision": self.precision,
             "student_source": self.student_source,
             "source_reason": self.source_reason,
