@@ -8,7 +8,8 @@ No threshold on one run's measurement can make such a choice repeat. What can is
 autotuners keep a timing cache: the first run's choice is remembered under a key of everything
 that decides it (the teacher's weights, the profile, the candidate scope, the host), and a later
 run re-measures that one student and keeps it while it is not clearly worse. It enters on a
-clear pass (the target, an interval wholly above ``min_speedup``) and leaves only on a clear
+clear pass (the target, an interval wholly above ``min_speedup``, a median above
+``target_speedup``) and leaves only on a clear
 miss (over the budget itself, an interval wholly below ``min_speedup``): the safety margin and
 the interval's width are the band in between. A miss searches again and replaces the entry.
 
