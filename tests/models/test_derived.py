@@ -289,7 +289,7 @@ def test_cli_derived_run_distill_resume_inspect_verify(
     derived = selection["derived"]
     assert derived["bn_recalibration_images"] > 0
     assert 0.0 <= derived["val_top1_before_training"] <= 1.0
-    assert report["distillation"]["train"]["lr"] == 0.01  # --pruned-lr's default, not --lr
+    assert report["distillation"]["train"]["lr"] == 0.005  # --pruned-lr's default, not --lr
     assert "Student source: **pruned**" in (out / "report.md").read_text()
     assert "Student source: <strong>pruned</strong>" in (out / "report.html").read_text()
     saved = torch.load(out / "student.pt", weights_only=True)
