@@ -6,6 +6,7 @@ One place for each fake, so a change to :class:`LatencyStats` or the profile sch
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -232,3 +233,16 @@ def full_report() -> dict[str, Any]:
         "int8": {"size_bytes": 12000, "top1": 0.77, "settings": {"per_channel": True}},
         "warnings": ["teacher input size differs"],
     }
+
+
+@dataclass
+class SearchRow:
+    """A trajectory step as the search sees it: a name, a latency once timed, qualifies or not."""
+
+    name: str
+    at_percentile_ms: float | None = None
+    fits: bool = False
+
+    @property
+    def qualifies(self) -> bool:
+        return self.fits

@@ -82,11 +82,9 @@ def search_trajectory(
     search = DerivedSearch(rows)
     if not rows:
         return search
-    timed: set[int] = set()
 
     def qualifies(index: int) -> bool:
-        if index not in timed:
-            timed.add(index)
+        if rows[index].at_percentile_ms is None:  # each step is timed at most once
             time_step(index)
         return rows[index].qualifies
 

@@ -8,7 +8,6 @@ remembered student stands against the target, the budget and ``min_speedup``.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -24,7 +23,7 @@ from compressor.selection.memory import (
 from compressor.selection.sources import choose_student
 from compressor.selection.table import Candidate, still_holds
 from compressor.selection.trajectory_search import search_trajectory
-from tests.fakes import SMALL, budget_profile, timer_from
+from tests.fakes import SMALL, SearchRow, budget_profile, timer_from
 
 TEACHER = "cifar_resnet20_w32"
 TEACHER_MODEL = build_model(TEACHER, 10, 1)  # one set of weights: the memory's key hashes them
@@ -106,20 +105,9 @@ def test_without_a_memory_path_nothing_is_read_or_written(tmp_path: Path) -> Non
     assert selection.remembered is None and not list(tmp_path.rglob("selections.json"))
 
 
-@dataclass
-class _Row:
-    name: str
-    at_percentile_ms: float | None = None
-    fits: bool = False
-
-    @property
-    def qualifies(self) -> bool:
-        return self.fits
-
-
 def test_the_trajectory_search_keeps_a_holding_prior_with_one_timing() -> None:
     ms = [9.0, 7.0, 5.0, 4.0, 3.0, 2.0, 1.0]
-    rows = [_Row(f"s{i}") for i in range(len(ms))]
+    rows = [SearchRow(f"s{i}") for i in range(len(ms))]
     timed: list[int] = []
 
     def time_step(i: int) -> None:
@@ -129,7 +117,7 @@ def test_the_trajectory_search_keeps_a_holding_prior_with_one_timing() -> None:
     kept = search_trajectory(rows, time_step, prior=2, holds=lambda r: r.at_percentile_ms <= 5.0)
     assert kept.chosen == "s2" and kept.kept and timed == [2]
 
-    rows = [_Row(f"s{i}") for i in range(len(ms))]
+    rows = [SearchRow(f"s{i}") for i in range(len(ms))]
     timed.clear()
     dropped = search_trajectory(rows, time_step, prior=1, holds=lambda r: r.at_percentile_ms <= 5.0)
     assert dropped.chosen == "s3" and not dropped.kept and timed[0] == 1  # then a bisection

@@ -4,27 +4,16 @@ monotone pattern and every starting guess, and a good guess costs two timings.""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import pytest
 
 from compressor.selection.trajectory_search import guess_step, search_trajectory
-
-
-@dataclass
-class _Step:
-    name: str
-    at_percentile_ms: float | None = None
-    fits: bool = False
-
-    @property
-    def qualifies(self) -> bool:
-        return self.fits
+from tests.fakes import SearchRow
 
 
 def _search(steps: int, first_qualifying: int, start: int | None) -> tuple[str | None, list[int]]:
     """Search ``steps`` rows of which those from ``first_qualifying`` on qualify."""
-    rows = [_Step(f"s{i}") for i in range(steps)]
+    rows = [SearchRow(f"s{i}") for i in range(steps)]
     timed: list[int] = []
 
     def time_step(i: int) -> None:
