@@ -194,9 +194,10 @@ class LatencyProfile:
 
         Selection ships the candidate nearest the bar, so without a margin a later timing of
         the same student lands below it about half the time (a 0.91x mobilenet_v3_small chosen
-        at 1.57x measured 1.49x at the end of its run, docs/pruning.md).
+        at 1.57x measured 1.49x at the end of its run, docs/pruning.md). Rounded to 4 decimals
+        because it is also recorded (selection.json) and part of the selection memory's key.
         """
-        return self.min_speedup / (1.0 - self.safety_margin)
+        return round(self.min_speedup / (1.0 - self.safety_margin), 4)
 
     def preprocess_layer(self) -> dict[str, Any]:
         """The [preprocess] keys this profile states (for compressor.data.preprocess.resolve)."""

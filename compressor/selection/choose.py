@@ -258,7 +258,7 @@ def select_student(
         predictor=predictor,
         teacher=teacher,
         min_speedup=profile.min_speedup,
-        target_speedup=round(profile.target_speedup, 4),
+        target_speedup=profile.target_speedup,
         precision=precision,
     )
 

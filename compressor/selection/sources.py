@@ -94,7 +94,7 @@ def choose_student(
         "source": plan.source, "families": families, "candidates": candidates,
         "published_only": keep is not None, "precision": "int8" if to_shipped else "fp32",
         "trajectory": [p.name for p in plan.trajectory.points] if plan.trajectory else None,
-        "target_speedup": round(profile.target_speedup, 4),  # choices before the margin differ
+        "target_speedup": profile.target_speedup,  # choices before the margin differ
     }  # fmt: skip
     memory = _open_memory(memory_path, teacher_model, profile, scope)
     prior = memory.recall() if memory is not None else None
@@ -140,7 +140,7 @@ def _ship(
             candidates=rows,
             teacher=teacher,
             min_speedup=profile.min_speedup,
-            target_speedup=round(profile.target_speedup, 4),
+            target_speedup=profile.target_speedup,
             precision="int8" if to_shipped is not None else "fp32",
             student_source="pruned",
             source_reason=reason,
