@@ -64,12 +64,14 @@ def cpu_info() -> tuple[str, bool]:
 
 
 def versions() -> dict[str, str]:
-    import onnxruntime
-    import torch_pruning
+    from importlib import metadata
 
+    import onnxruntime
+
+    # torch-pruning by its distribution metadata: 1.6.1 still reports __version__ "1.6.0"
     return {"python": platform.python_version(), "torch": torch.__version__,
             "torchvision": torchvision.__version__, "onnxruntime": onnxruntime.__version__,
-            "torch-pruning": torch_pruning.__version__}  # fmt: skip
+            "torch-pruning": metadata.version("torch-pruning")}  # fmt: skip
 
 
 def budget_profile(base: str, latency_ms: float, folder: Path, tag: str) -> Path:

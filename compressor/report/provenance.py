@@ -15,7 +15,8 @@ from compressor import __version__
 def versions() -> dict[str, str]:
     """Versions of Python, the package and the libraries whose behaviour the numbers depend on."""
     out = {"python": sys.version.split()[0], "compressor": __version__}
-    for pkg in ("torch", "torchvision", "onnx", "onnxruntime", "numpy"):
+    # torch-pruning by its distribution metadata: 1.6.1 still reports __version__ "1.6.0"
+    for pkg in ("torch", "torchvision", "onnx", "onnxruntime", "numpy", "torch-pruning"):
         try:
             out[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
