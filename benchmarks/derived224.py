@@ -50,8 +50,10 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 import photo224  # noqa: E402  (the case's data and teacher)
-import pruning_cost  # noqa: E402  (cpu_info, versions)
+import pruning_cost  # noqa: E402  (cpu_info)
 import student_init224  # noqa: E402  (the pre-trained student for the init arm)
+
+from compressor.report.provenance import versions  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -297,7 +299,7 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
 
 def environment() -> str:
     cpu, vnni = pruning_cost.cpu_info()
-    vers = ", ".join(f"{k} {v}" for k, v in pruning_cost.versions().items())
+    vers = ", ".join(f"{k} {v}" for k, v in versions().items())
     return f"cpu: {cpu} ({'AVX-512 VNNI' if vnni else 'no avx512_vnni flag'}), " \
            f"{os.cpu_count()} cores; {vers}"  # fmt: skip
 

@@ -51,6 +51,7 @@ from compressor.latency.cpu import channel_block  # noqa: E402
 from compressor.latency.profiles import load_profile, resolve_profile_path  # noqa: E402
 from compressor.models.checkpoint import load_bundle  # noqa: E402
 from compressor.models.pruning import plan_student_source  # noqa: E402
+from compressor.report.provenance import versions  # noqa: E402
 from compressor.selection.choose import time_teacher  # noqa: E402
 from compressor.selection.sources import choose_student  # noqa: E402
 
@@ -61,17 +62,6 @@ def cpu_info() -> tuple[str, bool]:
     flags = re.search(r"^flags\s*:\s*(.*)$", text, re.M)
     return (name.group(1).strip() if name else platform.processor() or "unknown",
             bool(flags and "avx512_vnni" in flags.group(1).split()))  # fmt: skip
-
-
-def versions() -> dict[str, str]:
-    from importlib import metadata
-
-    import onnxruntime
-
-    # torch-pruning by its distribution metadata: 1.6.1 still reports __version__ "1.6.0"
-    return {"python": platform.python_version(), "torch": torch.__version__,
-            "torchvision": torchvision.__version__, "onnxruntime": onnxruntime.__version__,
-            "torch-pruning": metadata.version("torch-pruning")}  # fmt: skip
 
 
 def budget_profile(base: str, latency_ms: float, folder: Path, tag: str) -> Path:

@@ -61,7 +61,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-import pruning_cost  # noqa: E402  (CPU model and versions)
+import pruning_cost  # noqa: E402  (CPU model)
 
 LOADGEN = [sys.executable, "-c", "while True: pass"]
 
