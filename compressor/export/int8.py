@@ -22,7 +22,7 @@ from onnxruntime import quantization as ortq
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from compressor.errors import CompressorError
-from compressor.export.verify import VerifyReport
+from compressor.export.verify import VerifyReport, top1_drop_of
 from compressor.files import atomic_write
 from compressor.latency.cpu import cpu_flags
 from compressor.latency.paired import PairedTiming
@@ -237,7 +237,7 @@ def decide_int8(
     ms = f"p{f_lat.percentile:g} {i_ms:.3f} ms vs fp32 {f_ms:.3f} ms"
     teacher = int8.teacher_top1 if int8.teacher_top1 is not None else fp32.teacher_top1
     ref_name, ref = ("teacher", teacher) if teacher is not None else ("fp32", f_top)
-    drop = ref - i_top
+    drop = top1_drop_of(ref, i_top, int8.images)
     problems = []
     setup = [(lat.percentile, lat.batch_size) for lat in (f_lat, i_lat)]
     if setup[0] != setup[1]:

@@ -148,6 +148,19 @@ def test_all_gates_pass_at_their_exact_boundaries(
     assert gate.detail == "0.75 >= 0.75: ok"
 
 
+def test_a_drop_of_exactly_the_gate_passes_though_its_float_difference_is_past_it() -> None:
+    """Seen in docs/pruning.md: 90 of 3,000 test images below the teacher, exactly 3 points,
+    failed the "at most 3 points" gate because 1769/3000 - 1679/3000 is 0.030000000000000027."""
+    teacher, student = 1769 / 3000, 1679 / 3000
+    assert teacher - student > 0.03
+    drop = verify.top1_drop_of(teacher, student, 3000)
+    assert drop == 0.03 and verify.make_gate("max_top1_drop", drop, 0.03, "<=").passed
+    assert not verify.make_gate("max_top1_drop", verify.top1_drop_of(1770 / 3000, student, 3000),
+                                0.03, "<=").passed  # fmt: skip
+    assert verify.top1_drop_of(0.5, 0.25, 0) == 0.25  # no images: the plain difference
+    assert np.isnan(verify.top1_drop_of(0.5, float("nan"), 3000))  # unmeasured stays unmeasured
+
+
 def test_each_gate_fails_just_past_its_boundary(
     student_onnx, test_split, timings, tmp_path: Path
 ) -> None:
