@@ -58,6 +58,8 @@ import student_init224  # noqa: E402  (the pre-trained student for the init arm)
 
 from compressor.report.provenance import versions  # noqa: E402
 
+PHOTO224_TEST_PER_CLASS = 100  # benchmarks/photo224.py's test photos per class (600 in all)
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
@@ -70,7 +72,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--test-per-class",
         type=int,
-        default=100,
+        default=PHOTO224_TEST_PER_CLASS,
         help="test images per class (photo224 uses 100: 600 in all, a standard error of about "
         "2 points on top-1); other counts go to <work>/data-test<N>, same training images",
     )
@@ -114,7 +116,7 @@ def teacher_path(args: argparse.Namespace) -> Path:
 
 def data_dir(args: argparse.Namespace) -> Path:
     """photo224's data (250 training images per class) with ``--test-per-class`` test images."""
-    if args.test_per_class == 100:
+    if args.test_per_class == PHOTO224_TEST_PER_CLASS:
         return args.work / "data"  # photo224's own cache
     return args.work / f"data-test{args.test_per_class}"
 
@@ -185,7 +187,7 @@ def peak_rss_gib(time_file: Path) -> float | None:
 def run_one(args: argparse.Namespace, teacher: Path, arm: str, seed: int) -> dict[str, Any]:
     flags = arm_flags(arm, args)
     name = f"{args.teacher_arch}_{arm.replace('@', '-lr')}_s{seed}"
-    if args.test_per_class != 100:
+    if data_dir(args).name != "data":
         name += f"_test{args.test_per_class}"
     if args.accuracy_only_profile:
         name += "_accuracy-only"
@@ -329,7 +331,9 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
         args.work.mkdir(parents=True, exist_ok=True)
         args.results.parent.mkdir(parents=True, exist_ok=True)
-        photo224.build_photos(args.cifar, args.work / "data", 250, 100)  # no-op when cached
+        # photo224's own data trains the teacher; data_dir is the same folder unless
+        # --test-per-class differs (each call is a no-op once built)
+        photo224.build_photos(args.cifar, args.work / "data", 250, PHOTO224_TEST_PER_CLASS)
         photo224.build_photos(args.cifar, data_dir(args), 250, args.test_per_class)
         teacher = ensure_teacher(args)
         if args.accuracy_only_profile:
